@@ -1,0 +1,75 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Everything they need (Debian packages, Python packages, a throw-away PostgreSQL)
+# is installed and started here, never by hand.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PGBIN ?= /usr/lib/postgresql/15/bin
+PGRUN := $(if $(filter 0,$(shell id -u)),runuser -u postgres --,)
+PGDIR ?= /tmp/pgtest-$(notdir $(CURDIR))-$(shell id -u)
+APT_PACKAGES := postgresql chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: demo test sysdeps venv lint type docs bench clean pg-up pg-down
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,lint,demo]' 'tox>=4.20'
+	touch $@
+
+venv: $(BIN)/.installed
+
+# Debian packages the suite needs: PostgreSQL for the second database, Chromium for the
+# browser tests. Installed only when missing.
+sysdeps:
+	@missing=""; \
+	  [ -x $(PGBIN)/initdb ] || missing="$$missing postgresql"; \
+	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "Installing Debian packages:$$missing"; \
+	    $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  fi
+
+# A throw-away PostgreSQL cluster on 127.0.0.1 (initdb refuses root, hence runuser).
+pg-up:
+	rm -rf $(PGDIR) && mkdir -p $(PGDIR) && chmod 700 $(PGDIR)
+	$(if $(PGRUN),chown postgres: $(PGDIR))
+	$(PYTHON) -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])' > $(PGDIR)/port
+	$(PGRUN) $(PGBIN)/initdb -D $(PGDIR)/data -U postgres -A trust -E UTF8 --no-sync -N >/dev/null
+	$(PGRUN) $(PGBIN)/pg_ctl -D $(PGDIR)/data -l $(PGDIR)/log -w -o \
+	  "-c listen_addresses=127.0.0.1 -p $$(cat $(PGDIR)/port) -k $(PGDIR) -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" start >/dev/null
+
+pg-down:
+	-$(PGRUN) $(PGBIN)/pg_ctl -D $(PGDIR)/data -m immediate -w stop >/dev/null
+	rm -rf $(PGDIR)
+
+# The whole suite: every supported Python/Django line on SQLite and PostgreSQL, then lint,
+# type and docs checks. The cluster is stopped whatever the outcome.
+test: sysdeps venv pg-up
+	PGPORT=$$(cat $(PGDIR)/port) $(BIN)/tox run $(TOXARGS); rc=$$?; \
+	  $(PGRUN) $(PGBIN)/pg_ctl -D $(PGDIR)/data -m immediate -w stop >/dev/null; rm -rf $(PGDIR); \
+	  exit $$rc
+
+lint: venv
+	$(BIN)/tox run -e lint
+
+type: venv
+	$(BIN)/tox run -e type
+
+docs: venv
+	$(BIN)/tox run -e docs
+
+# The example project with an embedded SMTP sink; see example_project/README.
+demo: venv
+	$(BIN)/python example_project/manage.py migrate --noinput -v 0
+	$(BIN)/python example_project/manage.py demo
+
+bench: venv
+	$(BIN)/python -m benchmarks $(BENCHARGS)
+
+clean:
+	rm -rf $(VENV) .tox .demo docs/_build

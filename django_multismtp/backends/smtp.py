@@ -1,0 +1,501 @@
+"""The email backend: choose an account per message, honour limits, send, fail over.
+
+Follows Django's backend contract on 5.2, 6.0 and 6.1: options are explicit keyword
+arguments (they are the ``MAILERS`` OPTIONS), everything else goes to
+``BaseEmailBackend`` (6.1's ``alias`` included), ``fail_silently`` swallows transport
+errors only, ``open()``/``close()`` bracket connection reuse, ``send_messages()``
+returns the number sent.
+
+One batch is processed in rounds. Each round, in the calling thread, picks the next
+candidate account for every pending message and reserves the account's limits in the
+database; then the SMTP work of the round runs on the private event loop (one
+connection per account, accounts in parallel); then, back in the calling thread, the
+results are recorded and messages that failed on one account move to the next. Database
+work therefore stays in synchronous code and grows with the number of rounds, not with
+the number of messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
+from django.core.mail.backends.base import BaseEmailBackend
+from django.core.mail.utils import DNS_NAME
+from django.utils.translation import gettext as _
+
+from .. import clock, compat, conf, limits, selection, signals, state
+from ..eventloop import smtp_loop
+from ..exceptions import (
+    CancelSend,
+    MultiSMTPConfigurationError,
+    MultiSMTPError,
+    NoAccountAvailable,
+    SendFailed,
+)
+from ..hints import Hints, context_hints, message_hints
+from ..message import SendStatus
+from ..models import DeliveryLog, SmtpAccount
+from ..outgoing import Attempt, Outgoing
+from ..replies import Failure, Outcome
+from ..transport import AuthMethod, Delivery, Security, ServerConfig, Session
+
+if TYPE_CHECKING:
+    from django.core.mail import EmailMessage
+
+FALLBACK = "fallback"
+
+
+class EmailBackend(BaseEmailBackend):
+    """Send each message through the SMTP account chosen for it (see :mod:`selection`)."""
+
+    def __init__(
+        self,
+        *,
+        fail_silently: bool = False,
+        account: Any = None,
+        user: Any = None,
+        purpose: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        use_tls: bool | None = None,
+        use_ssl: bool | None = None,
+        timeout: float | None = None,
+        ssl_keyfile: str | None = None,
+        ssl_certfile: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.fail_silently = bool(fail_silently)
+        self.alias: str | None = getattr(self, "alias", None)
+        if purpose is not None and purpose not in conf.purposes():
+            raise MultiSMTPConfigurationError(
+                f"Unknown purpose {purpose!r}. Known purposes: {', '.join(conf.purposes())}; "
+                'add more with MULTISMTP["PURPOSES"].',
+                alias=self.alias,
+            )
+        self.hints = Hints(account=account, user=user, purpose=purpose)
+        self.fallback = self._fallback_server(
+            host=host,
+            port=port,
+            username=username,
+            password=password,
+            use_tls=use_tls,
+            use_ssl=use_ssl,
+            timeout=timeout,
+            ssl_keyfile=ssl_keyfile,
+            ssl_certfile=ssl_certfile,
+        )
+        self._sessions: dict[ServerConfig, Session] = {}
+        self._is_open = False
+        self._lock = threading.RLock()
+
+    # -- configuration ----------------------------------------------------------------
+    def _fallback_server(self, **options: Any) -> ServerConfig | None:
+        """The server used when no account matches: OPTIONS, else Django's EMAIL_*."""
+        if not conf.get_setting("USE_FALLBACK_SERVER"):
+            return None
+        if self.alias is None and not compat.mailers_configured():
+            defaults = {
+                "host": "EMAIL_HOST",
+                "port": "EMAIL_PORT",
+                "username": "EMAIL_HOST_USER",
+                "password": "EMAIL_HOST_PASSWORD",
+                "use_tls": "EMAIL_USE_TLS",
+                "use_ssl": "EMAIL_USE_SSL",
+                "timeout": "EMAIL_TIMEOUT",
+                "ssl_keyfile": "EMAIL_SSL_KEYFILE",
+                "ssl_certfile": "EMAIL_SSL_CERTFILE",
+            }
+            for option, setting in defaults.items():
+                if options[option] is None:
+                    options[option] = compat.email_setting(setting)
+            if not options["host"]:
+                options["host"] = "localhost"
+        if options["use_tls"] and options["use_ssl"]:
+            raise MultiSMTPConfigurationError(
+                "The 'use_tls' and 'use_ssl' options are mutually exclusive: set at most one "
+                "of them to True.",
+                alias=self.alias,
+            )
+        if not options["host"]:
+            return None
+        port = options["port"]
+        if port is None:
+            port = 465 if options["use_ssl"] else 587 if options["use_tls"] else 25
+        try:
+            port = int(port)
+        except (TypeError, ValueError):
+            port = -1
+        if not 0 < port < 65536:
+            raise MultiSMTPConfigurationError(
+                f"Port {options['port']!r} is not a TCP port (1-65535).", alias=self.alias
+            )
+        username, password = options["username"] or "", options["password"] or ""
+        return ServerConfig(
+            host=str(options["host"]),
+            port=port,
+            security=Security.TLS
+            if options["use_ssl"]
+            else Security.STARTTLS
+            if options["use_tls"]
+            else Security.NONE,
+            timeout=float(options["timeout"] or conf.get_setting("DEFAULT_TIMEOUT")),
+            auth_method=AuthMethod.AUTO if username and password else AuthMethod.NONE,
+            username=username,
+            password=password,
+            client_cert=options["ssl_certfile"] or "",
+            client_key=options["ssl_keyfile"] or "",
+            ehlo_hostname=DNS_NAME.get_fqdn(),
+            key=FALLBACK,
+        )
+
+    # -- Django's contract ------------------------------------------------------------
+    def open(self) -> bool:
+        """Start reusing connections until :meth:`close`; True if this call started it.
+
+        Connections themselves are made lazily, per account, when a message needs one.
+        """
+        with self._lock:
+            if self._is_open:
+                return False
+            self._is_open = True
+            return True
+
+    def close(self) -> None:
+        with self._lock:
+            sessions, self._sessions = self._sessions, {}
+            self._is_open = False
+        if sessions:
+            smtp_loop.run(_close_sessions(list(sessions.values())))
+
+    def send_messages(self, email_messages: Iterable[EmailMessage]) -> int:
+        if not email_messages:
+            return 0
+        messages = list(email_messages)
+        if not messages:
+            return 0
+        with self._lock:
+            created = self.open()
+            try:
+                return self._send_batch(messages)
+            finally:
+                if created:
+                    self.close()
+
+    async def asend_messages(self, email_messages: Iterable[EmailMessage]) -> int:
+        """``send_messages`` for async code: database work in a thread, SMTP on our loop."""
+        return await sync_to_async(self.send_messages, thread_sensitive=True)(email_messages)
+
+    # -- one batch --------------------------------------------------------------------
+    def _send_batch(self, messages: Sequence[EmailMessage]) -> int:
+        now = clock.now()
+        accounts = load_accounts()
+        base_hints = context_hints().over(self.hints)
+        users: dict[Any, int | None] = {}
+        items = []
+        for index, message in enumerate(messages):
+            if not message.recipients():
+                continue
+            hints = message_hints(message).over(base_hints)
+            user_id = self._user_id(hints.user, users)
+            item = Outgoing.prepare(index, message, hints, user_id)
+            item.choice = selection.choose(
+                accounts,
+                hints=hints,
+                user_id=user_id,
+                from_address=item.from_address,
+                uses_default_from=item.uses_default_from,
+                message_size=item.size,
+                now=now,
+                default_purpose=conf.default_purpose(),
+            )
+            items.append(item)
+
+        log: list[DeliveryLog] = []
+        excluded: set[Any] = set()
+        succeeded: dict[Any, SmtpAccount] = {}
+        pending = list(items)
+        while pending:
+            attempts = self._plan_round(pending, excluded, now)
+            if not attempts:
+                break
+            self._transmit(attempts)
+            now = clock.now()
+            for attempt in attempts:
+                self._settle(attempt, excluded, succeeded, log, now)
+            pending = [item for item in pending if not item.done]
+        state.record_successes(list(succeeded.values()), now)
+        state.write_log(log)
+        return self._finish(items)
+
+    def _user_id(self, user: Any, cache: dict[Any, int | None]) -> int | None:
+        if user is None:
+            return None
+        if getattr(user, "pk", None) is not None:
+            return int(user.pk)
+        if isinstance(user, int):
+            return user
+        key = str(user)
+        if key not in cache:
+            model = get_user_model()
+            found = model._default_manager.filter(**{model.USERNAME_FIELD: key}).first()
+            if found is None and key.isdigit():
+                found = model._default_manager.filter(pk=int(key)).first()
+            cache[key] = found.pk if found is not None else None
+            if found is None:
+                raise MultiSMTPConfigurationError(
+                    f"The user hint {key!r} names no user.", alias=self.alias
+                )
+        return cache[key]
+
+    def _plan_round(self, pending: list[Outgoing], excluded: set[Any], now: Any) -> list[Attempt]:
+        """Pick each pending message's next account and reserve its limits."""
+        wanted: dict[Any, list[Outgoing]] = defaultdict(list)
+        by_pk: dict[Any, SmtpAccount] = {}
+        attempts: list[Attempt] = []
+        for item in pending:
+            assert item.choice is not None
+            if item.choice.use_fallback:
+                if self.fallback is None or FALLBACK in item.tried:
+                    self._give_up(item, no_fallback=self.fallback is None)
+                    continue
+                item.tried.add(FALLBACK)
+                sender, data = item.render(None)
+                attempts.append(Attempt(item, None, sender, data))
+                continue
+            account = next(
+                (
+                    a
+                    for a in item.choice.candidates
+                    if a.pk not in item.tried and a.pk not in excluded
+                ),
+                None,
+            )
+            if account is None:
+                self._give_up(item)
+                continue
+            wanted[account.pk].append(item)
+            by_pk[account.pk] = account
+        for pk, group in wanted.items():
+            account = by_pk[pk]
+            granted = limits.reserve(account, len(group), now)
+            for position, item in enumerate(group):
+                item.tried.add(pk)
+                if position >= granted:
+                    if item.failure is None:
+                        item.failure = Failure(
+                            Outcome.THROTTLED,
+                            None,
+                            _("account %(name)s reached its sending limit")
+                            % {"name": account.name},
+                            _("Raise the account's limits or add another account for this mail."),
+                        )
+                    continue
+                sender, data = item.render(account)
+                attempts.append(Attempt(item, account, sender, data))
+            if granted < len(group):
+                excluded.add(pk)
+        # Signals may cancel single messages before anything goes on the wire.
+        kept = []
+        for attempt in attempts:
+            try:
+                signals.pre_send.send(
+                    sender=type(self),
+                    message=attempt.item.message,
+                    account=attempt.account,
+                    backend=self,
+                )
+            except CancelSend:
+                attempt.item.cancelled = attempt.item.done = True
+                if attempt.account is not None:
+                    limits.release(attempt.account, 1, now)
+                continue
+            kept.append(attempt)
+        return kept
+
+    def _transmit(self, attempts: list[Attempt]) -> None:
+        """Do the SMTP work of one round (overridden by the test backend)."""
+        groups: dict[ServerConfig, list[Attempt]] = defaultdict(list)
+        for attempt in attempts:
+            config = self.fallback if attempt.account is None else account_config(attempt.account)
+            assert config is not None
+            groups[config].append(attempt)
+        sessions = {config: self._session(config) for config in groups}
+        smtp_loop.run(_send_groups([(sessions[c], group) for c, group in groups.items()]))
+
+    def _session(self, config: ServerConfig) -> Session:
+        session = self._sessions.get(config)
+        if session is None:
+            session = self._sessions[config] = Session(config)
+        return session
+
+    def _settle(
+        self,
+        attempt: Attempt,
+        excluded: set[Any],
+        succeeded: dict[Any, SmtpAccount],
+        log: list[DeliveryLog],
+        now: Any,
+    ) -> None:
+        item, account, delivery = attempt.item, attempt.account, attempt.delivery
+        if delivery is None:  # not attempted: an earlier message failed the account
+            if account is not None:
+                limits.release(account, 1, now)
+                item.tried.discard(account.pk)
+            return
+        item.attempts += 1
+        name = account.name if account is not None else FALLBACK
+        failure = delivery.failure
+        log.append(
+            DeliveryLog(
+                account=account,
+                account_name=name,
+                message_id=item.message_id[:255],
+                from_email=attempt.sender[:254],
+                recipient_count=len(item.envelope_recipients),
+                recipient_domains=item.recipient_domains(),
+                outcome=failure.outcome.value if failure else Outcome.SENT.value,
+                reply_code=delivery.code,
+                reply_text=(failure.summary() if failure else delivery.reply)[:2000],
+                duration_ms=int(delivery.duration * 1000),
+                attempt=item.attempts,
+                created_at=now,
+            )
+        )
+        if failure is None:
+            item.done, item.failure = True, None
+            if account is not None:
+                item.sent_by = account
+                succeeded[account.pk] = account
+            else:
+                item.sent_by_fallback = True
+            return
+        item.failure = failure
+        if account is not None and failure.account_level and account.pk not in excluded:
+            excluded.add(account.pk)
+            state.record_failure(account, failure, now)
+        if account is None or not failure.retryable:
+            item.done = True
+            return
+        assert item.choice is not None
+        following = next(
+            (a for a in item.choice.candidates if a.pk not in item.tried and a.pk not in excluded),
+            None,
+        )
+        state.record_failover(account, following, failure)
+        if following is None:
+            item.done = True
+
+    def _give_up(self, item: Outgoing, *, no_fallback: bool = False) -> None:
+        item.done = True
+        if item.failure is not None:
+            return
+        assert item.choice is not None
+        if item.choice.use_fallback and no_fallback:
+            text = _("No SMTP account matches this message and no fallback server is configured.")
+            hint = _("Create an SMTP account (or a site default), or set the mailer's host.")
+        else:
+            reasons = "; ".join(f"{a.name}: {why}" for a, why in item.choice.skipped)
+            text = _("No SMTP account may send this message now") + (
+                f" ({reasons})" if reasons else ""
+            )
+            hint = _("Wait until the rate limit ends, or activate or add another account.")
+        item.failure = Failure(Outcome.THROTTLED, None, text, hint)
+
+    def _finish(self, items: list[Outgoing]) -> int:
+        sent = 0
+        failed: list[Outgoing] = []
+        for item in items:
+            account = item.sent_by
+            if item.cancelled:
+                outcome = Outcome.CANCELLED.value
+            elif item.sent_by is not None or item.sent_by_fallback:
+                outcome = Outcome.SENT.value
+                sent += 1
+            else:
+                outcome = item.failure.outcome.value if item.failure else Outcome.TRANSIENT.value
+                failed.append(item)
+            status = SendStatus(
+                message_id=item.message_id,
+                outcome=outcome,
+                account=account.name if account else (FALLBACK if item.sent_by_fallback else None),
+                account_id=account.pk if account else None,
+                attempts=item.attempts,
+                error=item.failure.summary() if item.failure and outcome != "sent" else "",
+            )
+            item.message.multismtp_status = status  # type: ignore[attr-defined]
+            signals.post_send.send_robust(
+                sender=type(self),
+                message=item.message,
+                account=account,
+                status=status,
+                failure=item.failure if outcome != "sent" else None,
+            )
+        if failed and not self.fail_silently:
+            raise _error_for(failed, sent)
+        return sent
+
+
+def _error_for(failed: list[Outgoing], sent: int) -> MultiSMTPError:
+    first = failed[0]
+    failure = first.failure
+    assert failure is not None
+    never_tried = first.attempts == 0
+    cls = NoAccountAvailable if never_tried and failure.outcome == Outcome.THROTTLED else SendFailed
+    more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+    account = first.sent_by.name if first.sent_by else None
+    text = f"{first.message_id}: {failure.summary()}{more}. {failure.hint}".strip()
+    return cls(
+        text,
+        failure=failure,
+        account=account,
+        failures=[(item.message_id, item.failure) for item in failed if item.failure],
+        sent_count=sent,
+    )
+
+
+def load_accounts() -> list[SmtpAccount]:
+    """Every account, with the users each is the default for, in two queries."""
+    accounts = list(SmtpAccount.objects.all())
+    through = SmtpAccount.default_for.through
+    default_for: dict[int, set[int]] = defaultdict(set)
+    for account_id, user_id in through.objects.values_list("smtpaccount_id", "user_id"):
+        default_for[account_id].add(user_id)
+    for account in accounts:
+        account.default_for_ids = default_for.get(account.pk, set())  # type: ignore[attr-defined]
+    return accounts
+
+
+def account_config(account: SmtpAccount) -> ServerConfig:
+    config = account.server_config()
+    if not config.ehlo_hostname:
+        config = dataclasses.replace(config, ehlo_hostname=DNS_NAME.get_fqdn())
+    return config
+
+
+async def _send_groups(groups: list[tuple[Session, list[Attempt]]]) -> None:
+    await asyncio.gather(*(_send_group(session, attempts) for session, attempts in groups))
+
+
+async def _send_group(session: Session, attempts: list[Attempt]) -> None:
+    """Send in order over one connection; stop at the first account-level failure."""
+    for attempt in attempts:
+        delivery: Delivery = await session.send(
+            attempt.sender, attempt.item.envelope_recipients, attempt.data
+        )
+        attempt.delivery = delivery
+        if delivery.failure is not None and delivery.failure.account_level:
+            return
+
+
+async def _close_sessions(sessions: list[Session]) -> None:
+    await asyncio.gather(*(session.close() for session in sessions), return_exceptions=True)

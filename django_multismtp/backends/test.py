@@ -1,0 +1,34 @@
+"""A backend for your own test suite: real account selection, no network.
+
+Use it where you would use Django's locmem backend. Every message is chosen an account
+exactly as in production (hints, limits, rate-limited-until), then appended to
+``django.core.mail.outbox`` with ``message.multismtp_account`` set to the account's
+name (``"fallback"`` for the fallback server) so tests can assert the routing.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from django.core import mail
+
+from ..outgoing import Attempt
+from ..transport import Delivery
+from .smtp import FALLBACK
+from .smtp import EmailBackend as SMTPEmailBackend
+
+
+class EmailBackend(SMTPEmailBackend):
+    def _transmit(self, attempts: list[Attempt]) -> None:
+        if not hasattr(mail, "outbox"):
+            mail.outbox = []
+        for attempt in attempts:
+            attempt.delivery = Delivery(None, code=250, reply="OK (test backend)")
+            message = attempt.item.message
+            message.message()  # validates headers, as locmem does
+            recorded = copy.deepcopy(message)
+            recorded.multismtp_account = (  # type: ignore[attr-defined]
+                attempt.account.name if attempt.account is not None else FALLBACK
+            )
+            recorded.multismtp_wire = attempt.data  # type: ignore[attr-defined]
+            mail.outbox.append(recorded)

@@ -1,0 +1,134 @@
+"""System checks with stable ids, so a misconfiguration is reported before mail is lost.
+
+=====================  ========================================================
+id                     meaning
+=====================  ========================================================
+django_multismtp.E001  FERNET_KEYS is not a non-empty list of non-empty strings
+django_multismtp.W001  FERNET_KEYS unset: passwords are encrypted with SECRET_KEY
+django_multismtp.E002  unknown purpose (DEFAULT_PURPOSE or a mailer's OPTIONS)
+django_multismtp.E003  unknown key in the MULTISMTP setting (a typo?)
+django_multismtp.W002  the cache cannot back django-ratelimit across processes
+django_multismtp.W003  no mailer uses django_multismtp.backends.EmailBackend
+django_multismtp.E004  MULTISMTP is not a dict / PURPOSES is not a dict
+=====================  ========================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+
+from . import compat, conf
+
+BACKEND_PATHS = {
+    "django_multismtp.backends.EmailBackend",
+    "django_multismtp.backends.smtp.EmailBackend",
+    "django_multismtp.backends.test.EmailBackend",
+}
+UNSHARED_CACHES = {
+    "django.core.cache.backends.locmem.LocMemCache",
+    "django.core.cache.backends.filebased.FileBasedCache",
+    "django.core.cache.backends.db.DatabaseCache",
+    "django.core.cache.backends.dummy.DummyCache",
+}
+
+
+@register(Tags.security)
+def check_fernet_keys(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    keys = getattr(settings, "FERNET_KEYS", None)
+    if keys is None:
+        return [
+            Warning(
+                "FERNET_KEYS is not set: SMTP passwords are encrypted with SECRET_KEY, and "
+                "changing SECRET_KEY makes them unreadable.",
+                hint="Set FERNET_KEYS = [<a long random string>] (new keys go first).",
+                id="django_multismtp.W001",
+            )
+        ]
+    if (
+        not isinstance(keys, list | tuple)
+        or not keys
+        or not all(isinstance(k, str | bytes) and k for k in keys)
+    ):
+        return [
+            Error(
+                "FERNET_KEYS must be a non-empty list of non-empty strings.",
+                hint="For example FERNET_KEYS = [env('NEW_KEY'), env('OLD_KEY')].",
+                id="django_multismtp.E001",
+            )
+        ]
+    return []
+
+
+@register()
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    errors: list[Any] = []
+    raw = getattr(settings, "MULTISMTP", {})
+    if not isinstance(raw, dict):
+        return [
+            Error(
+                "The MULTISMTP setting must be a dict.",
+                hint='For example MULTISMTP = {"DEFAULT_PURPOSE": "system"}.',
+                id="django_multismtp.E004",
+            )
+        ]
+    for key in sorted(set(raw) - set(conf.DEFAULTS)):
+        errors.append(
+            Error(
+                f"Unknown key {key!r} in the MULTISMTP setting.",
+                hint="Known keys: " + ", ".join(sorted(conf.DEFAULTS)),
+                id="django_multismtp.E003",
+            )
+        )
+    if not isinstance(raw.get("PURPOSES", {}), dict):
+        errors.append(
+            Error(
+                'MULTISMTP["PURPOSES"] must be a dict of purpose -> label.',
+                id="django_multismtp.E004",
+            )
+        )
+    purposes = conf.purposes()
+    if conf.default_purpose() not in purposes:
+        errors.append(
+            Error(
+                f'MULTISMTP["DEFAULT_PURPOSE"] is {conf.default_purpose()!r}, not a known purpose.',
+                hint="Known purposes: " + ", ".join(purposes),
+                id="django_multismtp.E002",
+            )
+        )
+    backends = compat.configured_backends()
+    ours = {alias: options for alias, (path, options) in backends.items() if path in BACKEND_PATHS}
+    for alias, options in ours.items():
+        purpose = options.get("purpose")
+        if purpose is not None and purpose not in purposes:
+            errors.append(
+                Error(
+                    f"MAILERS[{alias!r}] OPTIONS name the unknown purpose {purpose!r}.",
+                    hint="Known purposes: " + ", ".join(purposes),
+                    id="django_multismtp.E002",
+                )
+            )
+    if not ours:
+        errors.append(
+            Warning(
+                "No mailer uses django_multismtp's backend, so the SMTP accounts are not used.",
+                hint='Set MAILERS["default"]["BACKEND"] (Django 6.1) or EMAIL_BACKEND to '
+                '"django_multismtp.backends.EmailBackend".',
+                id="django_multismtp.W003",
+            )
+        )
+    caches = getattr(settings, "CACHES", {})
+    alias = getattr(settings, "RATELIMIT_USE_CACHE", "default")
+    backend = caches.get(alias, {}).get("BACKEND", "django.core.cache.backends.locmem.LocMemCache")
+    if backend in UNSHARED_CACHES and getattr(settings, "RATELIMIT_ENABLE", True):
+        errors.append(
+            Warning(
+                f"The {alias!r} cache ({backend.rsplit('.', 1)[-1]}) is not shared between "
+                "processes, so the limits on verification codes hold per process only.",
+                hint="Use Redis or Memcached for that cache, or set RATELIMIT_USE_CACHE to one.",
+                id="django_multismtp.W002",
+            )
+        )
+    return errors

@@ -1,0 +1,104 @@
+"""The only module that branches on ``django.VERSION``.
+
+Django 5.2, 6.0 and 6.1 differ in how a message becomes bytes, where the email
+configuration lives (``EMAIL_*`` settings or 6.1's ``MAILERS``) and which warning
+classes exist. Everything else in the package asks this module and stays version-free.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import django
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+if TYPE_CHECKING:
+    from django.core.mail import EmailMessage
+
+DJANGO_61 = django.VERSION >= (6, 1)
+DJANGO_60 = django.VERSION >= (6, 0)
+
+if TYPE_CHECKING:
+    InvalidMailer = ImproperlyConfigured
+else:
+    try:
+        from django.core.mail import InvalidMailer
+    except ImportError:  # Django < 6.1
+
+        class InvalidMailer(ImproperlyConfigured):
+            """Stand-in for Django 6.1's ``InvalidMailer`` (a configuration error)."""
+
+            def __init__(self, msg: str, *, alias: str | None = None) -> None:
+                if alias is not None:
+                    msg = f"MAILERS[{alias!r}]: {msg}"
+                super().__init__(msg)
+
+
+try:
+    from django.utils.deprecation import RemovedInDjango2028Warning as EmailSettingsWarning
+except ImportError:  # Django 5.2 / early 6.0
+    try:
+        from django.utils.deprecation import (  # type: ignore[attr-defined,no-redef]
+            RemovedInDjango70Warning as EmailSettingsWarning,
+        )
+    except ImportError:
+
+        class EmailSettingsWarning(PendingDeprecationWarning):  # type: ignore[no-redef]
+            """Never raised: this Django has no deprecated email settings."""
+
+
+def render_message(message: EmailMessage) -> bytes:
+    """Render ``message`` to the bytes that go on the wire, CRLF line endings.
+
+    Django 6.0 moved to :mod:`email.policy` based messages; 5.2 still builds legacy
+    ``SafeMIME*`` objects. Both produce the same wire format here. ``Bcc`` is never a
+    header: Django keeps it in ``recipients()`` only.
+    """
+    if DJANGO_60:
+        return message.message(policy=email.policy.SMTP).as_bytes()  # type: ignore[call-arg]
+    return message.message().as_bytes(linesep="\r\n")
+
+
+def mailers_configured() -> bool:
+    """True when the site configures email through Django 6.1's ``MAILERS``."""
+    return DJANGO_61 and hasattr(settings, "MAILERS")
+
+
+@contextmanager
+def quiet_email_settings() -> Iterator[None]:
+    """Read deprecated ``EMAIL_*`` settings without repeating Django's 6.1 warning.
+
+    The site chose ``EMAIL_BACKEND`` and Django already warned about it at start-up;
+    reading ``EMAIL_HOST`` for the fallback server must not warn once per message.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EmailSettingsWarning)
+        yield
+
+
+def email_setting(name: str, default: Any = None) -> Any:
+    """Read one ``EMAIL_*`` setting; never call this when :func:`mailers_configured`."""
+    with quiet_email_settings():
+        return getattr(settings, name, default)
+
+
+def configured_backends() -> dict[str, tuple[str, dict[str, Any]]]:
+    """Map each configured mailer alias to ``(backend path, options)``.
+
+    Under ``MAILERS`` this is every alias; otherwise the single ``EMAIL_BACKEND`` as
+    ``"default"`` with no options (on 5.2/6.0 options come from ``get_connection()``).
+    """
+    if mailers_configured():
+        return {
+            alias: (
+                str(config.get("BACKEND", "django.core.mail.backends.smtp.EmailBackend")),
+                dict(config.get("OPTIONS", {})),
+            )
+            for alias, config in settings.MAILERS.items()
+        }
+    return {"default": (str(email_setting("EMAIL_BACKEND", "")), {})}

@@ -1,0 +1,98 @@
+"""The only reader of our settings: the ``MULTISMTP`` dict, with documented defaults.
+
+One namespace keeps a site's ``settings.py`` tidy and lets the system checks report
+unknown keys (typos) by name. Every getter reads settings on each call, so
+``override_settings`` works in tests.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+from django.utils.translation import gettext_lazy as _
+
+#: Purposes every site has. Add more with ``MULTISMTP["PURPOSES"]``.
+BUILTIN_PURPOSES: dict[str, Any] = {
+    "system": _("System"),
+    "customer_service": _("Customer service"),
+    "campaigns": _("Campaigns"),
+}
+
+DEFAULTS: dict[str, Any] = {
+    # Extra purposes (account types): {"billing": "Billing"}; merged with the built-ins.
+    "PURPOSES": {},
+    # The purpose of mail that names none (password resets, mail_admins, ...).
+    "DEFAULT_PURPOSE": "system",
+    # Use the mailer's own host/port OPTIONS (MAILERS) or EMAIL_* settings when no account
+    # matches a message, so the backend is a drop-in for Django's SMTP backend.
+    "USE_FALLBACK_SERVER": True,
+    # First back-off after a throttling reply; doubles on each consecutive one.
+    "THROTTLE_BACKOFF": dt.timedelta(minutes=1),
+    "THROTTLE_BACKOFF_MAX": dt.timedelta(hours=1),
+    # Back-off after a daily-quota reply (Gmail 550 5.4.5, Microsoft SubmissionQuota...).
+    "DAILY_QUOTA_BACKOFF": dt.timedelta(hours=24),
+    # Seconds; used for the fallback server when the site sets no timeout.
+    "DEFAULT_TIMEOUT": 30,
+    # Write one DeliveryLog row per attempt.
+    "DELIVERY_LOG": True,
+    # Dotted path to a callable returning an aware datetime (tests, simulations).
+    "CLOCK": None,
+    # Self-service pages refuse hosts resolving to internal addresses unless allowed.
+    "ALLOW_INTERNAL_HOSTS": False,
+    # Verification codes: lifetime and attempts.
+    "VERIFICATION_CODE_TTL": dt.timedelta(minutes=30),
+    "VERIFICATION_MAX_ATTEMPTS": 5,
+    # django-ratelimit rates for sending and confirming verification codes.
+    "VERIFICATION_SEND_RATE": "5/h",
+    "VERIFICATION_CONFIRM_RATE": "10/h",
+}
+
+
+def user_settings() -> dict[str, Any]:
+    value = getattr(settings, "MULTISMTP", {})
+    return value if isinstance(value, dict) else {}
+
+
+def get_setting(name: str) -> Any:
+    """Return ``MULTISMTP[name]``, or its documented default."""
+    if name not in DEFAULTS:
+        raise KeyError(f"Unknown django-multismtp setting {name!r}")
+    return user_settings().get(name, DEFAULTS[name])
+
+
+def purposes() -> dict[str, Any]:
+    """All purposes (value -> label): the built-ins plus ``MULTISMTP["PURPOSES"]``."""
+    extra = get_setting("PURPOSES")
+    return {**BUILTIN_PURPOSES, **(extra if isinstance(extra, dict) else {})}
+
+
+def purpose_choices() -> list[tuple[str, Any]]:
+    return list(purposes().items())
+
+
+def default_purpose() -> str:
+    return str(get_setting("DEFAULT_PURPOSE"))
+
+
+def as_timedelta(value: Any) -> dt.timedelta:
+    """Accept a timedelta or a number of seconds, as sites write either."""
+    if isinstance(value, dt.timedelta):
+        return value
+    return dt.timedelta(seconds=float(value))
+
+
+def get_timedelta(name: str) -> dt.timedelta:
+    return as_timedelta(get_setting(name))
+
+
+def get_clock() -> Callable[[], dt.datetime] | None:
+    clock = get_setting("CLOCK")
+    if clock is None:
+        return None
+    if isinstance(clock, str):
+        return import_string(clock)  # type: ignore[no-any-return]
+    return clock  # type: ignore[no-any-return]

@@ -1,0 +1,91 @@
+"""``manage.py verify_smtp_accounts``: test accounts from cron, CI or a container.
+
+Argument parsing and output only; the work is :func:`django_multismtp.ops.test_connection`
+and :func:`~django_multismtp.ops.send_test_message`, shared with the admin.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.validators import validate_email
+
+from ... import conf, ops
+from ...models import SmtpAccount
+
+
+class Command(BaseCommand):
+    help = (
+        "Connect to each selected SMTP account, negotiate TLS and log in (and optionally "
+        "send a test message). Exits non-zero when any account fails."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("names", nargs="*", metavar="NAME", help="account names (default: all)")
+        parser.add_argument("--purpose", help="only accounts of this purpose")
+        parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        parser.add_argument(
+            "--send-test", metavar="ADDRESS", help="also send a test message to ADDRESS"
+        )
+        parser.add_argument(
+            "--include-inactive", action="store_true", help="also check inactive accounts"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        accounts = SmtpAccount.objects.order_by("priority", "name")
+        names: list[str] = options["names"]
+        purpose = options["purpose"]
+        address = options["send_test"]
+        if purpose is not None and purpose not in conf.purposes():
+            raise CommandError(f"Unknown purpose {purpose!r}; known: {', '.join(conf.purposes())}.")
+        if address is not None:
+            try:
+                validate_email(address)
+            except ValidationError:
+                raise CommandError(f"--send-test: {address!r} is not an email address.") from None
+        if names:
+            found = set(accounts.filter(name__in=names).values_list("name", flat=True))
+            missing = [n for n in names if n not in found]
+            if missing:
+                raise CommandError(f"No SMTP account named {', '.join(map(repr, missing))}.")
+            accounts = accounts.filter(name__in=names)
+        elif not options["include_inactive"]:
+            accounts = accounts.filter(is_active=True)
+        if purpose is not None:
+            accounts = accounts.filter(purpose=purpose)
+        selected = list(accounts)
+        if not selected:
+            raise CommandError("No SMTP account matches; create one in the admin first.")
+
+        results = []
+        for account in selected:
+            result = ops.test_connection(account)
+            if result.ok and address:
+                result = ops.send_test_message(account, address)
+            results.append(result)
+
+        if options["json"]:
+            self.stdout.write(json.dumps([r.as_dict() for r in results], indent=2))
+        else:
+            self._table(results)
+        failed = [r.account for r in results if not r.ok]
+        if failed:
+            raise CommandError(
+                f"{len(failed)} of {len(results)} account(s) failed: {', '.join(failed)}."
+            )
+
+    def _table(self, results: list[ops.CheckResult]) -> None:
+        rows = [("ACCOUNT", "RESULT", "CODE", "REPLY")]
+        for r in results:
+            rows.append((r.account, "ok" if r.ok else r.outcome, str(r.code or ""), r.reply[:70]))
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        for row in rows:
+            self.stdout.write(
+                "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[3]
+            )
+        for r in results:
+            if not r.ok and r.hint:
+                self.stdout.write(f"{r.account}: {r.hint}")

@@ -1,0 +1,331 @@
+"""The SMTP account: who may use it, how to reach the server, its limits and live state."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from email.utils import formataddr
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, validate_email
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from .. import conf
+from ..fields import EncryptedPasswordField, Undecryptable
+from ..transport import AuthMethod, Security, ServerConfig
+
+__all__ = ["AuthMethod", "Security", "SmtpAccount"]
+
+SECURITY_CHOICES = [
+    (Security.STARTTLS.value, _("STARTTLS (port 587)")),
+    (Security.TLS.value, _("Implicit TLS / SSL (port 465)")),
+    (Security.OPPORTUNISTIC.value, _("STARTTLS when offered, else plain")),
+    (Security.NONE.value, _("None (plain SMTP, port 25)")),
+]
+AUTH_CHOICES = [
+    (AuthMethod.AUTO.value, _("Automatic (best offered)")),
+    (AuthMethod.PLAIN.value, "PLAIN"),
+    (AuthMethod.LOGIN.value, "LOGIN"),
+    (AuthMethod.CRAM_MD5.value, "CRAM-MD5"),
+    (AuthMethod.NONE.value, _("None (no login)")),
+]
+#: (period name, seconds, model field) of the sending limits, smallest first.
+LIMIT_PERIODS = (
+    ("second", 1, "limit_per_second"),
+    ("minute", 60, "limit_per_minute"),
+    ("hour", 3600, "limit_per_hour"),
+    ("day", 86400, "limit_per_day"),
+)
+_HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_.:\[\]-]+$")
+
+
+def parse_sender_list(text: str) -> list[str]:
+    """Split 'allowed senders' (one per line or comma-separated), lower-cased."""
+    return [item.strip().lower() for item in re.split(r"[\s,;]+", text or "") if item.strip()]
+
+
+def sender_matches(entry: str, address: str) -> bool:
+    """An entry is a full address, ``@domain`` or ``domain``; case-insensitive."""
+    address = address.lower()
+    if "@" in entry.lstrip("@"):
+        return entry == address
+    domain = entry.lstrip("@")
+    return address.rpartition("@")[2] == domain
+
+
+def _limit_field(name: str, label: Any) -> models.PositiveIntegerField[Any, Any]:
+    return models.PositiveIntegerField(
+        label,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text=_("Leave empty for no limit."),
+    )
+
+
+class SmtpAccount(models.Model):
+    # Identity
+    name = models.CharField(_("name"), max_length=100, unique=True)
+    description = models.TextField(_("description"), blank=True)
+    purpose = models.CharField(
+        _("purpose"),
+        max_length=50,
+        default="system",
+        db_index=True,
+        help_text=_("What mail this account sends: system, customer service, campaigns..."),
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("owner"),
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="smtp_accounts",
+        help_text=_("A personal account: only mail sent as this user goes through it."),
+    )
+    default_for = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("default for users"),
+        blank=True,
+        related_name="default_smtp_accounts",
+        help_text=_("Mail sent as these users goes through this account."),
+    )
+    is_site_default = models.BooleanField(
+        _("site default for its purpose"),
+        default=False,
+        help_text=_("Used when nothing more specific matches. One per purpose."),
+    )
+    priority = models.PositiveIntegerField(
+        _("priority"), default=100, help_text=_("Lower numbers are tried first.")
+    )
+
+    # Sender
+    from_email = models.EmailField(_("from email"), max_length=254)
+    from_name = models.CharField(_("from name"), max_length=100, blank=True)
+    reply_to = models.EmailField(_("reply-to"), max_length=254, blank=True)
+    allowed_senders = models.TextField(
+        _("allowed From addresses"),
+        blank=True,
+        help_text=_(
+            "Addresses or domains (example.com) this account may send as, one per line. "
+            "The from email is always allowed."
+        ),
+    )
+
+    # Server
+    host = models.CharField(_("host"), max_length=253)
+    port = models.PositiveIntegerField(
+        _("port"), default=587, validators=[MinValueValidator(1), MaxValueValidator(65535)]
+    )
+    security = models.CharField(
+        _("security"), max_length=20, choices=SECURITY_CHOICES, default=Security.STARTTLS.value
+    )
+    verify_certificates = models.BooleanField(_("verify certificates"), default=True)
+    ca_file = models.CharField(
+        _("CA file"),
+        max_length=500,
+        blank=True,
+        help_text=_("Path to a CA bundle on the server, for a private certificate authority."),
+    )
+    ehlo_hostname = models.CharField(
+        _("EHLO host name"),
+        max_length=253,
+        blank=True,
+        help_text=_("Name announced to the server; empty for this machine's name."),
+    )
+    timeout = models.PositiveIntegerField(
+        _("timeout (seconds)"),
+        default=30,
+        validators=[MinValueValidator(1), MaxValueValidator(600)],
+    )
+
+    # Authentication
+    auth_method = models.CharField(
+        _("authentication"), max_length=20, choices=AUTH_CHOICES, default=AuthMethod.AUTO.value
+    )
+    username = models.CharField(_("user name"), max_length=254, blank=True)
+    password = EncryptedPasswordField(_("password"), max_length=255, blank=True, default="")
+
+    # Limits
+    limit_per_second = _limit_field("limit_per_second", _("messages per second"))
+    limit_per_minute = _limit_field("limit_per_minute", _("messages per minute"))
+    limit_per_hour = _limit_field("limit_per_hour", _("messages per hour"))
+    limit_per_day = _limit_field("limit_per_day", _("messages per day"))
+    max_connections = models.PositiveIntegerField(
+        _("max connections"), default=1, validators=[MinValueValidator(1), MaxValueValidator(50)]
+    )
+    max_messages_per_connection = models.PositiveIntegerField(
+        _("max messages per connection"), null=True, blank=True, validators=[MinValueValidator(1)]
+    )
+    max_message_size = models.PositiveIntegerField(
+        _("max message size (bytes)"), null=True, blank=True, validators=[MinValueValidator(1)]
+    )
+
+    # State
+    is_active = models.BooleanField(_("active"), default=True)
+    verified_at = models.DateTimeField(_("verified at"), null=True, blank=True)
+    verified_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("verified by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    rate_limited_until = models.DateTimeField(_("rate limited until"), null=True, blank=True)
+    consecutive_throttles = models.PositiveIntegerField(default=0, editable=False)
+    last_error = models.TextField(_("last error"), blank=True)
+    last_error_code = models.PositiveIntegerField(_("last error code"), null=True, blank=True)
+    last_error_at = models.DateTimeField(_("last error at"), null=True, blank=True)
+    last_success_at = models.DateTimeField(_("last success at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    #: Fields whose change makes an earlier verification meaningless.
+    CONNECTION_FIELDS = ("host", "port", "username", "password", "security")
+
+    class Meta:
+        verbose_name = _("SMTP account")
+        verbose_name_plural = _("SMTP accounts")
+        ordering = ["priority", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["purpose"],
+                condition=Q(is_site_default=True),
+                name="multismtp_one_site_default_per_purpose",
+                violation_error_message=_(
+                    "Another account is already the site default for this purpose. "
+                    "Untick 'site default' here or on the other account."
+                ),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    # -- sender rules -----------------------------------------------------------------
+    def sender_list(self) -> list[str]:
+        return parse_sender_list(self.allowed_senders)
+
+    def may_send(self, address: str) -> bool:
+        """May this account send mail whose From is ``address``?"""
+        address = (address or "").lower()
+        if address and address == (self.from_email or "").lower():
+            return True
+        return any(sender_matches(entry, address) for entry in self.sender_list())
+
+    def formatted_from(self) -> str:
+        return formataddr((self.from_name, self.from_email)) if self.from_name else self.from_email
+
+    # -- limits and state -----------------------------------------------------------
+    def limits(self) -> list[tuple[str, int, int]]:
+        """``(period, seconds, limit)`` for every configured limit."""
+        return [
+            (period, seconds, value)
+            for period, seconds, field in LIMIT_PERIODS
+            if (value := getattr(self, field))
+        ]
+
+    def is_rate_limited(self, now: dt.datetime) -> bool:
+        return self.rate_limited_until is not None and self.rate_limited_until > now
+
+    @property
+    def has_undecryptable_password(self) -> bool:
+        return isinstance(self.password, Undecryptable)
+
+    def server_config(self) -> ServerConfig:
+        password = self.password
+        return ServerConfig(
+            host=self.host,
+            port=self.port,
+            security=Security(self.security),
+            verify_certificates=self.verify_certificates,
+            ca_file=self.ca_file,
+            ehlo_hostname=self.ehlo_hostname,
+            timeout=float(self.timeout),
+            auth_method=AuthMethod(self.auth_method),
+            username=self.username,
+            password="" if isinstance(password, Undecryptable) else (password or ""),
+            password_error=isinstance(password, Undecryptable),
+            max_messages_per_connection=self.max_messages_per_connection,
+            key=f"account:{self.pk}",
+        )
+
+    # -- validation -----------------------------------------------------------------
+    def clean(self) -> None:
+        errors: dict[str, list[Any]] = {}
+
+        def add(field: str, message: Any) -> None:
+            errors.setdefault(field, []).append(message)
+
+        purposes = conf.purposes()
+        if self.purpose not in purposes:
+            add(
+                "purpose",
+                _("Unknown purpose %(purpose)r. Choose one of: %(choices)s.")
+                % {"purpose": self.purpose, "choices": ", ".join(purposes)},
+            )
+        host = (self.host or "").strip()
+        if host and ("://" in host or not _HOST_RE.match(host)):
+            add(
+                "host",
+                _("Enter a host name such as smtp.example.com, without smtp:// or a port."),
+            )
+        security, port = self.security, self.port
+        if security == Security.TLS and port in (25, 587):
+            add(
+                "port",
+                _(
+                    "Port %(port)s expects STARTTLS or plain SMTP, not implicit TLS. Use port "
+                    "465 for implicit TLS, or choose STARTTLS."
+                )
+                % {"port": port},
+            )
+        if security in (Security.STARTTLS, Security.NONE, Security.OPPORTUNISTIC) and port == 465:
+            add(
+                "port",
+                _("Port 465 expects implicit TLS. Choose 'Implicit TLS', or use port 587."),
+            )
+        explicit_auth = self.auth_method in (
+            AuthMethod.PLAIN,
+            AuthMethod.LOGIN,
+            AuthMethod.CRAM_MD5,
+        )
+        if explicit_auth and not self.username:
+            add("username", _("Enter the user name to log in with, or choose no authentication."))
+        if self.from_email:
+            try:
+                validate_email(self.from_email)
+            except ValidationError:
+                pass  # EmailField reports it
+            else:
+                allowed = self.sender_list()
+                if allowed and not any(sender_matches(e, self.from_email) for e in allowed):
+                    add(
+                        "from_email",
+                        _(
+                            "%(email)s is not among the allowed From addresses of this "
+                            "account. Add it (or its domain) there."
+                        )
+                        % {"email": self.from_email},
+                    )
+        for entry in self.sender_list():
+            candidate = entry if "@" in entry.lstrip("@") else f"x@{entry.lstrip('@')}"
+            try:
+                validate_email(candidate)
+            except ValidationError:
+                add(
+                    "allowed_senders",
+                    _("%(entry)r is neither an email address nor a domain.") % {"entry": entry},
+                )
+        if self.owner_id and self.is_site_default:
+            add(
+                "is_site_default",
+                _("A personal account (with an owner) cannot be a site default."),
+            )
+        if errors:
+            raise ValidationError(errors)

@@ -1,0 +1,51 @@
+"""The delivery log: one row per message attempt, so "why did this not go out" has an answer."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from ..replies import Outcome
+
+OUTCOME_CHOICES = [
+    (Outcome.SENT.value, _("sent")),
+    (Outcome.THROTTLED.value, _("throttled")),
+    (Outcome.TRANSIENT.value, _("temporary failure")),
+    (Outcome.PERMANENT.value, _("refused")),
+    (Outcome.AUTH_FAILED.value, _("authentication failed")),
+    (Outcome.TLS_FAILED.value, _("TLS failed")),
+    (Outcome.CONNECTION_FAILED.value, _("connection failed")),
+    (Outcome.CONFIG_ERROR.value, _("configuration error")),
+    (Outcome.CANCELLED.value, _("cancelled")),
+]
+
+
+class DeliveryLog(models.Model):
+    account = models.ForeignKey(
+        "SmtpAccount",
+        verbose_name=_("account"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="deliveries",
+    )
+    #: Kept when the account is deleted, and "fallback" for the fallback server.
+    account_name = models.CharField(_("account name"), max_length=100)
+    message_id = models.CharField(_("Message-ID"), max_length=255, db_index=True)
+    from_email = models.CharField(_("from"), max_length=254, blank=True)
+    recipient_count = models.PositiveIntegerField(_("recipients"), default=0)
+    recipient_domains = models.CharField(_("recipient domains"), max_length=500, blank=True)
+    outcome = models.CharField(_("outcome"), max_length=20, choices=OUTCOME_CHOICES, db_index=True)
+    reply_code = models.PositiveIntegerField(_("reply code"), null=True, blank=True)
+    reply_text = models.TextField(_("reply"), blank=True)
+    duration_ms = models.PositiveIntegerField(_("duration (ms)"), default=0)
+    attempt = models.PositiveIntegerField(_("attempt"), default=1)
+    created_at = models.DateTimeField(_("time"), db_index=True)
+
+    class Meta:
+        verbose_name = _("delivery log entry")
+        verbose_name_plural = _("delivery log")
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} via {self.account_name}: {self.outcome}"

@@ -1,0 +1,135 @@
+"""The actions a person takes on an account, one implementation for every face.
+
+The admin actions, the "My SMTP settings" page and the management commands all call
+these functions, so a connection test gives the same answer, hint and recorded state
+wherever it is started.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from django.core.mail import EmailMessage
+from django.utils.translation import gettext as _
+
+from . import clock, state
+from .addresses import prep_address
+from .backends.smtp import account_config
+from .compat import render_message
+from .eventloop import smtp_loop
+from .models import DeliveryLog, SmtpAccount
+from .replies import Outcome
+from .transport import Session, check_server
+
+if TYPE_CHECKING:
+    from .replies import Failure
+
+
+@dataclass
+class CheckResult:
+    account: str
+    ok: bool
+    outcome: str
+    code: int | None
+    reply: str
+    hint: str
+    seconds: float
+
+    def as_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+def _result(
+    account: SmtpAccount, failure: Failure | None, reply: str, seconds: float
+) -> CheckResult:
+    if failure is None:
+        return CheckResult(account.name, True, Outcome.SENT.value, None, reply, "", seconds)
+    return CheckResult(
+        account.name,
+        False,
+        failure.outcome.value,
+        failure.code,
+        failure.text,
+        failure.hint,
+        seconds,
+    )
+
+
+def test_connection(account: SmtpAccount) -> CheckResult:
+    """Connect, negotiate TLS and log in; send nothing. Records the outcome on the account."""
+    started = time.perf_counter()
+    failure, summary = smtp_loop.run(check_server(account_config(account)))
+    now = clock.now()
+    if failure is not None:
+        state.record_failure(account, failure, now)
+    else:
+        state.record_successes([account], now)
+    return _result(account, failure, summary, time.perf_counter() - started)
+
+
+def send_test_message(
+    account: SmtpAccount, to: str, *, subject: str = "", body: str = ""
+) -> CheckResult:
+    """Send one message through exactly this account (no failover) and log it."""
+    started = time.perf_counter()
+    recipient = prep_address(to)
+    message = EmailMessage(
+        subject=subject or _("django-multismtp test message"),
+        body=body
+        or _("This message was sent through the SMTP account %(name)s to test it.")
+        % {"name": account.name},
+        from_email=account.formatted_from(),
+        to=[to],
+        reply_to=[account.reply_to] if account.reply_to else None,
+    )
+    data = render_message(message)
+    session = Session(account_config(account))
+
+    async def send() -> object:
+        try:
+            return await session.send(prep_address(account.from_email), [recipient], data)
+        finally:
+            await session.close()
+
+    delivery = smtp_loop.run(send())
+    now = clock.now()
+    failure = delivery.failure  # type: ignore[attr-defined]
+    DeliveryLog.objects.create(
+        account=account,
+        account_name=account.name,
+        message_id=str(message.extra_headers.get("Message-ID", "")) or _message_id(data),
+        from_email=account.from_email,
+        recipient_count=1,
+        recipient_domains=recipient.rpartition("@")[2],
+        outcome=failure.outcome.value if failure else Outcome.SENT.value,
+        reply_code=delivery.code,  # type: ignore[attr-defined]
+        reply_text=(failure.summary() if failure else delivery.reply)[:2000],  # type: ignore[attr-defined]
+        duration_ms=int(delivery.duration * 1000),  # type: ignore[attr-defined]
+        created_at=now,
+    )
+    if failure is not None:
+        state.record_failure(account, failure, now)
+    else:
+        state.record_successes([account], now)
+    reply = "" if failure else f"{delivery.code} {delivery.reply}"  # type: ignore[attr-defined]
+    return _result(account, failure, reply, time.perf_counter() - started)
+
+
+def _message_id(data: bytes) -> str:
+    for line in data.split(b"\r\n"):
+        if line.lower().startswith(b"message-id:"):
+            return line.split(b":", 1)[1].strip().decode("ascii", "replace")
+        if not line:
+            break
+    return ""
+
+
+def clear_rate_limit(account: SmtpAccount) -> None:
+    SmtpAccount.objects.filter(pk=account.pk).update(
+        rate_limited_until=None, consecutive_throttles=0
+    )
+    account.rate_limited_until = None
+    account.consecutive_throttles = 0

@@ -1,0 +1,266 @@
+"""Classify SMTP replies and transport errors, and attach a hint a person can act on.
+
+Every decision the backend takes after a failure (fail over, mark the account rate
+limited, give up) follows from the :class:`Outcome` computed here, and every message a
+person reads (admin, commands, exceptions) carries the :attr:`Failure.hint` computed
+here. Keeping both in one table keeps them consistent. No Django import: the transport
+and the tests use it alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import re
+import socket
+import ssl
+from dataclasses import dataclass
+
+import aiosmtplib
+
+
+class Outcome(enum.StrEnum):
+    SENT = "sent"
+    THROTTLED = "throttled"  # the server asks us to slow down: back off this account
+    TRANSIENT = "transient"  # 4xx or a hiccup: try again, elsewhere or later
+    PERMANENT = "permanent"  # 5xx about this message: retrying will not help
+    AUTH_FAILED = "auth_failed"
+    TLS_FAILED = "tls_failed"
+    CONNECTION_FAILED = "connection_failed"
+    CONFIG_ERROR = "config_error"  # our side: undecryptable password, missing host...
+    CANCELLED = "cancelled"  # a pre_send receiver cancelled it
+
+
+#: Outcomes that say something about the account rather than the message: the rest
+#: of a batch must not use that account again.
+ACCOUNT_OUTCOMES = frozenset(
+    {
+        Outcome.THROTTLED,
+        Outcome.AUTH_FAILED,
+        Outcome.TLS_FAILED,
+        Outcome.CONNECTION_FAILED,
+        Outcome.CONFIG_ERROR,
+    }
+)
+
+#: Outcomes after which the message may succeed through another account.
+RETRYABLE_OUTCOMES = ACCOUNT_OUTCOMES | {Outcome.TRANSIENT}
+
+
+@dataclass(frozen=True)
+class Failure:
+    outcome: Outcome
+    code: int | None
+    text: str
+    hint: str
+    #: True for daily-quota replies: back off for a day, not minutes.
+    daily_quota: bool = False
+
+    @property
+    def account_level(self) -> bool:
+        return self.outcome in ACCOUNT_OUTCOMES
+
+    @property
+    def retryable(self) -> bool:
+        return self.outcome in RETRYABLE_OUTCOMES
+
+    def summary(self) -> str:
+        code = f"{self.code} " if self.code else ""
+        return f"{code}{self.text}".strip()
+
+
+HINTS = {
+    "credentials": (
+        "The server rejected the user name or password. Check both; with Gmail or Google "
+        "Workspace turn on 2-Step Verification and use an App Password instead of the "
+        "account password."
+    ),
+    "app_password": (
+        "The provider requires an application-specific password: turn on 2-Step "
+        "Verification and create an App Password for this account."
+    ),
+    "basic_auth_disabled": (
+        "Microsoft 365 has disabled basic authentication (SMTP AUTH) for this mailbox or "
+        "tenant. Enable Authenticated SMTP for the mailbox, or send through another "
+        "provider: Microsoft is retiring basic-auth SMTP."
+    ),
+    "auth_required": (
+        "The server requires authentication: set an authentication method, a user name "
+        "and a password."
+    ),
+    "starttls_required": (
+        "The server requires encryption before login: choose STARTTLS (usually port 587) "
+        "or implicit TLS (port 465) as the security mode."
+    ),
+    "auth_not_offered": (
+        "The server did not offer the chosen login method. Choose 'auto', or enable TLS: "
+        "many servers only offer AUTH after STARTTLS."
+    ),
+    "tls_mismatch": (
+        "The TLS handshake failed. Check that the security mode matches the port: "
+        "implicit TLS (SSL) is usually port 465, STARTTLS port 587, plain SMTP port 25."
+    ),
+    "certificate": (
+        "The server's certificate could not be verified. Check the host name matches the "
+        "certificate; for a private CA, give its file as CA file; only turn certificate "
+        "checks off for a server you control."
+    ),
+    "refused": (
+        "Nothing accepts connections on that host and port. Check the host name and port; "
+        "a firewall or the hosting provider may block outgoing SMTP (port 25 often is)."
+    ),
+    "unknown_host": "The host name does not resolve. Check the spelling of the SMTP host.",
+    "timeout": (
+        "The server did not answer in time. Check host and port (a firewall may drop the "
+        "connection), or raise the timeout; a STARTTLS port used with implicit TLS (or the "
+        "reverse) also ends in a time-out."
+    ),
+    "disconnected": (
+        "The server closed the connection. It may limit connections or messages per "
+        "connection, or be restarting; the message will be retried."
+    ),
+    "throttled": (
+        "The server asks to slow down (rate limit). The account is paused until the time "
+        "shown as 'rate limited until'; lower its sending limits to avoid this."
+    ),
+    "daily_quota": (
+        "The account reached the provider's daily sending quota. It is paused for a day; "
+        "send bulk mail through a provider made for it (Gmail is not)."
+    ),
+    "transient": "The server reported a temporary problem; the message will be retried.",
+    "sender_refused": (
+        "The server refused the From address. The login may not be allowed to send as that "
+        "address: check the account's From address and allowed senders."
+    ),
+    "recipient_refused": "The server refused the recipient address(es).",
+    "too_big": "The message is larger than the server accepts. Reduce attachments.",
+    "permanent": "The server refused the message permanently.",
+    "undecryptable": (
+        "The stored password cannot be decrypted with the current FERNET_KEYS (a key was "
+        "removed or changed). Restore the old key in FERNET_KEYS or enter the password again."
+    ),
+    "not_supported": "The server does not support a feature the account's settings require.",
+}
+
+_THROTTLE_TEXT = re.compile(
+    r"throttl|rate|too many|limit|exceed|quota|try again later|slow down|4\.7\.0 .*attempts",
+    re.IGNORECASE,
+)
+_DAILY_QUOTA_TEXT = re.compile(
+    r"5\.4\.5|daily|SubmissionQuotaExceeded|sending quota|24 hours|per day", re.IGNORECASE
+)
+_BASIC_AUTH_TEXT = re.compile(r"5\.7\.139|basic authentication is disabled", re.IGNORECASE)
+_STARTTLS_TEXT = re.compile(r"starttls", re.IGNORECASE)
+
+
+def classify_reply(code: int, text: str, *, stage: str = "DATA") -> Failure:
+    """Classify one SMTP reply (code and text) received at ``stage``."""
+    text = " ".join(str(text).split())
+    if 200 <= code < 400:
+        return Failure(Outcome.SENT, code, text, "")
+    if _DAILY_QUOTA_TEXT.search(text) and (code >= 450 and _THROTTLE_TEXT.search(text)):
+        return Failure(Outcome.THROTTLED, code, text, HINTS["daily_quota"], daily_quota=True)
+    if "SubmissionQuotaExceeded" in text or (code == 550 and "5.4.5" in text):
+        return Failure(Outcome.THROTTLED, code, text, HINTS["daily_quota"], daily_quota=True)
+    if code == 421:
+        return Failure(Outcome.THROTTLED, code, text, HINTS["throttled"])
+    if code == 454 and "throttl" in text.lower():
+        return Failure(Outcome.THROTTLED, code, text, HINTS["throttled"])
+    if code in (450, 451, 452) and _THROTTLE_TEXT.search(text) and "recipients" not in text:
+        return Failure(Outcome.THROTTLED, code, text, HINTS["throttled"])
+    if code == 535 or (code == 534 and stage == "AUTH"):
+        if _BASIC_AUTH_TEXT.search(text):
+            return Failure(Outcome.AUTH_FAILED, code, text, HINTS["basic_auth_disabled"])
+        if code == 534 or "5.7.9" in text or "application-specific" in text.lower():
+            return Failure(Outcome.AUTH_FAILED, code, text, HINTS["app_password"])
+        return Failure(Outcome.AUTH_FAILED, code, text, HINTS["credentials"])
+    if code == 534:
+        return Failure(Outcome.AUTH_FAILED, code, text, HINTS["app_password"])
+    if code == 530 and _STARTTLS_TEXT.search(text):
+        return Failure(Outcome.TLS_FAILED, code, text, HINTS["starttls_required"])
+    if code == 530:
+        return Failure(Outcome.AUTH_FAILED, code, text, HINTS["auth_required"])
+    if code == 538:
+        return Failure(Outcome.TLS_FAILED, code, text, HINTS["starttls_required"])
+    if _BASIC_AUTH_TEXT.search(text):
+        return Failure(Outcome.AUTH_FAILED, code, text, HINTS["basic_auth_disabled"])
+    if 400 <= code < 500:
+        return Failure(Outcome.TRANSIENT, code, text, HINTS["transient"])
+    if code == 552 or "5.3.4" in text:
+        return Failure(Outcome.PERMANENT, code, text, HINTS["too_big"])
+    if stage == "MAIL":
+        return Failure(Outcome.PERMANENT, code, text, HINTS["sender_refused"])
+    if stage == "RCPT":
+        return Failure(Outcome.PERMANENT, code, text, HINTS["recipient_refused"])
+    return Failure(Outcome.PERMANENT, code, text, HINTS["permanent"])
+
+
+def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLError):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def classify_exception(exc: BaseException, *, stage: str = "DATA") -> Failure:
+    """Classify an exception raised while talking to a server."""
+    text = str(exc) or type(exc).__name__
+    ssl_error = _ssl_cause(exc)
+    if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
+        return Failure(Outcome.TLS_FAILED, None, text, HINTS["certificate"])
+    if ssl_error is not None or re.search(r"\bSSL\b|WRONG_VERSION|record layer", text):
+        return Failure(Outcome.TLS_FAILED, None, text, HINTS["tls_mismatch"])
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        refused = exc.recipients
+        first = refused[0] if refused else None
+        if first is not None:
+            failure = classify_reply(first.code, first.message, stage="RCPT")
+            return Failure(
+                failure.outcome,
+                first.code,
+                f"{first.message} ({len(refused)} refused)",
+                failure.hint,
+                failure.daily_quota,
+            )
+        return Failure(Outcome.PERMANENT, None, text, HINTS["recipient_refused"])
+    if isinstance(exc, aiosmtplib.SMTPSenderRefused):
+        return classify_reply(exc.code, exc.message, stage="MAIL")
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return classify_reply(exc.code, exc.message, stage="AUTH")
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        if exc.code == 530 or isinstance(exc, aiosmtplib.SMTPConnectResponseError):
+            failure = classify_reply(exc.code, exc.message, stage=stage)
+            if isinstance(exc, aiosmtplib.SMTPConnectResponseError) and failure.outcome in (
+                Outcome.TRANSIENT,
+                Outcome.PERMANENT,
+            ):
+                return Failure(Outcome.CONNECTION_FAILED, exc.code, exc.message, HINTS["refused"])
+            return failure
+        return classify_reply(exc.code, exc.message, stage=stage)
+    if isinstance(exc, aiosmtplib.SMTPNotSupported) or (
+        isinstance(exc, aiosmtplib.SMTPException) and "not supported" in text.lower()
+    ):
+        if "auth" in text.lower():
+            return Failure(Outcome.AUTH_FAILED, None, text, HINTS["auth_not_offered"])
+        if "starttls" in text.lower():
+            return Failure(Outcome.TLS_FAILED, None, text, HINTS["not_supported"])
+        return Failure(Outcome.CONFIG_ERROR, None, text, HINTS["not_supported"])
+    if isinstance(exc, socket.gaierror) or "Name or service not known" in text:
+        return Failure(Outcome.CONNECTION_FAILED, None, text, HINTS["unknown_host"])
+    if isinstance(exc, aiosmtplib.SMTPConnectTimeoutError):
+        return Failure(Outcome.CONNECTION_FAILED, None, text, HINTS["timeout"])
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError | asyncio.TimeoutError):
+        return Failure(Outcome.CONNECTION_FAILED, None, text, HINTS["timeout"])
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+        return Failure(Outcome.CONNECTION_FAILED, None, text, HINTS["disconnected"])
+    if isinstance(exc, aiosmtplib.SMTPConnectError | ConnectionRefusedError):
+        if "Name or service not known" in text or "nodename nor servname" in text:
+            return Failure(Outcome.CONNECTION_FAILED, None, text, HINTS["unknown_host"])
+        return Failure(Outcome.CONNECTION_FAILED, None, text, HINTS["refused"])
+    if isinstance(exc, OSError):
+        return Failure(Outcome.CONNECTION_FAILED, None, text, HINTS["refused"])
+    return Failure(Outcome.TRANSIENT, None, text, HINTS["transient"])

@@ -1,0 +1,190 @@
+"""Choose the accounts for one message: pure functions, every rule in one place.
+
+Input: the site's accounts (already loaded, with ``default_for_ids`` set), the hints,
+facts about the message and the time. Output: the ordered candidates to try and why
+other matching accounts were skipped. No database, no network, so the whole order of
+precedence is tested quickly and exhaustively.
+
+Order (the first step that matches any active account wins):
+
+1. an explicit account (by instance, primary key or name);
+2. the sending user: their own accounts, then accounts they are the default for;
+3. the purpose asked for (accounts allowed to send the From address first);
+4. accounts allowed to send the message's From address;
+5. the site default for the purpose, then the site default of the default purpose,
+   then any shared account of the default purpose;
+6. the fallback server.
+
+Personal accounts (with an owner) are only ever used for mail sent as their owner.
+Behind the primary accounts come failover candidates: other shared accounts allowed to
+send the same From address (or, for mail using the site's default From, accounts of the
+same purpose), so a transient failure never changes who the mail appears to come from.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from django.utils.translation import gettext as _
+
+from .exceptions import UnknownAccount
+from .hints import Hints
+
+if TYPE_CHECKING:
+    from .models import SmtpAccount
+
+
+@dataclass
+class Choice:
+    #: Which rule decided: "account", "user", "purpose", "from", "default", "fallback".
+    step: str
+    #: Usable accounts, in the order to try them (primary first, then failover).
+    candidates: list[SmtpAccount] = field(default_factory=list)
+    #: Accounts that matched but may not send now, with the reason.
+    skipped: list[tuple[SmtpAccount, str]] = field(default_factory=list)
+
+    @property
+    def use_fallback(self) -> bool:
+        return self.step == "fallback"
+
+
+def resolve_account(accounts: Iterable[SmtpAccount], ref: Any) -> SmtpAccount:
+    """Find the account a hint names: an instance, a primary key or a name."""
+    pk = getattr(ref, "pk", None)
+    by_pk = pk if pk is not None else (ref if isinstance(ref, int) else None)
+    text = str(ref)
+    for account in accounts:
+        if by_pk is not None and account.pk == by_pk:
+            return account
+        if by_pk is None and (account.name == text or (text.isdigit() and account.pk == int(text))):
+            return account
+    raise UnknownAccount(
+        _("No SMTP account %(ref)r exists. Check the account hint (name or id).") % {"ref": text}
+    )
+
+
+def _sort_key(account: SmtpAccount) -> tuple[int, int]:
+    return (account.priority, account.pk or 0)
+
+
+def unusable_reason(account: SmtpAccount, now: dt.datetime, message_size: int) -> str | None:
+    if not account.is_active:
+        return _("inactive")
+    if account.is_rate_limited(now):
+        assert account.rate_limited_until is not None
+        return _("rate limited until %(time)s") % {
+            "time": account.rate_limited_until.isoformat(timespec="seconds")
+        }
+    if account.max_message_size and message_size > account.max_message_size:
+        return _("message of %(size)d bytes exceeds its maximum of %(max)d") % {
+            "size": message_size,
+            "max": account.max_message_size,
+        }
+    return None
+
+
+def choose(
+    accounts: Sequence[SmtpAccount],
+    *,
+    hints: Hints,
+    user_id: int | None,
+    from_address: str,
+    uses_default_from: bool,
+    message_size: int,
+    now: dt.datetime,
+    default_purpose: str,
+) -> Choice:
+    """Return the ordered candidates for one message (see the module docstring)."""
+    active = [a for a in accounts if a.is_active]
+    shared = sorted((a for a in active if a.owner_id is None), key=_sort_key)
+    purpose = hints.purpose or default_purpose
+
+    def matches_from(account: SmtpAccount) -> bool:
+        return bool(from_address) and account.may_send(from_address)
+
+    step, primary = _primary(
+        accounts,
+        active,
+        shared,
+        hints,
+        user_id,
+        from_address,
+        uses_default_from,
+        purpose,
+        default_purpose,
+        matches_from,
+    )
+    if step == "fallback":
+        return Choice("fallback")
+
+    if uses_default_from:
+        pool = [a for a in shared if a.purpose == primary[0].purpose]
+    else:
+        pool = [a for a in shared if matches_from(a)]
+    if user_id is not None:
+        own = [a for a in active if a.owner_id == user_id]
+        pool = own + pool
+    chosen_ids = {a.pk for a in primary}
+    ordered = primary + [a for a in pool if a.pk not in chosen_ids]
+
+    choice = Choice(step)
+    seen: set[Any] = set()
+    for account in ordered:
+        if account.pk in seen:
+            continue
+        seen.add(account.pk)
+        reason = unusable_reason(account, now, message_size)
+        if reason is None:
+            choice.candidates.append(account)
+        else:
+            choice.skipped.append((account, reason))
+    return choice
+
+
+def _primary(
+    accounts: Sequence[SmtpAccount],
+    active: list[SmtpAccount],
+    shared: list[SmtpAccount],
+    hints: Hints,
+    user_id: int | None,
+    from_address: str,
+    uses_default_from: bool,
+    purpose: str,
+    default_purpose: str,
+    matches_from: Any,
+) -> tuple[str, list[SmtpAccount]]:
+    if hints.account is not None:
+        return "account", [resolve_account(accounts, hints.account)]
+
+    if user_id is not None:
+        own = sorted((a for a in active if a.owner_id == user_id), key=_sort_key)
+        default_for = sorted(
+            (a for a in active if user_id in getattr(a, "default_for_ids", ())), key=_sort_key
+        )
+        if own or default_for:
+            return "user", own + [a for a in default_for if a not in own]
+
+    if hints.purpose is not None:
+        of_purpose = [a for a in shared if a.purpose == hints.purpose]
+        if of_purpose:
+            of_purpose.sort(
+                key=lambda a: (not matches_from(a), not a.is_site_default, *_sort_key(a))
+            )
+            return "purpose", of_purpose
+
+    if not uses_default_from and from_address:
+        by_from = [a for a in shared if matches_from(a)]
+        if by_from:
+            return "from", by_from
+
+    defaults = [a for a in shared if a.is_site_default and a.purpose == purpose]
+    if not defaults:
+        defaults = [a for a in shared if a.is_site_default and a.purpose == default_purpose]
+    if not defaults:
+        defaults = [a for a in shared if a.purpose == default_purpose]
+    if defaults:
+        return "default", defaults
+    return "fallback", []

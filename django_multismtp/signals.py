@@ -1,0 +1,19 @@
+"""Signals sites hook into, e.g. to alert an operator or to cancel a message.
+
+Receivers of :data:`pre_send` may raise :class:`~django_multismtp.exceptions.CancelSend`
+to cancel one message without an error. The others are sent with ``send_robust``: a
+failing receiver is logged and never stops delivery.
+"""
+
+from django.dispatch import Signal
+
+#: Before a message is handed to an account's server.
+#: kwargs: message, account (SmtpAccount or None for the fallback server), backend
+pre_send = Signal()
+
+#: After each attempt. kwargs: message, account, status (SendStatus), failure (or None)
+post_send = Signal()
+
+#: An account's state changed. kwargs: account, change ("rate_limited", "failed",
+#: "failed_over", "recovered"), failure (or None), detail (text)
+account_state_changed = Signal()

@@ -1,0 +1,235 @@
+"""Talk SMTP with aiosmtplib: security modes, AUTH methods, EHLO name, timeouts.
+
+Knows nothing of Django models: a plain :class:`ServerConfig` goes in, a
+:class:`~django_multismtp.replies.Failure` (or nothing, on success) comes out. That
+keeps the protocol testable against local servers alone and reusable by the backend,
+the admin's *test connection* and the commands.
+"""
+
+from __future__ import annotations
+
+import enum
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import aiosmtplib
+
+from .replies import Failure, Outcome, classify_exception
+
+
+class Security(enum.StrEnum):
+    NONE = "none"  # plain SMTP, never upgrade
+    STARTTLS = "starttls"  # STARTTLS required
+    TLS = "tls"  # implicit TLS (SMTPS, usually port 465)
+    OPPORTUNISTIC = "opportunistic"  # STARTTLS when offered, plain otherwise
+
+
+class AuthMethod(enum.StrEnum):
+    NONE = "none"
+    AUTO = "auto"  # the best mechanism the server offers
+    PLAIN = "plain"
+    LOGIN = "login"
+    CRAM_MD5 = "cram-md5"
+
+
+class UndecryptablePassword(Exception):  # noqa: N818
+    """The stored password could not be decrypted (see ``fields.EncryptedPasswordField``)."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything needed to reach and log in to one SMTP server."""
+
+    host: str
+    port: int
+    security: Security = Security.STARTTLS
+    verify_certificates: bool = True
+    ca_file: str = ""
+    ehlo_hostname: str = ""
+    timeout: float = 30.0
+    auth_method: AuthMethod = AuthMethod.AUTO
+    username: str = ""
+    password: str = field(default="", repr=False)
+    password_error: bool = False
+    client_cert: str = ""
+    client_key: str = ""
+    max_messages_per_connection: int | None = None
+    #: Stable key for connection reuse (an account pk, or "fallback").
+    key: str = ""
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        if self.security == Security.NONE:
+            return None
+        if not self.verify_certificates:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        else:
+            context = ssl.create_default_context(cafile=self.ca_file or None)
+        if self.client_cert:
+            context.load_cert_chain(self.client_cert, self.client_key or None)
+        return context
+
+
+@dataclass
+class Delivery:
+    """The outcome of sending one message: ``failure`` is None when it was accepted."""
+
+    failure: Failure | None
+    code: int | None = None
+    reply: str = ""
+    refused: dict[str, str] = field(default_factory=dict)
+    duration: float = 0.0
+
+
+class Session:
+    """One open, authenticated SMTP connection, reused for several messages."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.client: aiosmtplib.SMTP | None = None
+        self.sent_on_connection = 0
+
+    @property
+    def connected(self) -> bool:
+        return self.client is not None and self.client.is_connected
+
+    async def open(self) -> None:
+        """Connect, negotiate TLS and log in; raises on any failure (closing first)."""
+        config = self.config
+        if config.password_error:
+            raise UndecryptablePassword("the stored password cannot be decrypted")
+        start_tls: bool | None = {
+            Security.NONE: False,
+            Security.STARTTLS: True,
+            Security.TLS: False,
+            Security.OPPORTUNISTIC: None,
+        }[config.security]
+        client = aiosmtplib.SMTP(
+            hostname=config.host,
+            port=config.port,
+            use_tls=config.security == Security.TLS,
+            start_tls=start_tls,
+            validate_certs=config.verify_certificates,
+            tls_context=config.tls_context(),
+            local_hostname=config.ehlo_hostname or None,
+            timeout=config.timeout,
+        )
+        try:
+            await client.connect()
+            await self._login(client)
+        except BaseException:
+            client.close()
+            raise
+        self.client = client
+        self.sent_on_connection = 0
+
+    async def _login(self, client: aiosmtplib.SMTP) -> None:
+        config = self.config
+        method = config.auth_method
+        if method == AuthMethod.NONE or (method == AuthMethod.AUTO and not config.username):
+            return
+        # After STARTTLS the server's extensions must be asked for again before AUTH;
+        # aiosmtplib's explicit auth_* methods do not do it themselves.
+        await client._ehlo_or_helo_if_needed()
+        if method == AuthMethod.AUTO:
+            await client.login(config.username, config.password)
+        elif method == AuthMethod.PLAIN:
+            await client.auth_plain(config.username, config.password)
+        elif method == AuthMethod.LOGIN:
+            await client.auth_login(config.username, config.password)
+        elif method == AuthMethod.CRAM_MD5:
+            await client.auth_crammd5(config.username, config.password)
+
+    async def ensure_open(self) -> None:
+        limit = self.config.max_messages_per_connection
+        if self.connected and limit and self.sent_on_connection >= limit:
+            await self.close()
+        if not self.connected:
+            await self.open()
+
+    async def send(self, sender: str, recipients: Sequence[str], data: bytes) -> Delivery:
+        """Send one message, opening (or re-opening) the connection as needed.
+
+        Never raises for SMTP problems: the failure is classified and returned, and a
+        connection that is no longer usable is dropped so the next call reconnects.
+        """
+        started = time.perf_counter()
+        stage = "CONNECT"
+        try:
+            await self.ensure_open()
+            assert self.client is not None
+            stage = "DATA"
+            refused, reply = await self.client.sendmail(sender, list(recipients), data)
+        except UndecryptablePassword as exc:
+            from .replies import HINTS
+
+            failure = Failure(Outcome.CONFIG_ERROR, None, str(exc), HINTS["undecryptable"])
+            return Delivery(failure, duration=time.perf_counter() - started)
+        except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
+            failure = classify_exception(exc, stage=stage)
+            if failure.account_level or not self.connected:
+                await self.close()
+            else:
+                await self._reset()
+            return Delivery(
+                failure,
+                code=failure.code,
+                reply=failure.text,
+                duration=time.perf_counter() - started,
+            )
+        self.sent_on_connection += 1
+        code, _, text = reply.partition(" ")
+        return Delivery(
+            None,
+            code=int(code) if code.isdigit() else 250,
+            reply=text or reply,
+            refused={addr: f"{r.code} {r.message}" for addr, r in refused.items()},
+            duration=time.perf_counter() - started,
+        )
+
+    async def _reset(self) -> None:
+        if self.client is not None and self.client.is_connected:
+            try:
+                await self.client.rset()
+            except (aiosmtplib.SMTPException, OSError):
+                await self.close()
+
+    async def close(self) -> None:
+        client, self.client = self.client, None
+        if client is None:
+            return
+        try:
+            if client.is_connected:
+                await client.quit()
+        except (aiosmtplib.SMTPException, OSError, ssl.SSLError):
+            pass
+        finally:
+            client.close()
+
+
+async def check_server(config: ServerConfig) -> tuple[Failure | None, str]:
+    """Connect, negotiate TLS and authenticate without sending; for *test connection*.
+
+    Returns ``(None, server greeting/EHLO summary)`` on success.
+    """
+    session = Session(config)
+    try:
+        await session.open()
+    except UndecryptablePassword as exc:
+        from .replies import HINTS
+
+        return Failure(Outcome.CONFIG_ERROR, None, str(exc), HINTS["undecryptable"]), ""
+    except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
+        return classify_exception(exc, stage="CONNECT"), ""
+    assert session.client is not None
+    client = session.client
+    extensions = ", ".join(sorted(client.esmtp_extensions)) if client.esmtp_extensions else ""
+    tls = "TLS" if client.transport and client.transport.get_extra_info("sslcontext") else "plain"
+    summary = f"Connected ({tls}); server: {client.last_ehlo_response.message.splitlines()[0]}"
+    if extensions:
+        summary += f"; extensions: {extensions}"
+    await session.close()
+    return None, summary

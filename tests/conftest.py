@@ -1,0 +1,62 @@
+"""Shared fixtures: real SMTP servers on 127.0.0.1, a controllable clock, our mailer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from django_multismtp.clock import FrozenClock, use_clock
+from tests.mailers import use_mailers
+from tests.smtp_servers import SMTPTestServer, TLSFiles, make_tls_files
+
+USERS = {"alice": "right-password", "bob": "bob-password"}
+
+logging.getLogger("mail.log").setLevel(logging.ERROR)
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SMTPTestServer]:
+    """Plain SMTP, no AUTH: the simplest sink."""
+    with SMTPTestServer(mode="plain") as server:
+        yield server
+
+
+@pytest.fixture
+def second_server() -> Iterator[SMTPTestServer]:
+    with SMTPTestServer(mode="plain") as server:
+        yield server
+
+
+@pytest.fixture
+def starttls_server(tls_files: TLSFiles) -> Iterator[SMTPTestServer]:
+    """STARTTLS required before AUTH and MAIL, with PLAIN/LOGIN/CRAM-MD5 logins."""
+    with SMTPTestServer(
+        mode="starttls", tls=tls_files, require_starttls=True, users=USERS, auth_required=True
+    ) as server:
+        yield server
+
+
+@pytest.fixture
+def implicit_server(tls_files: TLSFiles) -> Iterator[SMTPTestServer]:
+    with SMTPTestServer(mode="implicit", tls=tls_files, users=USERS, auth_required=True) as server:
+        yield server
+
+
+@pytest.fixture
+def clock() -> Iterator[FrozenClock]:
+    frozen = FrozenClock()
+    with use_clock(frozen):
+        yield frozen
+
+
+@pytest.fixture
+def mailer(settings) -> None:  # type: ignore[no-untyped-def]
+    """Make our backend the default mailer (the test runner installs locmem)."""
+    use_mailers(settings)
