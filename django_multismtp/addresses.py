@@ -16,7 +16,10 @@ from django.utils.encoding import force_str, punycode
 def prep_address(address: Any, force_ascii: bool = True) -> str:
     """Return the addr-spec of ``address``; ``ValueError`` for anything invalid."""
     address = force_str(address)
-    parsed = AddressHeader.value_parser(address)  # type: ignore[attr-defined]
+    try:
+        parsed = AddressHeader.value_parser(address)
+    except IndexError:  # Python < 3.12 fails this way on some inputs, e.g. "to@"
+        raise ValueError(f"Invalid address {address!r}") from None
     defects = {str(defect) for defect in parsed.all_defects}
     defects.discard("addr-spec local part with no domain")  # Django allows "webmaster"
     if not force_ascii:

@@ -1,17 +1,33 @@
-"""Django admin for SMTP accounts and the delivery log."""
+"""Django admin: SMTP accounts (presets, status, test, send-code-and-confirm) and the log.
+
+Extra pages are full admin pages (``admin_view``-wrapped, CSRF-protected, POST for
+anything with side effects, permission-checked), following Django's own
+``delete_selected`` two-step action. Staff without the model's global permissions see
+and edit only the accounts they own.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
-from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.db.models import F, Q, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from . import conf, ops
+from . import clock, ops, verification
+from .forms import ConfirmCodeForm, SendCodeForm, SmtpAccountForm
 from .models import DeliveryLog, SmtpAccount
+from .presets import PRESETS
+from .throttling import too_many
 
 if TYPE_CHECKING:
     AccountAdminBase = admin.ModelAdmin[SmtpAccount]
@@ -19,65 +35,56 @@ if TYPE_CHECKING:
 else:
     AccountAdminBase = LogAdminBase = admin.ModelAdmin
 
+BADGE_COLOURS = {
+    "verified": "#2e7d32",
+    "unverified": "#6d6d6d",
+    "rate_limited": "#b26a00",
+    "error": "#c62828",
+    "inactive": "#9e9e9e",
+}
 
-class SmtpAccountForm(forms.ModelForm):  # type: ignore[type-arg]
-    password = forms.CharField(
-        label=_("password"),
-        required=False,
-        strip=False,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text=_("Leave empty to keep the stored password."),
+
+def _valid_selection(request: HttpRequest) -> bool:
+    """Are the selected rows of an action primary keys? Django's ``pk__in`` query fails
+    with a server error on anything else (ValueError, or OverflowError on SQLite)."""
+    return all(
+        re.fullmatch(r"[0-9]{1,19}", value) and int(value) < 2**63
+        for value in request.POST.getlist(ACTION_CHECKBOX_NAME)
     )
-    clear_password = forms.BooleanField(label=_("clear the stored password"), required=False)
-    purpose = forms.ChoiceField(label=_("purpose"), choices=())
 
-    class Meta:
-        model = SmtpAccount
-        fields = (
-            "name",
-            "description",
-            "purpose",
-            "owner",
-            "default_for",
-            "is_site_default",
-            "priority",
-            "from_email",
-            "from_name",
-            "reply_to",
-            "allowed_senders",
-            "host",
-            "port",
-            "security",
-            "verify_certificates",
-            "ca_file",
-            "ehlo_hostname",
-            "timeout",
-            "auth_method",
-            "username",
-            "limit_per_second",
-            "limit_per_minute",
-            "limit_per_hour",
-            "limit_per_day",
-            "max_connections",
-            "max_messages_per_connection",
-            "max_message_size",
-            "is_active",
-        )
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["purpose"].choices = conf.purpose_choices()  # type: ignore[attr-defined]
+def _refuse_selection(model_admin: Any, request: HttpRequest) -> None:
+    model_admin.message_user(
+        request, gettext("The selection is not valid. No items have been changed."), messages.ERROR
+    )
 
-    def save(self, commit: bool = True) -> SmtpAccount:
-        account: SmtpAccount = super().save(commit=False)
-        if self.cleaned_data.get("clear_password"):
-            account.password = ""
-        elif self.cleaned_data.get("password"):
-            account.password = self.cleaned_data["password"]
-        if commit:
-            account.save()
-            self.save_m2m()
-        return account
+
+class StatusFilter(admin.SimpleListFilter):
+    title = _("status")
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [
+            ("verified", _("verified")),
+            ("unverified", _("not verified")),
+            ("rate_limited", _("rate limited")),
+            ("error", _("last attempt failed")),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        now = clock.now()
+        value = self.value()
+        if value == "verified":
+            return queryset.filter(verified_at__isnull=False)
+        if value == "unverified":
+            return queryset.filter(verified_at__isnull=True)
+        if value == "rate_limited":
+            return queryset.filter(rate_limited_until__gt=now)
+        if value == "error":
+            return queryset.filter(last_error_at__isnull=False).filter(
+                Q(last_success_at__isnull=True) | Q(last_error_at__gt=F("last_success_at"))
+            )
+        return queryset
 
 
 @admin.register(SmtpAccount)
@@ -87,19 +94,27 @@ class SmtpAccountAdmin(AccountAdminBase):
         "name",
         "purpose",
         "owner",
-        "host",
-        "port",
+        "server",
         "from_email",
         "is_active",
-        "rate_limited_until",
+        "status_badge",
         "updated_at",
     )
-    list_filter = ("purpose", "is_active", "is_site_default")
+    # RelatedOnly: owners must not see every user name of the site in the sidebar.
+    list_filter = (
+        "purpose",
+        StatusFilter,
+        "is_active",
+        "is_site_default",
+        ("owner", admin.RelatedOnlyFieldListFilter),
+    )
     search_fields = ("name", "host", "from_email", "username")
     filter_horizontal = ("default_for",)
     readonly_fields = (
+        "status_badge",
         "verified_at",
         "verified_by",
+        "rate_limited_until",
         "last_error",
         "last_error_code",
         "last_error_at",
@@ -107,21 +122,342 @@ class SmtpAccountAdmin(AccountAdminBase):
         "created_at",
         "updated_at",
     )
-    actions = ["test_connection"]
+    fieldsets = (
+        (
+            _("Identity"),
+            {
+                "fields": (
+                    "name",
+                    "description",
+                    "purpose",
+                    "owner",
+                    "default_for",
+                    "is_site_default",
+                    "priority",
+                )
+            },
+        ),
+        (_("Sender"), {"fields": ("from_email", "from_name", "reply_to", "allowed_senders")}),
+        (
+            _("Server"),
+            {
+                "fields": (
+                    "preset",
+                    "host",
+                    "port",
+                    "security",
+                    "verify_certificates",
+                    "ca_file",
+                    "ehlo_hostname",
+                    "timeout",
+                    "public_host_only",
+                )
+            },
+        ),
+        (
+            _("Authentication"),
+            {"fields": ("auth_method", "username", "password", "clear_password")},
+        ),
+        (
+            _("Limits"),
+            {
+                "fields": (
+                    "limit_per_second",
+                    "limit_per_minute",
+                    "limit_per_hour",
+                    "limit_per_day",
+                    "max_connections",
+                    "max_messages_per_connection",
+                    "max_message_size",
+                ),
+                "classes": ("collapse",),
+            },
+        ),
+        (
+            _("State"),
+            {
+                "fields": (
+                    "is_active",
+                    "status_badge",
+                    "verified_at",
+                    "verified_by",
+                    "rate_limited_until",
+                    "last_error",
+                    "last_error_code",
+                    "last_error_at",
+                    "last_success_at",
+                    "created_at",
+                    "updated_at",
+                )
+            },
+        ),
+    )
+    actions = [
+        "test_connection",
+        "send_test_email",
+        "clear_rate_limit",
+        "activate",
+        "deactivate",
+    ]
+    test_results_template = "admin/django_multismtp/smtpaccount/test_results.html"
+    send_code_template = "admin/django_multismtp/smtpaccount/send_code.html"
+    confirm_template = "admin/django_multismtp/smtpaccount/confirm_code.html"
 
-    @admin.action(description=_("Test connection"), permissions=["change"])
-    def test_connection(self, request: HttpRequest, queryset: QuerySet[SmtpAccount]) -> None:
-        for account in queryset:
-            result = ops.test_connection(account)
-            if result.ok:
-                self.message_user(request, f"{account.name}: {result.reply}", messages.SUCCESS)
-            else:
+    # -- columns ----------------------------------------------------------------------
+    @admin.display(description=_("server"), ordering="host")
+    def server(self, obj: SmtpAccount) -> str:
+        return f"{obj.host}:{obj.port}"
+
+    @admin.display(description=_("status"))
+    def status_badge(self, obj: SmtpAccount) -> str:
+        if obj.pk is None:
+            return "-"
+        key, label = obj.status(clock.now())
+        return format_html(
+            '<span class="multismtp-status multismtp-status-{}" style="color:#fff;'
+            'background:{};padding:2px 6px;border-radius:8px;white-space:nowrap" title="{}">'
+            "{}</span>",
+            key,
+            BADGE_COLOURS[key],
+            obj.last_error if key == "error" else "",
+            label,
+        )
+
+    # -- scoping: owners see their own accounts ---------------------------------------
+    def _global(self, request: HttpRequest, action: str = "change") -> bool:
+        opts = self.opts
+        return bool(request.user.has_perm(f"{opts.app_label}.{action}_{opts.model_name}"))
+
+    def _owns_any(self, request: HttpRequest) -> bool:
+        user = request.user
+        return bool(
+            user.is_active and user.is_staff and SmtpAccount.objects.filter(owner=user).exists()
+        )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SmtpAccount]:
+        queryset = super().get_queryset(request).select_related("owner")
+        if self._global(request, "view") or self._global(request, "change"):
+            return queryset
+        return queryset.filter(owner=request.user.pk)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return super().has_module_permission(request) or self._owns_any(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if super().has_view_permission(request, obj):
+            return True
+        return self._own(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if super().has_change_permission(request, obj):
+            return True
+        return self._own(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if super().has_delete_permission(request, obj):
+            return True
+        return obj is not None and self._own(request, obj)
+
+    def _own(self, request: HttpRequest, obj: Any) -> bool:
+        if obj is None:
+            return self._owns_any(request)
+        return bool(request.user.is_staff and obj.owner_id == request.user.pk)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = list(super().get_readonly_fields(request, obj))
+        if not self._global(request):
+            # Owners manage their mailbox, not its routing or limits.
+            fields += [
+                "purpose",
+                "owner",
+                "default_for",
+                "is_site_default",
+                "priority",
+                "limit_per_second",
+                "limit_per_minute",
+                "limit_per_hour",
+                "limit_per_day",
+                "max_connections",
+                "max_messages_per_connection",
+                "max_message_size",
+                "public_host_only",
+            ]
+        return fields
+
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        if not self._global(request):
+            # Owners type their own host, as on "My SMTP settings": public hosts only.
+            form = type(form.__name__, (form,), {"public_hosts_only": True})
+        return form
+
+    def save_model(self, request: HttpRequest, obj: SmtpAccount, form: Any, change: bool) -> None:
+        if not self._global(request):
+            # ... and the account keeps that restriction when it connects.
+            obj.public_host_only = True
+        super().save_model(request, obj, form, change)
+        preset = PRESETS.get(form.cleaned_data.get("preset") or "")
+        if preset is not None and preset.caveat:
+            self.message_user(request, f"{preset.label}: {preset.caveat}", messages.WARNING)
+
+    # -- extra pages ------------------------------------------------------------------
+    def get_urls(self) -> list[URLPattern]:
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path(
+                "<path:object_id>/confirm/",
+                self.admin_site.admin_view(self.confirm_view),
+                name="{}_{}_confirm".format(*info),
+            ),
+        ] + super().get_urls()
+
+    def _context(self, request: HttpRequest, title: Any, **extra: Any) -> dict[str, Any]:
+        request.current_app = self.admin_site.name
+        return {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": title,
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            **extra,
+        }
+
+    # -- actions ----------------------------------------------------------------------
+    def _changeable(
+        self, request: HttpRequest, queryset: QuerySet[SmtpAccount]
+    ) -> QuerySet[SmtpAccount]:
+        """The accounts an action may change. With the global *view* permission the list
+        shows every account, but staff without the global *change* permission act on
+        their own accounts only."""
+        if self._global(request):
+            return queryset
+        return queryset.filter(owner=request.user.pk)
+
+    def response_action(  # type: ignore[override]
+        self, request: HttpRequest, queryset: Any, **kwargs: Any
+    ) -> HttpResponse | None:
+        # **kwargs: Django 6.1 passes action_location.
+        if not _valid_selection(request):
+            _refuse_selection(self, request)
+            return None
+        return super().response_action(request, queryset, **kwargs)
+
+    @admin.action(description=_("Test connection (no mail sent)"), permissions=["change"])
+    def test_connection(
+        self, request: HttpRequest, queryset: QuerySet[SmtpAccount]
+    ) -> HttpResponse:
+        queryset = self._changeable(request, queryset)
+        results = [(account, ops.test_connection(account)) for account in queryset]
+        context = self._context(request, _("Connection test results"), results=results)
+        return TemplateResponse(request, self.test_results_template, context)
+
+    @admin.action(description=_("Send test email with a confirmation code"), permissions=["change"])
+    def send_test_email(
+        self, request: HttpRequest, queryset: QuerySet[SmtpAccount]
+    ) -> HttpResponse | None:
+        accounts = list(self._changeable(request, queryset))
+        form = SendCodeForm(
+            request.POST if request.POST.get("post") else None,
+            initial={"recipient": getattr(request.user, "email", "")},
+        )
+        if request.POST.get("post") and form.is_valid():
+            if too_many(request, "send"):
                 self.message_user(
                     request,
-                    f"{account.name}: {result.outcome} {result.code or ''} {result.reply}. "
-                    f"{result.hint}",
+                    gettext("Too many codes sent recently. Wait a while and try again."),
                     messages.ERROR,
                 )
+                return None
+            sent = []
+            for account in accounts:
+                outcome = verification.send_code(
+                    account, form.cleaned_data["recipient"], user=request.user
+                )
+                sent.append((account, outcome.result))
+            ok = [account for account, result in sent if result.ok]
+            if len(accounts) == 1 and ok:
+                self.message_user(
+                    request,
+                    gettext("Code sent to %(to)s. Paste it below.")
+                    % {"to": form.cleaned_data["recipient"]},
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(self._confirm_url(ok[0]))
+            context = self._context(
+                request,
+                _("Test email results"),
+                results=sent,
+                confirm=True,
+                confirm_urls={a.pk: self._confirm_url(a) for a in ok},
+            )
+            return TemplateResponse(request, self.test_results_template, context)
+        context = self._context(
+            request,
+            _("Send a test email with a confirmation code"),
+            form=form,
+            accounts=accounts,
+            action="send_test_email",
+        )
+        return TemplateResponse(request, self.send_code_template, context)
+
+    @admin.action(description=_("Clear rate limit"), permissions=["change"])
+    def clear_rate_limit(self, request: HttpRequest, queryset: QuerySet[SmtpAccount]) -> None:
+        for account in self._changeable(request, queryset):
+            ops.clear_rate_limit(account)
+        self.message_user(request, gettext("Rate limit cleared."), messages.SUCCESS)
+
+    @admin.action(description=_("Activate"), permissions=["change"])
+    def activate(self, request: HttpRequest, queryset: QuerySet[SmtpAccount]) -> None:
+        queryset = self._changeable(request, queryset)
+        count = queryset.update(is_active=True, updated_at=timezone.now())
+        self.message_user(request, gettext("%(n)d account(s) activated.") % {"n": count})
+
+    @admin.action(description=_("Deactivate"), permissions=["change"])
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[SmtpAccount]) -> None:
+        queryset = self._changeable(request, queryset)
+        count = queryset.update(is_active=False, updated_at=timezone.now())
+        self.message_user(request, gettext("%(n)d account(s) deactivated.") % {"n": count})
+
+    def _confirm_url(self, account: SmtpAccount) -> str:
+        info = self.opts.app_label, self.opts.model_name
+        return reverse(
+            "admin:{}_{}_confirm".format(*info), args=[account.pk], current_app=self.admin_site.name
+        )
+
+    def confirm_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        try:
+            pk = int(object_id)
+        except ValueError:
+            raise Http404 from None
+        account = get_object_or_404(self.get_queryset(request), pk=pk)
+        if not self.has_change_permission(request, account):
+            raise Http404
+        form = ConfirmCodeForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            if too_many(request, "confirm"):
+                form.add_error(None, gettext("Too many attempts. Wait a while and try again."))
+            else:
+                result = verification.confirm_code(
+                    account, form.cleaned_data["code"], user=request.user
+                )
+                if result == verification.Confirmation.VERIFIED:
+                    self.message_user(request, result.message, messages.SUCCESS)
+                    info = self.opts.app_label, self.opts.model_name
+                    return HttpResponseRedirect(
+                        reverse(
+                            "admin:{}_{}_changelist".format(*info), current_app=self.admin_site.name
+                        )
+                    )
+                form.add_error("code", result.message)
+        context = self._context(
+            request,
+            _("Confirm the code for %(name)s") % {"name": account.name},
+            form=form,
+            account=account,
+            original=account,
+        )
+        return TemplateResponse(request, self.confirm_template, context)
 
 
 @admin.register(DeliveryLog)
@@ -133,9 +469,21 @@ class DeliveryLogAdmin(LogAdminBase):
         "outcome",
         "reply_code",
         "recipient_count",
+        "recipient_domains",
+        "duration_ms",
     )
     list_filter = ("outcome", "account", "created_at")
     search_fields = ("message_id", "recipient_domains")
+    date_hierarchy = "created_at"
+
+    def response_action(  # type: ignore[override]
+        self, request: HttpRequest, queryset: Any, **kwargs: Any
+    ) -> HttpResponse | None:
+        # **kwargs: Django 6.1 passes action_location.
+        if not _valid_selection(request):
+            _refuse_selection(self, request)
+            return None
+        return super().response_action(request, queryset, **kwargs)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

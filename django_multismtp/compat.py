@@ -24,7 +24,12 @@ DJANGO_61 = django.VERSION >= (6, 1)
 DJANGO_60 = django.VERSION >= (6, 0)
 
 if TYPE_CHECKING:
-    InvalidMailer = ImproperlyConfigured
+
+    class InvalidMailer(ImproperlyConfigured):
+        def __init__(self, msg: str, *, alias: str | None = None) -> None: ...
+
+    class EmailSettingsWarning(PendingDeprecationWarning): ...
+
 else:
     try:
         from django.core.mail import InvalidMailer
@@ -33,23 +38,20 @@ else:
         class InvalidMailer(ImproperlyConfigured):
             """Stand-in for Django 6.1's ``InvalidMailer`` (a configuration error)."""
 
-            def __init__(self, msg: str, *, alias: str | None = None) -> None:
+            def __init__(self, msg, *, alias=None):
                 if alias is not None:
                     msg = f"MAILERS[{alias!r}]: {msg}"
                 super().__init__(msg)
 
-
-try:
-    from django.utils.deprecation import RemovedInDjango2028Warning as EmailSettingsWarning
-except ImportError:  # Django 5.2 / early 6.0
-    try:
-        from django.utils.deprecation import (  # type: ignore[attr-defined,no-redef]
-            RemovedInDjango70Warning as EmailSettingsWarning,
-        )
+    try:  # Django >= 6.0.9
+        from django.utils.deprecation import RemovedInDjango2028Warning as EmailSettingsWarning
     except ImportError:
+        try:  # Django 6.0.0 - 6.0.8
+            from django.utils.deprecation import RemovedInDjango70Warning as EmailSettingsWarning
+        except ImportError:  # Django 5.2: nothing is deprecated yet
 
-        class EmailSettingsWarning(PendingDeprecationWarning):  # type: ignore[no-redef]
-            """Never raised: this Django has no deprecated email settings."""
+            class EmailSettingsWarning(PendingDeprecationWarning):
+                """Never raised: this Django has no deprecated email settings."""
 
 
 def render_message(message: EmailMessage) -> bytes:
@@ -59,9 +61,10 @@ def render_message(message: EmailMessage) -> bytes:
     ``SafeMIME*`` objects. Both produce the same wire format here. ``Bcc`` is never a
     header: Django keeps it in ``recipients()`` only.
     """
+    built: Any = message.message(policy=email.policy.SMTP) if DJANGO_60 else message.message()
     if DJANGO_60:
-        return message.message(policy=email.policy.SMTP).as_bytes()  # type: ignore[call-arg]
-    return message.message().as_bytes(linesep="\r\n")
+        return bytes(built.as_bytes())
+    return bytes(built.as_bytes(linesep="\r\n"))
 
 
 def mailers_configured() -> bool:
@@ -94,11 +97,10 @@ def configured_backends() -> dict[str, tuple[str, dict[str, Any]]]:
     ``"default"`` with no options (on 5.2/6.0 options come from ``get_connection()``).
     """
     if mailers_configured():
-        return {
-            alias: (
-                str(config.get("BACKEND", "django.core.mail.backends.smtp.EmailBackend")),
-                dict(config.get("OPTIONS", {})),
-            )
-            for alias, config in settings.MAILERS.items()
-        }
+        result: dict[str, tuple[str, dict[str, Any]]] = {}
+        for alias, config in settings.MAILERS.items():
+            options = config.get("OPTIONS")
+            backend = config.get("BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+            result[alias] = (str(backend), dict(options) if isinstance(options, dict) else {})
+        return result
     return {"default": (str(email_setting("EMAIL_BACKEND", "")), {})}

@@ -39,15 +39,19 @@ def reserve(account: SmtpAccount, wanted: int, now: dt.datetime) -> int:
         for period, seconds, limit in limits:
             start = window_start(now, seconds)
             rows = UsageCounter.objects.filter(account=account, period=period, window_start=start)
-            if not rows.exists():
-                UsageCounter.objects.bulk_create(
-                    [UsageCounter(account=account, period=period, window_start=start, count=0)],
-                    ignore_conflicts=True,
-                )
+            # Write before reading: on SQLite a transaction that has read cannot take the
+            # write lock while another process waits for it ("database is locked" at once,
+            # the busy timeout notwithstanding); one that starts with a write just waits.
             while granted > 0:
                 if rows.filter(count__lte=limit - granted).update(count=F("count") + granted):
                     break
-                used = rows.values_list("count", flat=True).first() or 0
+                used = rows.values_list("count", flat=True).first()
+                if used is None:
+                    UsageCounter.objects.bulk_create(
+                        [UsageCounter(account=account, period=period, window_start=start, count=0)],
+                        ignore_conflicts=True,
+                    )
+                    continue
                 granted = min(granted - 1, limit - used)
             if granted <= 0:
                 granted = 0

@@ -7,7 +7,7 @@ friendliness, as django-anymail does for its extras.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.mail import EmailMessage, EmailMultiAlternatives
@@ -20,11 +20,14 @@ class SendStatus:
     message_id: str
     #: "sent", "cancelled", or the outcome of the last failure.
     outcome: str
-    #: Name of the account that sent it ("fallback" for the fallback server), or None.
+    #: Name of the account that sent it ("fallback" for the fallback server); for a
+    #: failed message the account that failed last (None if none was tried).
     account: str | None = None
     account_id: int | None = None
     attempts: int = 0
     error: str = ""
+    #: Recipients the server refused (address -> reply) when it accepted the others.
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 class MultiSMTPMessageMixin:

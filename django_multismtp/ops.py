@@ -22,7 +22,7 @@ from .compat import render_message
 from .eventloop import smtp_loop
 from .models import DeliveryLog, SmtpAccount
 from .replies import Outcome
-from .transport import Session, check_server
+from .transport import Delivery, Session, check_server
 
 if TYPE_CHECKING:
     from .replies import Failure
@@ -43,10 +43,11 @@ class CheckResult:
 
 
 def _result(
-    account: SmtpAccount, failure: Failure | None, reply: str, seconds: float
+    account: SmtpAccount, failure: Failure | None, reply: str, seconds: float, *, ok: str
 ) -> CheckResult:
+    """``ok`` is the outcome reported on success: "ok" for a test, "sent" for a message."""
     if failure is None:
-        return CheckResult(account.name, True, Outcome.SENT.value, None, reply, "", seconds)
+        return CheckResult(account.name, True, ok, None, reply, "", seconds)
     return CheckResult(
         account.name,
         False,
@@ -67,7 +68,7 @@ def test_connection(account: SmtpAccount) -> CheckResult:
         state.record_failure(account, failure, now)
     else:
         state.record_successes([account], now)
-    return _result(account, failure, summary, time.perf_counter() - started)
+    return _result(account, failure, summary, time.perf_counter() - started, ok="ok")
 
 
 def send_test_message(
@@ -88,7 +89,7 @@ def send_test_message(
     data = render_message(message)
     session = Session(account_config(account))
 
-    async def send() -> object:
+    async def send() -> Delivery:
         try:
             return await session.send(prep_address(account.from_email), [recipient], data)
         finally:
@@ -96,26 +97,30 @@ def send_test_message(
 
     delivery = smtp_loop.run(send())
     now = clock.now()
-    failure = delivery.failure  # type: ignore[attr-defined]
-    DeliveryLog.objects.create(
-        account=account,
-        account_name=account.name,
-        message_id=str(message.extra_headers.get("Message-ID", "")) or _message_id(data),
-        from_email=account.from_email,
-        recipient_count=1,
-        recipient_domains=recipient.rpartition("@")[2],
-        outcome=failure.outcome.value if failure else Outcome.SENT.value,
-        reply_code=delivery.code,  # type: ignore[attr-defined]
-        reply_text=(failure.summary() if failure else delivery.reply)[:2000],  # type: ignore[attr-defined]
-        duration_ms=int(delivery.duration * 1000),  # type: ignore[attr-defined]
-        created_at=now,
+    failure = delivery.failure
+    state.write_log(
+        [
+            DeliveryLog(
+                account=account,
+                account_name=account.name,
+                message_id=str(message.extra_headers.get("Message-ID", "")) or _message_id(data),
+                from_email=account.from_email,
+                recipient_count=1,
+                recipient_domains=recipient.rpartition("@")[2],
+                outcome=failure.outcome.value if failure else Outcome.SENT.value,
+                reply_code=delivery.code,
+                reply_text=(failure.summary() if failure else delivery.reply)[:2000],
+                duration_ms=int(delivery.duration * 1000),
+                created_at=now,
+            )
+        ]
     )
     if failure is not None:
         state.record_failure(account, failure, now)
     else:
         state.record_successes([account], now)
-    reply = "" if failure else f"{delivery.code} {delivery.reply}"  # type: ignore[attr-defined]
-    return _result(account, failure, reply, time.perf_counter() - started)
+    reply = "" if failure else f"{delivery.code} {delivery.reply}"
+    return _result(account, failure, reply, time.perf_counter() - started, ok=Outcome.SENT.value)
 
 
 def _message_id(data: bytes) -> str:

@@ -8,6 +8,7 @@ attempt (failover, retries) carries the same one and duplicates can be recognise
 from __future__ import annotations
 
 import copy
+import datetime as dt
 from dataclasses import dataclass, field
 from email.utils import formataddr, make_msgid
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,10 @@ class Outgoing:
     failure: Failure | None = None
     sent_by: SmtpAccount | None = None
     sent_by_fallback: bool = False
+    #: Recipients the server refused while accepting the message for the others.
+    refused: dict[str, str] = field(default_factory=dict)
+    #: Name of the account (or "fallback") of the last failed attempt.
+    failed_on: str | None = None
     done: bool = False
     cancelled: bool = False
     _renders: dict[tuple[str, str], tuple[str, bytes]] = field(default_factory=dict)
@@ -97,7 +102,7 @@ class Outgoing:
                 )
             if not reply_to and account.reply_to:
                 reply_to = [account.reply_to]
-        key = (from_email, "\n".join(reply_to))
+        key = (str(from_email), "\n".join(str(address) for address in reply_to))
         if key not in self._renders:
             message = copy.copy(self.base)
             message.from_email = from_email
@@ -118,4 +123,6 @@ class Attempt:
     account: SmtpAccount | None
     sender: str
     data: bytes
+    #: When the account's limits were reserved: a release must go to the same windows.
+    reserved_at: dt.datetime | None = None
     delivery: Delivery | None = None

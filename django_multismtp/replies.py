@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import aiosmtplib
 
+from .netguard import InternalAddressError
+
 
 class Outcome(enum.StrEnum):
     SENT = "sent"
@@ -117,7 +119,8 @@ HINTS = {
     ),
     "disconnected": (
         "The server closed the connection. It may limit connections or messages per "
-        "connection, or be restarting; the message will be retried."
+        "connection (set 'max messages per connection'), or be restarting. Another account "
+        "allowed to send the same From address is tried; otherwise try again later."
     ),
     "throttled": (
         "The server asks to slow down (rate limit). The account is paused until the time "
@@ -127,7 +130,10 @@ HINTS = {
         "The account reached the provider's daily sending quota. It is paused for a day; "
         "send bulk mail through a provider made for it (Gmail is not)."
     ),
-    "transient": "The server reported a temporary problem; the message will be retried.",
+    "transient": (
+        "The server reported a temporary problem. Another account allowed to send the same "
+        "From address is tried; otherwise try again later."
+    ),
     "sender_refused": (
         "The server refused the From address. The login may not be allowed to send as that "
         "address: check the account's From address and allowed senders."
@@ -140,6 +146,11 @@ HINTS = {
         "removed or changed). Restore the old key in FERNET_KEYS or enter the password again."
     ),
     "not_supported": "The server does not support a feature the account's settings require.",
+    "internal_host": (
+        "The host resolves to an internal address (loopback, private or link-local network), "
+        "which this site does not allow for accounts users enter themselves. Use the "
+        "provider's public SMTP host."
+    ),
 }
 
 _THROTTLE_TEXT = re.compile(
@@ -176,6 +187,8 @@ def classify_reply(code: int, text: str, *, stage: str = "DATA") -> Failure:
         return Failure(Outcome.AUTH_FAILED, code, text, HINTS["credentials"])
     if code == 534:
         return Failure(Outcome.AUTH_FAILED, code, text, HINTS["app_password"])
+    if stage == "AUTH" and code in (502, 504):
+        return Failure(Outcome.AUTH_FAILED, code, text, HINTS["auth_not_offered"])
     if code == 530 and _STARTTLS_TEXT.search(text):
         return Failure(Outcome.TLS_FAILED, code, text, HINTS["starttls_required"])
     if code == 530:
@@ -209,6 +222,8 @@ def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
 def classify_exception(exc: BaseException, *, stage: str = "DATA") -> Failure:
     """Classify an exception raised while talking to a server."""
     text = str(exc) or type(exc).__name__
+    if isinstance(exc, InternalAddressError):
+        return Failure(Outcome.CONNECTION_FAILED, None, text, HINTS["internal_host"])
     ssl_error = _ssl_cause(exc)
     if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
         return Failure(Outcome.TLS_FAILED, None, text, HINTS["certificate"])
@@ -241,6 +256,8 @@ def classify_exception(exc: BaseException, *, stage: str = "DATA") -> Failure:
                 return Failure(Outcome.CONNECTION_FAILED, exc.code, exc.message, HINTS["refused"])
             return failure
         return classify_reply(exc.code, exc.message, stage=stage)
+    if "no suitable authentication method" in text.lower():
+        return Failure(Outcome.AUTH_FAILED, None, text, HINTS["auth_not_offered"])
     if isinstance(exc, aiosmtplib.SMTPNotSupported) or (
         isinstance(exc, aiosmtplib.SMTPException) and "not supported" in text.lower()
     ):

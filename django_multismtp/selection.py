@@ -11,8 +11,8 @@ Order (the first step that matches any active account wins):
 2. the sending user: their own accounts, then accounts they are the default for;
 3. the purpose asked for (accounts allowed to send the From address first);
 4. accounts allowed to send the message's From address;
-5. the site default for the purpose, then the site default of the default purpose,
-   then any shared account of the default purpose;
+5. the site default of the default purpose, then any shared account of that purpose
+   (a hinted purpose's own site default already came first in step 3);
 6. the fallback server.
 
 Personal accounts (with an owner) are only ever used for mail sent as their owner.
@@ -100,7 +100,6 @@ def choose(
     """Return the ordered candidates for one message (see the module docstring)."""
     active = [a for a in accounts if a.is_active]
     shared = sorted((a for a in active if a.owner_id is None), key=_sort_key)
-    purpose = hints.purpose or default_purpose
 
     def matches_from(account: SmtpAccount) -> bool:
         return bool(from_address) and account.may_send(from_address)
@@ -113,7 +112,6 @@ def choose(
         user_id,
         from_address,
         uses_default_from,
-        purpose,
         default_purpose,
         matches_from,
     )
@@ -152,7 +150,6 @@ def _primary(
     user_id: int | None,
     from_address: str,
     uses_default_from: bool,
-    purpose: str,
     default_purpose: str,
     matches_from: Any,
 ) -> tuple[str, list[SmtpAccount]]:
@@ -161,8 +158,15 @@ def _primary(
 
     if user_id is not None:
         own = sorted((a for a in active if a.owner_id == user_id), key=_sort_key)
+        # Someone else's personal account never carries this user's mail, even if an
+        # admin ticked the user in its "default for" list.
         default_for = sorted(
-            (a for a in active if user_id in getattr(a, "default_for_ids", ())), key=_sort_key
+            (
+                a
+                for a in active
+                if user_id in getattr(a, "default_for_ids", ()) and a.owner_id in (None, user_id)
+            ),
+            key=_sort_key,
         )
         if own or default_for:
             return "user", own + [a for a in default_for if a not in own]
@@ -180,9 +184,9 @@ def _primary(
         if by_from:
             return "from", by_from
 
-    defaults = [a for a in shared if a.is_site_default and a.purpose == purpose]
-    if not defaults:
-        defaults = [a for a in shared if a.is_site_default and a.purpose == default_purpose]
+    # The site default of a hinted purpose was already tried first in the purpose step
+    # (which sorts site defaults first), so only the default purpose is left here.
+    defaults = [a for a in shared if a.is_site_default and a.purpose == default_purpose]
     if not defaults:
         defaults = [a for a in shared if a.purpose == default_purpose]
     if defaults:

@@ -11,7 +11,8 @@ from django.dispatch import Signal
 #: kwargs: message, account (SmtpAccount or None for the fallback server), backend
 pre_send = Signal()
 
-#: After each attempt. kwargs: message, account, status (SendStatus), failure (or None)
+#: Once per message, when its outcome is final (after failover). kwargs: message,
+#: account (the one that sent it, or None), status (SendStatus), failure (or None)
 post_send = Signal()
 
 #: An account's state changed. kwargs: account, change ("rate_limited", "failed",

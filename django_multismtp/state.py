@@ -26,7 +26,7 @@ def throttle_backoff(account: SmtpAccount, failure: Failure) -> dt.timedelta:
         return conf.get_timedelta("DAILY_QUOTA_BACKOFF")
     base = conf.get_timedelta("THROTTLE_BACKOFF")
     cap = conf.get_timedelta("THROTTLE_BACKOFF_MAX")
-    return min(base * (2 ** min(account.consecutive_throttles, 16)), cap)
+    return min(base * (1 << min(account.consecutive_throttles, 16)), cap)
 
 
 def record_failure(account: SmtpAccount, failure: Failure, now: dt.datetime) -> None:

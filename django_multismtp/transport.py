@@ -8,7 +8,9 @@ the admin's *test connection* and the commands.
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import socket
 import ssl
 import time
 from collections.abc import Sequence
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 
 import aiosmtplib
 
+from .netguard import public_addresses
 from .replies import Failure, Outcome, classify_exception
 
 
@@ -56,8 +59,18 @@ class ServerConfig:
     client_cert: str = ""
     client_key: str = ""
     max_messages_per_connection: int | None = None
+    #: Connect only to public addresses (hosts typed by users; see ``netguard``).
+    public_only: bool = False
     #: Stable key for connection reuse (an account pk, or "fallback").
     key: str = ""
+
+    @property
+    def logs_in(self) -> bool:
+        """Whether connecting includes AUTH (and so needs the password)."""
+        return not (
+            self.auth_method == AuthMethod.NONE
+            or (self.auth_method == AuthMethod.AUTO and not self.username)
+        )
 
     def tls_context(self) -> ssl.SSLContext | None:
         if self.security == Security.NONE:
@@ -99,7 +112,7 @@ class Session:
     async def open(self) -> None:
         """Connect, negotiate TLS and log in; raises on any failure (closing first)."""
         config = self.config
-        if config.password_error:
+        if config.password_error and config.logs_in:
             raise UndecryptablePassword("the stored password cannot be decrypted")
         start_tls: bool | None = {
             Security.NONE: False,
@@ -107,9 +120,11 @@ class Session:
             Security.TLS: False,
             Security.OPPORTUNISTIC: None,
         }[config.security]
+        sock = await _connect_public(config) if config.public_only else None
         client = aiosmtplib.SMTP(
             hostname=config.host,
-            port=config.port,
+            port=None if sock is not None else config.port,
+            sock=sock,
             use_tls=config.security == Security.TLS,
             start_tls=start_tls,
             validate_certs=config.verify_certificates,
@@ -129,7 +144,7 @@ class Session:
     async def _login(self, client: aiosmtplib.SMTP) -> None:
         config = self.config
         method = config.auth_method
-        if method == AuthMethod.NONE or (method == AuthMethod.AUTO and not config.username):
+        if not config.logs_in:
             return
         # After STARTTLS the server's extensions must be asked for again before AUTH;
         # aiosmtplib's explicit auth_* methods do not do it themselves.
@@ -181,11 +196,11 @@ class Session:
                 duration=time.perf_counter() - started,
             )
         self.sent_on_connection += 1
-        code, _, text = reply.partition(" ")
+        # aiosmtplib returns the DATA reply's text only; a success is always a 250.
         return Delivery(
             None,
-            code=int(code) if code.isdigit() else 250,
-            reply=text or reply,
+            code=250,
+            reply=reply,
             refused={addr: f"{r.code} {r.message}" for addr, r in refused.items()},
             duration=time.perf_counter() - started,
         )
@@ -210,6 +225,24 @@ class Session:
             client.close()
 
 
+async def _connect_public(config: ServerConfig) -> socket.socket:
+    """Resolve once, refuse internal addresses, and connect to a checked address."""
+    loop = asyncio.get_running_loop()
+    addresses = await loop.run_in_executor(None, public_addresses, config.host, config.port)
+    error: BaseException = OSError(f"{config.host} has no address")
+    for family, address in addresses:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, (address, config.port)), config.timeout)
+        except (OSError, TimeoutError) as exc:
+            sock.close()
+            error = exc
+            continue
+        return sock
+    raise error
+
+
 async def check_server(config: ServerConfig) -> tuple[Failure | None, str]:
     """Connect, negotiate TLS and authenticate without sending; for *test connection*.
 
@@ -228,7 +261,9 @@ async def check_server(config: ServerConfig) -> tuple[Failure | None, str]:
     client = session.client
     extensions = ", ".join(sorted(client.esmtp_extensions)) if client.esmtp_extensions else ""
     tls = "TLS" if client.transport and client.transport.get_extra_info("sslcontext") else "plain"
-    summary = f"Connected ({tls}); server: {client.last_ehlo_response.message.splitlines()[0]}"
+    ehlo = client.last_ehlo_response
+    greeting = ehlo.message.splitlines()[0] if ehlo is not None and ehlo.message else config.host
+    summary = f"Connected ({tls}); server: {greeting}"
     if extensions:
         summary += f"; extensions: {extensions}"
     await session.close()

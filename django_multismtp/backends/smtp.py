@@ -18,6 +18,8 @@ the number of messages.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import dataclasses
 import threading
 from collections import defaultdict
@@ -28,6 +30,7 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.utils import DNS_NAME
+from django.db import connections
 from django.utils.translation import gettext as _
 
 from .. import clock, compat, conf, limits, selection, signals, state
@@ -183,6 +186,14 @@ class EmailBackend(BaseEmailBackend):
         messages = list(email_messages)
         if not messages:
             return 0
+        if _event_loop_running():
+            # Sync code called from a coroutine (an async view, an async test): the ORM
+            # refuses to run in this thread, so the batch runs in a worker thread while
+            # the caller waits, as it would for any blocking call.
+            return int(_in_worker_thread(self._send_locked, messages))
+        return self._send_locked(messages)
+
+    def _send_locked(self, messages: list[EmailMessage]) -> int:
         with self._lock:
             created = self.open()
             try:
@@ -221,7 +232,9 @@ class EmailBackend(BaseEmailBackend):
             items.append(item)
 
         log: list[DeliveryLog] = []
-        excluded: set[Any] = set()
+        # Accounts not to use again in this batch -> the failure that excluded them
+        # (None when only their own sending limit was reached).
+        excluded: dict[Any, Failure | None] = {}
         succeeded: dict[Any, SmtpAccount] = {}
         pending = list(items)
         while pending:
@@ -238,8 +251,8 @@ class EmailBackend(BaseEmailBackend):
         return self._finish(items)
 
     def _user_id(self, user: Any, cache: dict[Any, int | None]) -> int | None:
-        if user is None:
-            return None
+        if user is None or getattr(user, "is_authenticated", True) is False:
+            return None  # an anonymous visitor (e.g. a password reset) is no user hint
         if getattr(user, "pk", None) is not None:
             return int(user.pk)
         if isinstance(user, int):
@@ -257,7 +270,9 @@ class EmailBackend(BaseEmailBackend):
                 )
         return cache[key]
 
-    def _plan_round(self, pending: list[Outgoing], excluded: set[Any], now: Any) -> list[Attempt]:
+    def _plan_round(
+        self, pending: list[Outgoing], excluded: dict[Any, Failure | None], now: Any
+    ) -> list[Attempt]:
         """Pick each pending message's next account and reserve its limits."""
         wanted: dict[Any, list[Outgoing]] = defaultdict(list)
         by_pk: dict[Any, SmtpAccount] = {}
@@ -281,7 +296,7 @@ class EmailBackend(BaseEmailBackend):
                 None,
             )
             if account is None:
-                self._give_up(item)
+                self._give_up(item, excluded)
                 continue
             wanted[account.pk].append(item)
             by_pk[account.pk] = account
@@ -301,9 +316,9 @@ class EmailBackend(BaseEmailBackend):
                         )
                     continue
                 sender, data = item.render(account)
-                attempts.append(Attempt(item, account, sender, data))
+                attempts.append(Attempt(item, account, sender, data, reserved_at=now))
             if granted < len(group):
-                excluded.add(pk)
+                excluded.setdefault(pk, None)
         # Signals may cancel single messages before anything goes on the wire.
         kept = []
         for attempt in attempts:
@@ -317,7 +332,7 @@ class EmailBackend(BaseEmailBackend):
             except CancelSend:
                 attempt.item.cancelled = attempt.item.done = True
                 if attempt.account is not None:
-                    limits.release(attempt.account, 1, now)
+                    limits.release(attempt.account, 1, attempt.reserved_at or now)
                 continue
             kept.append(attempt)
         return kept
@@ -341,7 +356,7 @@ class EmailBackend(BaseEmailBackend):
     def _settle(
         self,
         attempt: Attempt,
-        excluded: set[Any],
+        excluded: dict[Any, Failure | None],
         succeeded: dict[Any, SmtpAccount],
         log: list[DeliveryLog],
         now: Any,
@@ -349,7 +364,7 @@ class EmailBackend(BaseEmailBackend):
         item, account, delivery = attempt.item, attempt.account, attempt.delivery
         if delivery is None:  # not attempted: an earlier message failed the account
             if account is not None:
-                limits.release(account, 1, now)
+                limits.release(account, 1, attempt.reserved_at or now)
                 item.tried.discard(account.pk)
             return
         item.attempts += 1
@@ -365,7 +380,7 @@ class EmailBackend(BaseEmailBackend):
                 recipient_domains=item.recipient_domains(),
                 outcome=failure.outcome.value if failure else Outcome.SENT.value,
                 reply_code=delivery.code,
-                reply_text=(failure.summary() if failure else delivery.reply)[:2000],
+                reply_text=(failure.summary() if failure else _with_refused(delivery))[:2000],
                 duration_ms=int(delivery.duration * 1000),
                 attempt=item.attempts,
                 created_at=now,
@@ -373,6 +388,7 @@ class EmailBackend(BaseEmailBackend):
         )
         if failure is None:
             item.done, item.failure = True, None
+            item.refused = dict(delivery.refused)
             if account is not None:
                 item.sent_by = account
                 succeeded[account.pk] = account
@@ -380,8 +396,15 @@ class EmailBackend(BaseEmailBackend):
                 item.sent_by_fallback = True
             return
         item.failure = failure
-        if account is not None and failure.account_level and account.pk not in excluded:
-            excluded.add(account.pk)
+        item.failed_on = name
+        # At most once per account and batch: its connection stops at this failure and
+        # the account is excluded from later rounds. (It may already be excluded for
+        # reaching its own limits; the server's verdict must be recorded all the same.)
+        if account is not None and failure.account_level:
+            excluded[account.pk] = failure
+            # Its last word in this batch is this failure: earlier successes must not
+            # reset the throttle streak (or report the account as recovered).
+            succeeded.pop(account.pk, None)
             state.record_failure(account, failure, now)
         if account is None or not failure.retryable:
             item.done = True
@@ -395,20 +418,33 @@ class EmailBackend(BaseEmailBackend):
         if following is None:
             item.done = True
 
-    def _give_up(self, item: Outgoing, *, no_fallback: bool = False) -> None:
+    def _give_up(
+        self,
+        item: Outgoing,
+        excluded: dict[Any, Failure | None] | None = None,
+        *,
+        no_fallback: bool = False,
+    ) -> None:
         item.done = True
         if item.failure is not None:
             return
         assert item.choice is not None
+        # Never attempted because its candidates failed on other messages of this batch:
+        # report what those servers said, not a generic "no account may send".
+        for account in item.choice.candidates:
+            failure = (excluded or {}).get(account.pk)
+            if failure is not None:
+                item.failure, item.failed_on = failure, account.name
+                return
         if item.choice.use_fallback and no_fallback:
             text = _("No SMTP account matches this message and no fallback server is configured.")
             hint = _("Create an SMTP account (or a site default), or set the mailer's host.")
-        else:
-            reasons = "; ".join(f"{a.name}: {why}" for a, why in item.choice.skipped)
-            text = _("No SMTP account may send this message now") + (
-                f" ({reasons})" if reasons else ""
-            )
-            hint = _("Wait until the rate limit ends, or activate or add another account.")
+            # Our configuration, not a rate limit: no back-off or wait will help.
+            item.failure = Failure(Outcome.CONFIG_ERROR, None, text, hint)
+            return
+        reasons = "; ".join(f"{a.name}: {why}" for a, why in item.choice.skipped)
+        text = _("No SMTP account may send this message now") + (f" ({reasons})" if reasons else "")
+        hint = _("Wait until the rate limit ends, or activate or add another account.")
         item.failure = Failure(Outcome.THROTTLED, None, text, hint)
 
     def _finish(self, items: list[Outgoing]) -> int:
@@ -427,10 +463,13 @@ class EmailBackend(BaseEmailBackend):
             status = SendStatus(
                 message_id=item.message_id,
                 outcome=outcome,
-                account=account.name if account else (FALLBACK if item.sent_by_fallback else None),
+                account=account.name
+                if account
+                else (FALLBACK if item.sent_by_fallback else item.failed_on),
                 account_id=account.pk if account else None,
                 attempts=item.attempts,
                 error=item.failure.summary() if item.failure and outcome != "sent" else "",
+                refused=item.refused,
             )
             item.message.multismtp_status = status  # type: ignore[attr-defined]
             signals.post_send.send_robust(
@@ -440,9 +479,28 @@ class EmailBackend(BaseEmailBackend):
                 status=status,
                 failure=item.failure if outcome != "sent" else None,
             )
+        unroutable = [
+            item
+            for item in failed
+            if item.attempts == 0 and item.choice is not None and item.choice.use_fallback
+        ]
+        if unroutable:
+            # Configuration, not transport: fail_silently must not hide it.
+            assert unroutable[0].failure is not None
+            raise MultiSMTPConfigurationError(
+                f"{unroutable[0].failure.text} {unroutable[0].failure.hint}", alias=self.alias
+            )
         if failed and not self.fail_silently:
             raise _error_for(failed, sent)
         return sent
+
+
+def _with_refused(delivery: Delivery) -> str:
+    """The server's reply, plus the recipients it refused (the rest were accepted)."""
+    if not delivery.refused:
+        return delivery.reply
+    refused = "; ".join(f"{address}: {reply}" for address, reply in delivery.refused.items())
+    return f"{delivery.reply} (refused {len(delivery.refused)}: {refused})"
 
 
 def _error_for(failed: list[Outgoing], sent: int) -> MultiSMTPError:
@@ -452,8 +510,8 @@ def _error_for(failed: list[Outgoing], sent: int) -> MultiSMTPError:
     never_tried = first.attempts == 0
     cls = NoAccountAvailable if never_tried and failure.outcome == Outcome.THROTTLED else SendFailed
     more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-    account = first.sent_by.name if first.sent_by else None
-    text = f"{first.message_id}: {failure.summary()}{more}. {failure.hint}".strip()
+    account = first.failed_on
+    text = f"{first.message_id}: {failure.summary().rstrip('.')}{more}. {failure.hint}".strip()
     return cls(
         text,
         failure=failure,
@@ -461,6 +519,28 @@ def _error_for(failed: list[Outgoing], sent: int) -> MultiSMTPError:
         failures=[(item.message_id, item.failure) for item in failed if item.failure],
         sent_count=sent,
     )
+
+
+def _event_loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _in_worker_thread(function: Any, *args: Any) -> Any:
+    """Run ``function(*args)`` in a new thread with the caller's context; wait for it."""
+    context = contextvars.copy_context()  # sending_as() hints travel along
+
+    def work() -> Any:
+        try:
+            return context.run(function, *args)
+        finally:
+            connections.close_all()  # this thread's connections only
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(work).result()
 
 
 def load_accounts() -> list[SmtpAccount]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 
 from django.core import mail
+from django.core.mail.backends.base import BaseEmailBackend
 
 from ..outgoing import Attempt
 from ..transport import Delivery
@@ -26,7 +27,11 @@ class EmailBackend(SMTPEmailBackend):
             attempt.delivery = Delivery(None, code=250, reply="OK (test backend)")
             message = attempt.item.message
             message.message()  # validates headers, as locmem does
-            recorded = copy.deepcopy(message)
+            # The message may hold this backend as its connection (send_mail() sets it;
+            # 6.1 keeps it as ``_connection``). Share it rather than copy it: its lock
+            # and sessions cannot be copied.
+            backends = [v for v in vars(message).values() if isinstance(v, BaseEmailBackend)]
+            recorded = copy.deepcopy(message, {id(b): b for b in backends})
             recorded.multismtp_account = (  # type: ignore[attr-defined]
                 attempt.account.name if attempt.account is not None else FALLBACK
             )

@@ -1,7 +1,15 @@
-"""Models: SMTP accounts, their usage counters and the delivery log."""
+"""Models: SMTP accounts, usage counters, the delivery log and verification codes."""
 
 from .account import AuthMethod, Security, SmtpAccount
 from .delivery import DeliveryLog
 from .usage import UsageCounter
+from .verification import VerificationCode
 
-__all__ = ["AuthMethod", "DeliveryLog", "Security", "SmtpAccount", "UsageCounter"]
+__all__ = [
+    "AuthMethod",
+    "DeliveryLog",
+    "Security",
+    "SmtpAccount",
+    "UsageCounter",
+    "VerificationCode",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
 from email.utils import formataddr
 from typing import Any
@@ -40,7 +41,18 @@ LIMIT_PERIODS = (
     ("hour", 3600, "limit_per_hour"),
     ("day", 86400, "limit_per_day"),
 )
-_HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_.:\[\]-]+$")
+_HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_.-]+$")
+
+
+def _is_host(host: str) -> bool:
+    """A host name or IP address; a colon only in an (unbracketed) IPv6 address."""
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return False
+        return True
+    return bool(_HOST_RE.match(host))
 
 
 def parse_sender_list(text: str) -> list[str]:
@@ -137,6 +149,14 @@ class SmtpAccount(models.Model):
         blank=True,
         help_text=_("Name announced to the server; empty for this machine's name."),
     )
+    public_host_only = models.BooleanField(
+        _("public hosts only"),
+        default=False,
+        help_text=_(
+            "Refuse to connect when the host resolves to a loopback, private or link-local "
+            "address. Set for accounts users enter themselves; ALLOW_INTERNAL_HOSTS overrides."
+        ),
+    )
     timeout = models.PositiveIntegerField(
         _("timeout (seconds)"),
         default=30,
@@ -148,7 +168,8 @@ class SmtpAccount(models.Model):
         _("authentication"), max_length=20, choices=AUTH_CHOICES, default=AuthMethod.AUTO.value
     )
     username = models.CharField(_("user name"), max_length=254, blank=True)
-    password = EncryptedPasswordField(_("password"), max_length=255, blank=True, default="")
+    # Typed as Any: a str, or Undecryptable when the current keys cannot read it.
+    password: Any = EncryptedPasswordField(_("password"), max_length=255, blank=True, default="")
 
     # Limits
     limit_per_second = _limit_field("limit_per_second", _("messages per second"))
@@ -207,6 +228,53 @@ class SmtpAccount(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # A verification proves one server and login; a different one must be proven again.
+        if self.pk is not None and self.connection_changed():
+            self.verified_at = None
+            self.verified_by = None
+            update_fields = kwargs.get("update_fields")
+            if update_fields is not None:
+                kwargs["update_fields"] = {*update_fields, "verified_at", "verified_by"}
+        super().save(*args, **kwargs)
+        self._loaded_connection = self._connection_values()
+
+    # -- verification ---------------------------------------------------------------
+    @classmethod
+    def from_db(cls, db: Any, field_names: Any, values: Any, **kwargs: Any) -> SmtpAccount:
+        instance = super().from_db(db, field_names, values, **kwargs)
+        instance._loaded_connection = instance._connection_values()
+        return instance
+
+    def _connection_values(self) -> tuple[Any, ...] | None:
+        if any(f in self.get_deferred_fields() for f in self.CONNECTION_FIELDS):
+            return None
+        return tuple(getattr(self, f) for f in self.CONNECTION_FIELDS)
+
+    def connection_changed(self) -> bool:
+        """Did host, port, user name, password or security change since loading?"""
+        loaded = getattr(self, "_loaded_connection", None)
+        return loaded is not None and loaded != self._connection_values()
+
+    def status(self, now: dt.datetime) -> tuple[str, str]:
+        """``(key, label)`` for badges: inactive, rate_limited, error, verified, unverified."""
+        if not self.is_active:
+            return "inactive", str(_("inactive"))
+        if self.is_rate_limited(now):
+            assert self.rate_limited_until is not None
+            return "rate_limited", str(_("rate limited until %(time)s")) % {
+                "time": self.rate_limited_until.strftime("%Y-%m-%d %H:%M UTC")
+            }
+        if self.last_error_at and (
+            self.last_success_at is None or self.last_error_at > self.last_success_at
+        ):
+            return "error", str(_("last error: %(error)s")) % {
+                "error": self.last_error.splitlines()[0][:80] if self.last_error else ""
+            }
+        if self.verified_at:
+            return "verified", str(_("verified"))
+        return "unverified", str(_("not verified"))
+
     # -- sender rules -----------------------------------------------------------------
     def sender_list(self) -> list[str]:
         return parse_sender_list(self.allowed_senders)
@@ -252,6 +320,7 @@ class SmtpAccount(models.Model):
             password="" if isinstance(password, Undecryptable) else (password or ""),
             password_error=isinstance(password, Undecryptable),
             max_messages_per_connection=self.max_messages_per_connection,
+            public_only=self.public_host_only and not conf.get_setting("ALLOW_INTERNAL_HOSTS"),
             key=f"account:{self.pk}",
         )
 
@@ -270,7 +339,7 @@ class SmtpAccount(models.Model):
                 % {"purpose": self.purpose, "choices": ", ".join(purposes)},
             )
         host = (self.host or "").strip()
-        if host and ("://" in host or not _HOST_RE.match(host)):
+        if host and not _is_host(host):
             add(
                 "host",
                 _("Enter a host name such as smtp.example.com, without smtp:// or a port."),

@@ -1,0 +1,82 @@
+"""``manage.py demo``: SMTP sink, example accounts and users, then the development server."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from demo_site import demo_data
+from demo_site.sink import Sink
+
+
+class Command(BaseCommand):
+    help = (
+        "Start the embedded SMTP sink, create the example SMTP accounts and users, "
+        "and run the development server."
+    )
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument(
+            "--port",
+            type=int,
+            default=int(os.environ.get("DEMO_PORT", "8000")),
+            help="Port of the development server (default: $DEMO_PORT or 8000).",
+        )
+        parser.add_argument(
+            "--no-server",
+            action="store_true",
+            help="Set everything up and start the sink, then stop and exit (for tests).",
+        )
+
+    def handle(self, *args: Any, port: int, no_server: bool, **options: Any) -> None:
+        call_command("migrate", interactive=False, verbosity=0)
+        sink = Sink(demo_data.mailboxes(), settings.DEMO_SINK_LOG, echo=self._echo)
+        sink.start()
+        try:
+            users = demo_data.ensure_users()
+            ports = {m.account: m.port for m in sink.mailboxes}
+            accounts = demo_data.ensure_accounts(ports, users)
+            self._banner(port, accounts, no_server=no_server)
+            if not no_server:
+                call_command("runserver", f"127.0.0.1:{port}", use_reloader=False)
+        finally:
+            sink.stop()
+
+    def _echo(self, line: str) -> None:
+        self.stdout.write(self.style.SUCCESS(line))
+        self.stdout.flush()
+
+    def _banner(self, port: int, accounts: list[Any], *, no_server: bool) -> None:
+        base = f"http://127.0.0.1:{port}"
+        out, bold = self.stdout.write, self.style.MIGRATE_HEADING
+        out("")
+        out(bold("django-multismtp demo"))
+        out(f"  SMTP sink log:  {settings.DEMO_SINK_LOG}")
+        for account in accounts:
+            owner = f", owner {account.owner.username}" if account.owner_id else ""
+            default = ", site default" if account.is_site_default else ""
+            out(
+                f"  SMTP sink on 127.0.0.1:{account.port}  <- account {account.name!r} "
+                f"(purpose {account.purpose}{default}{owner}; AUTH login {account.username})"
+            )
+        out("")
+        if no_server:
+            out("Set up done (--no-server): the sink stops now.")
+            return
+        out(bold("Open these in a browser:"))
+        out(f"  Admin:        {base}/admin/")
+        out(f"  Send page:    {base}/")
+        out(f"  Sink log:     {base}/sink/")
+        out(
+            bold(
+                f"  Log in as:    {demo_data.ADMIN[0]} / {demo_data.ADMIN[1]}   "
+                f"(or the staff user {demo_data.ALICE[0]} / {demo_data.ALICE[1]})"
+            )
+        )
+        out("Every message the sink receives is printed here. Stop with Ctrl-C.")
+        out("")
+        self.stdout.flush()

@@ -1,0 +1,14 @@
+from django.contrib import admin
+from django.urls import path
+
+from . import views
+
+admin.site.site_header = "django-multismtp demo"
+admin.site.site_title = "django-multismtp demo"
+admin.site.site_url = "/"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", views.send_page, name="send"),
+    path("sink/", views.sink_page, name="sink"),
+]

@@ -1,0 +1,279 @@
+"""System checks: each misconfiguration gets its stable id, and sane settings get none.
+
+The check functions only read settings, so a Redis cache can be configured without a
+Redis server. The test runner swaps every mailer for locmem, so each test that cares
+about W003 wires the backend itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import django
+import pytest
+from django.core import checks
+
+from django_multismtp.checks import check_fernet_keys, check_settings
+
+OURS = "django_multismtp.backends.EmailBackend"
+DJANGO_61 = django.VERSION >= (6, 1)
+PURPOSES = {"billing": "Billing"}
+LOCMEM = "django.core.cache.backends.locmem.LocMemCache"
+REDIS = "django.core.cache.backends.redis.RedisCache"
+
+
+def ids(messages: list[Any]) -> list[str]:
+    return sorted(m.id for m in messages)
+
+
+def our_backend(settings: Any, **options: Any) -> None:
+    """Wire our backend as the default mailer without touching deprecated settings."""
+    if DJANGO_61:
+        settings.MAILERS = {"default": {"BACKEND": OURS, "OPTIONS": options}}
+    else:
+        assert not options, "OPTIONS only exist under MAILERS"
+        settings.EMAIL_BACKEND = OURS
+
+
+@pytest.fixture
+def wired(settings: Any) -> Any:
+    """Settings where nothing is wrong but what a test breaks on purpose."""
+    our_backend(settings)
+    settings.CACHES = {"default": {"BACKEND": REDIS, "LOCATION": "redis://127.0.0.1:6379"}}
+    settings.MULTISMTP = {"PURPOSES": PURPOSES}
+    settings.FERNET_KEYS = ["a-long-random-key"]
+    return settings
+
+
+def test_a_clean_configuration_has_no_messages(wired):
+    assert check_fernet_keys() == []
+    assert check_settings() == []
+
+
+# -- FERNET_KEYS -------------------------------------------------------------------------
+
+
+def test_fernet_keys_missing_warns(wired):
+    del wired.FERNET_KEYS
+    (warning,) = check_fernet_keys()
+    assert warning.id == "django_multismtp.W001"
+    assert warning.level == checks.WARNING
+    assert "SECRET_KEY" in warning.msg and warning.hint
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [[], (), [""], ["good", ""], [123], ["good", None], "a-string-not-a-list", {"key": "value"}],
+    ids=["empty-list", "empty-tuple", "empty-key", "one-empty", "int", "none-item", "str", "dict"],
+)
+def test_fernet_keys_malformed_is_an_error(wired, keys):
+    wired.FERNET_KEYS = keys
+    (error,) = check_fernet_keys()
+    assert error.id == "django_multismtp.E001"
+    assert error.level == checks.ERROR
+    assert error.hint
+
+
+@pytest.mark.parametrize("keys", [["one"], ("new", "old"), [b"bytes-key"]])
+def test_fernet_keys_well_formed(wired, keys):
+    wired.FERNET_KEYS = keys
+    assert check_fernet_keys() == []
+
+
+# -- MULTISMTP ---------------------------------------------------------------------------
+
+
+def test_unknown_multismtp_key(wired):
+    wired.MULTISMTP = {"PURPOSES": PURPOSES, "DEFAULT_PURPOSES": "system", "TIMEOUT": 3}
+    errors = check_settings()
+    assert ids(errors) == ["django_multismtp.E003", "django_multismtp.E003"]
+    assert ["'DEFAULT_PURPOSES'" in errors[0].msg, "'TIMEOUT'" in errors[1].msg] == [True, True]
+    assert "DEFAULT_PURPOSE" in errors[0].hint  # the known keys, to spot the typo
+
+
+def test_unknown_default_purpose(wired):
+    wired.MULTISMTP = {"PURPOSES": PURPOSES, "DEFAULT_PURPOSE": "marketing"}
+    (error,) = check_settings()
+    assert error.id == "django_multismtp.E002"
+    assert "'marketing'" in error.msg
+    assert "billing" in error.hint and "system" in error.hint
+
+
+@pytest.mark.parametrize("purpose", ["billing", "customer_service"])
+def test_known_default_purpose(wired, purpose):
+    wired.MULTISMTP = {"PURPOSES": PURPOSES, "DEFAULT_PURPOSE": purpose}
+    assert check_settings() == []
+
+
+def test_multismtp_not_a_dict(wired):
+    wired.MULTISMTP = [("PURPOSES", PURPOSES)]
+    assert ids(check_settings()) == ["django_multismtp.E004"]
+
+
+def test_purposes_not_a_dict(wired):
+    wired.MULTISMTP = {"PURPOSES": ["billing"]}
+    assert ids(check_settings()) == ["django_multismtp.E004"]
+
+
+@pytest.mark.skipif(not DJANGO_61, reason="MAILERS OPTIONS are new in Django 6.1")
+def test_mailer_option_with_unknown_purpose(wired):
+    wired.MAILERS = {
+        "default": {"BACKEND": OURS},
+        "newsletters": {"BACKEND": OURS, "OPTIONS": {"purpose": "newsletter"}},
+        "invoices": {"BACKEND": OURS, "OPTIONS": {"purpose": "billing"}},
+    }
+    (error,) = check_settings()
+    assert error.id == "django_multismtp.E002"
+    assert "MAILERS['newsletters']" in error.msg and "'newsletter'" in error.msg
+
+
+@pytest.mark.skipif(not DJANGO_61, reason="MAILERS OPTIONS are new in Django 6.1")
+def test_other_backends_options_are_not_ours_to_check(wired):
+    wired.MAILERS = {
+        "default": {"BACKEND": OURS},
+        "other": {
+            "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "OPTIONS": {"purpose": "whatever"},
+        },
+    }
+    assert check_settings() == []
+
+
+# -- W003: is the backend wired at all? --------------------------------------------------
+
+
+def test_backend_not_wired(wired):
+    if DJANGO_61:
+        wired.MAILERS = {"default": {"BACKEND": "django.core.mail.backends.smtp.EmailBackend"}}
+    else:
+        wired.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    (warning,) = check_settings()
+    assert warning.id == "django_multismtp.W003"
+    assert "django_multismtp.backends.EmailBackend" in warning.hint
+
+
+@pytest.mark.skipif(not DJANGO_61, reason="MAILERS is new in Django 6.1")
+def test_mailers_with_the_default_backend_only(wired):
+    """A MAILERS entry without BACKEND means Django's SMTP backend, not ours."""
+    wired.MAILERS = {"default": {"OPTIONS": {"host": "smtp.example.com"}}}
+    assert ids(check_settings()) == ["django_multismtp.W003"]
+
+
+@pytest.mark.skipif(not DJANGO_61, reason="MAILERS is new in Django 6.1")
+def test_our_backend_on_a_named_alias_is_enough(wired):
+    wired.MAILERS = {
+        "default": {"BACKEND": "django.core.mail.backends.smtp.EmailBackend"},
+        "accounts": {"BACKEND": "django_multismtp.backends.smtp.EmailBackend"},
+    }
+    assert check_settings() == []
+
+
+def test_the_test_backend_counts_as_wired(wired):
+    path = "django_multismtp.backends.test.EmailBackend"
+    if DJANGO_61:
+        wired.MAILERS = {"default": {"BACKEND": path}}
+    else:
+        wired.EMAIL_BACKEND = path
+    assert check_settings() == []
+
+
+@pytest.mark.skipif(not DJANGO_61, reason="only Django 6.1 deprecates EMAIL_BACKEND")
+# Django 6.1 emits RemovedInDjango2028Warning (a PendingDeprecationWarning) for setting
+# EMAIL_BACKEND; this test sets it on purpose, so it ignores exactly that message.
+@pytest.mark.filterwarnings(r"ignore:The EMAIL_\w+ setting is deprecated:PendingDeprecationWarning")
+def test_email_backend_style_on_django_61(wired):
+    del wired.MAILERS
+    wired.EMAIL_BACKEND = OURS
+    assert check_settings() == []
+    wired.EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+    assert ids(check_settings()) == ["django_multismtp.W003"]
+
+
+# -- W002: a cache shared between processes ----------------------------------------------
+
+
+def test_locmem_cache_warns(wired):
+    wired.CACHES = {"default": {"BACKEND": LOCMEM}}
+    (warning,) = check_settings()
+    assert warning.id == "django_multismtp.W002"
+    assert "LocMemCache" in warning.msg
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "django.core.cache.backends.filebased.FileBasedCache",
+        "django.core.cache.backends.db.DatabaseCache",
+        "django.core.cache.backends.dummy.DummyCache",
+    ],
+)
+def test_other_unshared_caches_warn(wired, backend):
+    wired.CACHES = {"default": {"BACKEND": backend, "LOCATION": "somewhere"}}
+    assert ids(check_settings()) == ["django_multismtp.W002"]
+
+
+@pytest.mark.parametrize(
+    "cache",
+    [
+        {"BACKEND": REDIS, "LOCATION": "redis://127.0.0.1:6379/1"},
+        {
+            "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+            "LOCATION": "127.0.0.1:11211",
+        },
+    ],
+    ids=["redis", "memcached"],
+)
+def test_shared_cache_does_not_warn(wired, cache):
+    wired.CACHES = {"default": cache}
+    assert check_settings() == []
+
+
+def test_ratelimit_use_cache_names_the_checked_alias(wired):
+    wired.CACHES = {
+        "default": {"BACKEND": LOCMEM},
+        "ratelimit": {"BACKEND": REDIS, "LOCATION": "redis://127.0.0.1:6379/2"},
+    }
+    wired.RATELIMIT_USE_CACHE = "ratelimit"
+    assert check_settings() == []
+    wired.RATELIMIT_USE_CACHE = "default"
+    assert ids(check_settings()) == ["django_multismtp.W002"]
+
+
+def test_ratelimit_disabled_does_not_warn(wired):
+    wired.CACHES = {"default": {"BACKEND": LOCMEM}}
+    wired.RATELIMIT_ENABLE = False
+    assert check_settings() == []
+
+
+# -- registration ------------------------------------------------------------------------
+
+
+def test_checks_are_registered_with_django(wired):
+    del wired.FERNET_KEYS
+    wired.MULTISMTP = {"PURPOSES": PURPOSES, "DEFAULT_PURPOSE": "nope", "TYPO": 1}
+    wired.CACHES = {"default": {"BACKEND": LOCMEM}}
+    found = {m.id for m in checks.run_checks() if m.id and m.id.startswith("django_multismtp")}
+    assert found == {
+        "django_multismtp.W001",
+        "django_multismtp.E002",
+        "django_multismtp.E003",
+        "django_multismtp.W002",
+    }
+    security = {m.id for m in checks.run_checks(tags=[checks.Tags.security])}
+    assert "django_multismtp.W001" in security
+    assert "django_multismtp.E002" not in security
+
+
+def test_several_problems_are_reported_together(wired):
+    wired.MULTISMTP = {"PURPOSES": PURPOSES, "DEFAULT_PURPOSE": "nope", "TYPO": 1}
+    wired.CACHES = {"default": {"BACKEND": LOCMEM}}
+    if DJANGO_61:
+        wired.MAILERS = {"default": {"BACKEND": "django.core.mail.backends.smtp.EmailBackend"}}
+    else:
+        wired.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    assert ids(check_settings()) == [
+        "django_multismtp.E002",
+        "django_multismtp.E003",
+        "django_multismtp.W002",
+        "django_multismtp.W003",
+    ]
