@@ -23,7 +23,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from . import clock, ops, verification
+from . import clock, conf, ops, verification
 from .forms import ConfirmCodeForm, SendCodeForm, SmtpAccountForm
 from .models import DeliveryLog, SmtpAccount
 from .presets import PRESETS
@@ -87,12 +87,25 @@ class StatusFilter(admin.SimpleListFilter):
         return queryset
 
 
+class PurposeFilter(admin.SimpleListFilter):
+    """Purposes by their labels (the field has no fixed choices: sites add purposes)."""
+
+    title = _("purpose")
+    parameter_name = "purpose"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return conf.purpose_choices()
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        return queryset.filter(purpose=self.value()) if self.value() else queryset
+
+
 @admin.register(SmtpAccount)
 class SmtpAccountAdmin(AccountAdminBase):
     form = SmtpAccountForm
     list_display = (
         "name",
-        "purpose",
+        "purpose_label",
         "owner",
         "server",
         "from_email",
@@ -102,7 +115,7 @@ class SmtpAccountAdmin(AccountAdminBase):
     )
     # RelatedOnly: owners must not see every user name of the site in the sidebar.
     list_filter = (
-        "purpose",
+        PurposeFilter,
         StatusFilter,
         "is_active",
         "is_site_default",
@@ -204,6 +217,10 @@ class SmtpAccountAdmin(AccountAdminBase):
     confirm_template = "admin/django_multismtp/smtpaccount/confirm_code.html"
 
     # -- columns ----------------------------------------------------------------------
+    @admin.display(description=_("purpose"), ordering="purpose")
+    def purpose_label(self, obj: SmtpAccount) -> str:
+        return str(conf.purposes().get(obj.purpose, obj.purpose))
+
     @admin.display(description=_("server"), ordering="host")
     def server(self, obj: SmtpAccount) -> str:
         return f"{obj.host}:{obj.port}"
@@ -268,6 +285,7 @@ class SmtpAccountAdmin(AccountAdminBase):
         if not self._global(request):
             # Owners manage their mailbox, not its routing or limits.
             fields += [
+                "ca_file",  # a path on the web server: not for owners to probe
                 "purpose",
                 "owner",
                 "default_for",
@@ -299,7 +317,8 @@ class SmtpAccountAdmin(AccountAdminBase):
             obj.public_host_only = True
         super().save_model(request, obj, form, change)
         preset = PRESETS.get(form.cleaned_data.get("preset") or "")
-        if preset is not None and preset.caveat:
+        # Only when the preset's server is what was saved (not overwritten by hand).
+        if preset is not None and preset.caveat and obj.host == preset.host:
             self.message_user(request, f"{preset.label}: {preset.caveat}", messages.WARNING)
 
     # -- extra pages ------------------------------------------------------------------
@@ -370,7 +389,16 @@ class SmtpAccountAdmin(AccountAdminBase):
                 )
                 return None
             sent = []
-            for account in accounts:
+            for position, account in enumerate(accounts):
+                # Every message counts against the limit, not every request.
+                if position and too_many(request, "send"):
+                    self.message_user(
+                        request,
+                        gettext("Send limit reached after %(n)d account(s); try the rest later.")
+                        % {"n": position},
+                        messages.WARNING,
+                    )
+                    break
                 outcome = verification.send_code(
                     account, form.cleaned_data["recipient"], user=request.user
                 )

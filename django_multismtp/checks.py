@@ -121,6 +121,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         )
     caches = getattr(settings, "CACHES", {})
     alias = getattr(settings, "RATELIMIT_USE_CACHE", "default")
+    if alias not in caches and alias != "default":
+        errors.append(
+            Warning(
+                f"RATELIMIT_USE_CACHE names the cache {alias!r}, which CACHES does not define.",
+                hint="Add it to CACHES or point RATELIMIT_USE_CACHE at an existing cache.",
+                id="django_multismtp.W002",
+            )
+        )
+        return errors
     backend = caches.get(alias, {}).get("BACKEND", "django.core.cache.backends.locmem.LocMemCache")
     if backend in UNSHARED_CACHES and getattr(settings, "RATELIMIT_ENABLE", True):
         errors.append(

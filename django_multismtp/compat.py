@@ -99,6 +99,8 @@ def configured_backends() -> dict[str, tuple[str, dict[str, Any]]]:
     if mailers_configured():
         result: dict[str, tuple[str, dict[str, Any]]] = {}
         for alias, config in settings.MAILERS.items():
+            if not isinstance(config, dict):
+                continue  # Django itself reports a malformed entry
             options = config.get("OPTIONS")
             backend = config.get("BACKEND", "django.core.mail.backends.smtp.EmailBackend")
             result[alias] = (str(backend), dict(options) if isinstance(options, dict) else {})

@@ -85,21 +85,21 @@ class AccountFormMixin(forms.ModelForm):  # type: ignore[type-arg]
     """What both account forms share: presets, the write-only password, host checks."""
 
     preset = forms.ChoiceField(
-        label=_("provider preset"),
+        label=_("Provider preset"),
         required=False,
         choices=preset_choices,
         widget=PresetSelect,
         help_text=_("Fills host, port and security (when the host is empty)."),
     )
     password = forms.CharField(
-        label=_("password"),
+        label=_("Password"),
         required=False,
         strip=False,
         max_length=255,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text=_("Leave empty to keep the stored password."),
     )
-    clear_password = forms.BooleanField(label=_("clear the stored password"), required=False)
+    clear_password = forms.BooleanField(label=_("Clear the stored password"), required=False)
 
     #: Check that the host resolves to public addresses only (self-service).
     public_hosts_only = False
@@ -241,7 +241,7 @@ class UsersField(UsersFieldBase):
 
 
 class SmtpAccountForm(AccountFormMixin):
-    purpose = forms.ChoiceField(label=_("purpose"), choices=conf.purpose_choices)
+    purpose = forms.ChoiceField(label=_("Purpose"), choices=conf.purpose_choices)
 
     class Meta:
         model = SmtpAccount
@@ -302,7 +302,7 @@ class MySmtpSettingsForm(AccountFormMixin):
 
 class SendCodeForm(forms.Form):
     recipient = forms.EmailField(
-        label=_("send the code to"),
+        label=_("Send the code to"),
         max_length=254,
         help_text=_("A mailbox you can read. The message goes out through this account."),
     )
@@ -310,7 +310,7 @@ class SendCodeForm(forms.Form):
 
 class ConfirmCodeForm(forms.Form):
     code = forms.CharField(
-        label=_("confirmation code"),
+        label=_("Confirmation code"),
         max_length=32,
         help_text=_("The code from the test message, e.g. K7PX2M9Q."),
     )

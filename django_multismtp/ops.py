@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from django.core.mail import EmailMessage
 from django.utils.translation import gettext as _
@@ -21,11 +20,8 @@ from .backends.smtp import account_config
 from .compat import render_message
 from .eventloop import smtp_loop
 from .models import DeliveryLog, SmtpAccount
-from .replies import Outcome
+from .replies import HINTS, Failure, Outcome
 from .transport import Delivery, Session, check_server
-
-if TYPE_CHECKING:
-    from .replies import Failure
 
 
 @dataclass
@@ -37,6 +33,13 @@ class CheckResult:
     reply: str
     hint: str
     seconds: float
+
+    @property
+    def outcome_label(self) -> str:
+        """The outcome in words, as the delivery log shows it."""
+        from .models.delivery import OUTCOME_CHOICES
+
+        return str(dict(OUTCOME_CHOICES, ok=_("OK")).get(self.outcome, self.outcome))
 
     def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -86,7 +89,11 @@ def send_test_message(
         to=[to],
         reply_to=[account.reply_to] if account.reply_to else None,
     )
-    data = render_message(message)
+    try:
+        data = render_message(message)
+    except ValueError as exc:  # a stored from name with a line break, say (BadHeaderError)
+        invalid = Failure(Outcome.CONFIG_ERROR, None, str(exc), HINTS["invalid_setting"])
+        return _result(account, invalid, "", time.perf_counter() - started, ok="sent")
     session = Session(account_config(account))
 
     async def send() -> Delivery:

@@ -140,6 +140,15 @@ HINTS = {
     ),
     "recipient_refused": "The server refused the recipient address(es).",
     "too_big": "The message is larger than the server accepts. Reduce attachments.",
+    "invalid_setting": (
+        "A stored setting of this account is invalid (see the error). Edit the account: the "
+        "form tells what to change."
+    ),
+    "mailbox_full": "The recipient's mailbox is full; the recipient must make room first.",
+    "service_refused": (
+        "The server answered but refuses service to this site (it may block this IP address "
+        "or require a different port). Check the host and port with the provider."
+    ),
     "permanent": "The server refused the message permanently.",
     "undecryptable": (
         "The stored password cannot be decrypted with the current FERNET_KEYS (a key was "
@@ -199,6 +208,8 @@ def classify_reply(code: int, text: str, *, stage: str = "DATA") -> Failure:
         return Failure(Outcome.AUTH_FAILED, code, text, HINTS["basic_auth_disabled"])
     if 400 <= code < 500:
         return Failure(Outcome.TRANSIENT, code, text, HINTS["transient"])
+    if "5.2.2" in text or "mailbox full" in text.lower() or "over quota" in text.lower():
+        return Failure(Outcome.PERMANENT, code, text, HINTS["mailbox_full"])
     if code == 552 or "5.3.4" in text:
         return Failure(Outcome.PERMANENT, code, text, HINTS["too_big"])
     if stage == "MAIL":
@@ -253,7 +264,9 @@ def classify_exception(exc: BaseException, *, stage: str = "DATA") -> Failure:
                 Outcome.TRANSIENT,
                 Outcome.PERMANENT,
             ):
-                return Failure(Outcome.CONNECTION_FAILED, exc.code, exc.message, HINTS["refused"])
+                return Failure(
+                    Outcome.CONNECTION_FAILED, exc.code, exc.message, HINTS["service_refused"]
+                )
             return failure
         return classify_reply(exc.code, exc.message, stage=stage)
     if "no suitable authentication method" in text.lower():

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import aiosmtplib
 
 from .netguard import public_addresses
-from .replies import Failure, Outcome, classify_exception
+from .replies import HINTS, Failure, Outcome, classify_exception
 
 
 class Security(enum.StrEnum):
@@ -179,8 +179,6 @@ class Session:
             stage = "DATA"
             refused, reply = await self.client.sendmail(sender, list(recipients), data)
         except UndecryptablePassword as exc:
-            from .replies import HINTS
-
             failure = Failure(Outcome.CONFIG_ERROR, None, str(exc), HINTS["undecryptable"])
             return Delivery(failure, duration=time.perf_counter() - started)
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
@@ -195,6 +193,10 @@ class Session:
                 reply=failure.text,
                 duration=time.perf_counter() - started,
             )
+        except ValueError as exc:  # a stored setting aiosmtplib refuses (e.g. the EHLO name)
+            # (after the handler above: certificate errors are ValueErrors too)
+            failure = Failure(Outcome.CONFIG_ERROR, None, str(exc), HINTS["invalid_setting"])
+            return Delivery(failure, duration=time.perf_counter() - started)
         self.sent_on_connection += 1
         # aiosmtplib returns the DATA reply's text only; a success is always a 250.
         return Delivery(
@@ -252,11 +254,11 @@ async def check_server(config: ServerConfig) -> tuple[Failure | None, str]:
     try:
         await session.open()
     except UndecryptablePassword as exc:
-        from .replies import HINTS
-
         return Failure(Outcome.CONFIG_ERROR, None, str(exc), HINTS["undecryptable"]), ""
     except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
         return classify_exception(exc, stage="CONNECT"), ""
+    except ValueError as exc:  # after SSL errors, which are ValueErrors too
+        return Failure(Outcome.CONFIG_ERROR, None, str(exc), HINTS["invalid_setting"]), ""
     assert session.client is not None
     client = session.client
     extensions = ", ".join(sorted(client.esmtp_extensions)) if client.esmtp_extensions else ""

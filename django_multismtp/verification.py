@@ -21,7 +21,7 @@ from django.utils.translation import gettext as _
 from . import clock, conf, ops
 from .models import SmtpAccount, VerificationCode
 
-ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I/L
+ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I look-alikes
 CODE_LENGTH = 8
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import messages
+from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -37,6 +37,8 @@ def _page(request: HttpRequest, account: SmtpAccount | None, **context: Any) -> 
         request,
         TEMPLATE,
         {
+            # The admin's header, user links and site title: the page extends its base.
+            **admin.site.each_context(request),
             "title": _("My SMTP settings"),
             "account": account,
             "accounts": accounts,

@@ -175,7 +175,7 @@ class TestChangelist:
         html = response.content.decode()
         cells = dict(re.findall(r'<t[dh] class="field-([a-z_]+)[^"]*">(.*?)</t[dh]>', html, re.S))
         assert "Billing box" in cells["name"]
-        assert cells["purpose"] == "billing"
+        assert cells["purpose_label"] == "Billing"  # the label, not the stored key
         assert cells["owner"] == "olga"
         assert cells["server"] == "mail.example.test:2587"
         assert cells["from_email"] == "bills@example.test"
@@ -524,7 +524,7 @@ class TestTestConnection:
         html = response.content.decode()
         row = re.search(r'<tr class="multismtp-failed">(.*?)</tr>', html, re.S)
         assert row is not None
-        assert "auth_failed" in row.group(1)
+        assert "Authentication failed" in row.group(1)
         assert "535" in row.group(1)
         assert "App Password" in row.group(1)
         account.refresh_from_db()
@@ -536,7 +536,7 @@ class TestTestConnection:
         account = SmtpAccountFactory.for_server(smtp_server, public_host_only=True)
         response = run_action(admin_client, "test_connection", account)
         html = response.content.decode()
-        assert "connection_failed" in html
+        assert "Connection failed" in html
         assert "internal address" in html
         assert smtp_server.connections == 0
 
@@ -653,7 +653,7 @@ class TestSendAndConfirm:
         assert response.status_code == 200
         html = response.content.decode()
         assert "Test email results" in html
-        assert "auth_failed" in html
+        assert "Authentication failed" in html
         assert "App Password" in html
         assert "Enter the code" not in html
         assert not VerificationCode.objects.exists()

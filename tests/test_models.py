@@ -300,3 +300,25 @@ def test_sending_fails_over_from_an_account_with_an_undecryptable_password(
     log = sorted(DeliveryLog.objects.values_list("account_name", "outcome", "attempt"))
     assert log == [("locked", "config_error", 1), ("spare", "sent", 2)]
     assert reload(spare).last_success_at is not None
+
+
+@pytest.mark.django_db
+def test_stored_bad_ehlo_name_is_a_config_error_not_a_crash(smtp_server):
+    """Rows written outside the forms (or before a check existed) must not break sending."""
+    from django_multismtp import ops
+
+    account = SmtpAccountFactory.for_server(smtp_server, ehlo_hostname="bad name\r\nX")
+    with pytest.raises(ValidationError) as caught:
+        account.full_clean()
+    assert "ehlo_hostname" in caught.value.message_dict
+    result = ops.test_connection(account)
+    assert not result.ok and result.outcome == "config_error"
+    assert "stored setting" in result.hint
+
+
+@pytest.mark.django_db
+def test_from_name_with_line_break_is_refused():
+    account = SmtpAccountFactory.build(from_name="Evil\r\nBcc: x@y")
+    with pytest.raises(ValidationError) as caught:
+        account.full_clean()
+    assert "from_name" in caught.value.message_dict

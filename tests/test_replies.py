@@ -286,7 +286,7 @@ EXCEPTIONS = [
     (
         aiosmtplib.SMTPConnectResponseError(554, "5.7.1 No SMTP service here"),
         CONNECTION_FAILED,
-        "refused",
+        "service_refused",  # it answered, so "nothing accepts connections" would be wrong
     ),
     (ValueError("something odd"), TRANSIENT, "transient"),
 ]
@@ -480,3 +480,10 @@ def test_wire_good_login_is_not_a_failure(starttls_server, tls_files):
 
     asyncio.run(run())
     assert starttls_server.wait_for(1)[0].login == "alice"
+
+
+def test_mailbox_full_is_not_called_too_big():
+    failure = classify_reply(552, "5.2.2 Mailbox full", stage="DATA")
+    assert failure.outcome == Outcome.PERMANENT
+    assert failure.hint == HINTS["mailbox_full"]
+    assert classify_reply(552, "5.3.4 Message too big").hint == HINTS["too_big"]

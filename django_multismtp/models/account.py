@@ -269,7 +269,7 @@ class SmtpAccount(models.Model):
             self.last_success_at is None or self.last_error_at > self.last_success_at
         ):
             return "error", str(_("last error: %(error)s")) % {
-                "error": self.last_error.splitlines()[0][:80] if self.last_error else ""
+                "error": self.last_error.splitlines()[0][:40] if self.last_error else ""
             }
         if self.verified_at:
             return "verified", str(_("verified"))
@@ -391,6 +391,10 @@ class SmtpAccount(models.Model):
                     "allowed_senders",
                     _("%(entry)r is neither an email address nor a domain.") % {"entry": entry},
                 )
+        if self.ehlo_hostname and not _is_host(self.ehlo_hostname.strip()):
+            add("ehlo_hostname", _("Enter a host name such as mail.example.com, or leave empty."))
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in self.from_name or ""):
+            add("from_name", _("The from name cannot contain line breaks or control characters."))
         if self.owner_id and self.is_site_default:
             add(
                 "is_site_default",

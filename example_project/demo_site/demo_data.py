@@ -55,9 +55,16 @@ ACCOUNTS: dict[str, dict[str, Any]] = {
 }
 
 
+#: The sink port for accounts a visitor creates in the admin: any user name, this password.
+OPEN_MAILBOX = "(accounts you create)"
+OPEN_PASSWORD = "demo"
+
+
 def mailboxes() -> list[Mailbox]:
-    """What the sink must accept: one mailbox per account, same login and password."""
-    return [Mailbox(name, spec["username"], spec["password"]) for name, spec in ACCOUNTS.items()]
+    """What the sink must accept: one mailbox per account, same login and password, plus
+    an open one for accounts created during the demo (any user name, password "demo")."""
+    boxes = [Mailbox(name, spec["username"], spec["password"]) for name, spec in ACCOUNTS.items()]
+    return [*boxes, Mailbox(OPEN_MAILBOX, None, OPEN_PASSWORD)]
 
 
 def ensure_users() -> dict[str, Any]:

@@ -39,7 +39,8 @@ class Mailbox:
     """One sink server: the account it stands for and the credentials it accepts."""
 
     account: str
-    login: str
+    #: None: any user name is accepted (the port for accounts made in the demo).
+    login: str | None
     password: str
     port: int = 0
 
@@ -108,7 +109,8 @@ class _Handler:
         if mechanism in ("PLAIN", "LOGIN") and isinstance(auth_data, LoginPassword):
             login = auth_data.login.decode("utf-8", "replace")
             password = auth_data.password.decode("utf-8", "replace")
-            if login == self.mailbox.login and password == self.mailbox.password:
+            expected = self.mailbox.login
+            if (expected is None or login == expected) and password == self.mailbox.password:
                 return AuthResult(success=True, auth_data=login)
         # handled=False lets aiosmtpd answer 535; handled=True would leave the client waiting.
         return AuthResult(success=False, handled=False)

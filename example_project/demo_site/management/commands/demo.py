@@ -40,7 +40,7 @@ class Command(BaseCommand):
             users = demo_data.ensure_users()
             ports = {m.account: m.port for m in sink.mailboxes}
             accounts = demo_data.ensure_accounts(ports, users)
-            self._banner(port, accounts, no_server=no_server)
+            self._banner(port, accounts, ports[demo_data.OPEN_MAILBOX], no_server=no_server)
             if not no_server:
                 call_command("runserver", f"127.0.0.1:{port}", use_reloader=False)
         finally:
@@ -50,7 +50,7 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(line))
         self.stdout.flush()
 
-    def _banner(self, port: int, accounts: list[Any], *, no_server: bool) -> None:
+    def _banner(self, port: int, accounts: list[Any], open_port: int, *, no_server: bool) -> None:
         base = f"http://127.0.0.1:{port}"
         out, bold = self.stdout.write, self.style.MIGRATE_HEADING
         out("")
@@ -63,6 +63,15 @@ class Command(BaseCommand):
                 f"  SMTP sink on 127.0.0.1:{account.port}  <- account {account.name!r} "
                 f"(purpose {account.purpose}{default}{owner}; AUTH login {account.username})"
             )
+        out(
+            f"  SMTP sink on 127.0.0.1:{open_port}  <- accounts you create in the admin: "
+            f"security 'None', authentication LOGIN or PLAIN, any user name, password "
+            f"{demo_data.OPEN_PASSWORD!r} (another password shows the wrong-password hint)"
+        )
+        out(
+            "  Try it: Admin > SMTP accounts > Add, test the connection, 'Send test email with "
+            "a confirmation code', read the code on the sink log page, paste it."
+        )
         out("")
         if no_server:
             out("Set up done (--no-server): the sink stops now.")
