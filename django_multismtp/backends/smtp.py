@@ -76,6 +76,17 @@ class EmailBackend(BaseEmailBackend):
         ssl_certfile: str | None = None,
         **kwargs: Any,
     ) -> None:
+        # Django 6.1 rejects unknown OPTIONS itself; 5.2 and 6.0 drop them silently, so a
+        # typo ("purpse") would route mail wrongly without a word. Refuse them everywhere.
+        ignored = set(kwargs.get("_ignore_unknown_kwargs") or ())
+        unknown = sorted(set(kwargs) - {"alias", "_ignore_unknown_kwargs"} - ignored)
+        if unknown:
+            raise MultiSMTPConfigurationError(
+                "Unknown options " + ", ".join(repr(name) for name in unknown) + ". Known: "
+                "account, user, purpose, fail_silently, host, port, username, password, "
+                "use_tls, use_ssl, timeout, ssl_keyfile, ssl_certfile.",
+                alias=kwargs.get("alias"),
+            )
         super().__init__(**kwargs)
         self.fail_silently = bool(fail_silently)
         self.alias: str | None = getattr(self, "alias", None)
