@@ -87,6 +87,21 @@ class StatusFilter(admin.SimpleListFilter):
         return queryset
 
 
+#: Live state: shown, never edited (the backend and the actions maintain it).
+STATE_FIELDS = (
+    "status_badge",
+    "verified_at",
+    "verified_by",
+    "rate_limited_until",
+    "last_error",
+    "last_error_code",
+    "last_error_at",
+    "last_success_at",
+    "created_at",
+    "updated_at",
+)
+
+
 class PurposeFilter(admin.SimpleListFilter):
     """Purposes by their labels (the field has no fixed choices: sites add purposes)."""
 
@@ -123,18 +138,7 @@ class SmtpAccountAdmin(AccountAdminBase):
     )
     search_fields = ("name", "host", "from_email", "username")
     filter_horizontal = ("default_for",)
-    readonly_fields = (
-        "status_badge",
-        "verified_at",
-        "verified_by",
-        "rate_limited_until",
-        "last_error",
-        "last_error_code",
-        "last_error_at",
-        "last_success_at",
-        "created_at",
-        "updated_at",
-    )
+    readonly_fields = STATE_FIELDS
     fieldsets = (
         (
             _("Identity"),
@@ -188,21 +192,7 @@ class SmtpAccountAdmin(AccountAdminBase):
         ),
         (
             _("State"),
-            {
-                "fields": (
-                    "is_active",
-                    "status_badge",
-                    "verified_at",
-                    "verified_by",
-                    "rate_limited_until",
-                    "last_error",
-                    "last_error_code",
-                    "last_error_at",
-                    "last_success_at",
-                    "created_at",
-                    "updated_at",
-                )
-            },
+            {"fields": ("is_active", *STATE_FIELDS)},
         ),
     )
     actions = [
@@ -462,22 +452,12 @@ class SmtpAccountAdmin(AccountAdminBase):
         if not self.has_change_permission(request, account):
             raise Http404
         form = ConfirmCodeForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            if too_many(request, "confirm"):
-                form.add_error(None, gettext("Too many attempts. Wait a while and try again."))
-            else:
-                result = verification.confirm_code(
-                    account, form.cleaned_data["code"], user=request.user
-                )
-                if result == verification.Confirmation.VERIFIED:
-                    self.message_user(request, result.message, messages.SUCCESS)
-                    info = self.opts.app_label, self.opts.model_name
-                    return HttpResponseRedirect(
-                        reverse(
-                            "admin:{}_{}_changelist".format(*info), current_app=self.admin_site.name
-                        )
-                    )
-                form.add_error("code", result.message)
+        if request.method == "POST" and form.is_valid() and form.confirm(request, account):
+            self.message_user(request, verification.Confirmation.VERIFIED.message, messages.SUCCESS)
+            info = self.opts.app_label, self.opts.model_name
+            return HttpResponseRedirect(
+                reverse("admin:{}_{}_changelist".format(*info), current_app=self.admin_site.name)
+            )
         context = self._context(
             request,
             _("Confirm the code for %(name)s") % {"name": account.name},

@@ -15,6 +15,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from django import forms
+from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext_lazy as _
@@ -24,6 +25,8 @@ from .models import SmtpAccount
 from .models.account import _is_host
 from .netguard import InternalAddressError, public_addresses
 from .presets import PRESETS, preset_choices
+from .throttling import too_many
+from .verification import Confirmation, confirm_code
 
 RESOLVE_TIMEOUT = 3.0
 _resolver = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="multismtp-dns")
@@ -314,3 +317,18 @@ class ConfirmCodeForm(forms.Form):
         max_length=32,
         help_text=_("The code from the test message, e.g. K7PX2M9Q."),
     )
+
+    def confirm(self, request: HttpRequest, account: SmtpAccount) -> bool:
+        """Check the (valid) form's code, rate-limited per user and IP; True if verified.
+
+        The admin and "My SMTP settings" both confirm through here; refusals become form
+        errors a person can act on.
+        """
+        if too_many(request, "confirm"):
+            self.add_error(None, _("Too many attempts. Wait a while and try again."))
+            return False
+        result = confirm_code(account, self.cleaned_data["code"], user=request.user)
+        if result != Confirmation.VERIFIED:
+            self.add_error("code", result.message)
+            return False
+        return True

@@ -122,15 +122,7 @@ def confirm(request: HttpRequest, pk: int) -> HttpResponse:
     account = _own(request, pk)
     confirm_form = ConfirmCodeForm(request.POST)
     form = MySmtpSettingsForm(instance=account, user=request.user)
-    if confirm_form.is_valid():
-        if too_many(request, "confirm"):
-            confirm_form.add_error(None, _("Too many attempts. Wait a while and try again."))
-        else:
-            result = verification.confirm_code(
-                account, confirm_form.cleaned_data["code"], user=request.user
-            )
-            if result == verification.Confirmation.VERIFIED:
-                messages.success(request, result.message)
-                return HttpResponseRedirect(reverse("django_multismtp:edit", args=[account.pk]))
-            confirm_form.add_error("code", result.message)
+    if confirm_form.is_valid() and confirm_form.confirm(request, account):
+        messages.success(request, verification.Confirmation.VERIFIED.message)
+        return HttpResponseRedirect(reverse("django_multismtp:edit", args=[account.pk]))
     return _page(request, account, form=form, confirm_form=confirm_form)
