@@ -59,6 +59,8 @@ class ServerConfig:
     client_cert: str = ""
     client_key: str = ""
     max_messages_per_connection: int | None = None
+    #: Connections one batch may open to this server at once.
+    max_connections: int = 1
     #: Connect only to public addresses (hosts typed by users; see ``netguard``).
     public_only: bool = False
     #: Stable key for connection reuse (an account pk, or "fallback").

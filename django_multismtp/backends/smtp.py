@@ -108,7 +108,8 @@ class EmailBackend(BaseEmailBackend):
             ssl_keyfile=ssl_keyfile,
             ssl_certfile=ssl_certfile,
         )
-        self._sessions: dict[ServerConfig, Session] = {}
+        #: Open connections per server, up to its max_connections, reused while open.
+        self._sessions: dict[ServerConfig, list[Session]] = {}
         self._is_open = False
         self._lock = threading.RLock()
 
@@ -189,7 +190,7 @@ class EmailBackend(BaseEmailBackend):
             sessions, self._sessions = self._sessions, {}
             self._is_open = False
         if sessions:
-            smtp_loop.run(_close_sessions(list(sessions.values())))
+            smtp_loop.run(_close_sessions([s for pool in sessions.values() for s in pool]))
 
     def send_messages(self, email_messages: Iterable[EmailMessage]) -> int:
         if not email_messages:
@@ -355,14 +356,22 @@ class EmailBackend(BaseEmailBackend):
             config = self.fallback if attempt.account is None else account_config(attempt.account)
             assert config is not None
             groups[config].append(attempt)
-        sessions = {config: self._session(config) for config in groups}
-        smtp_loop.run(_send_groups([(sessions[c], group) for c, group in groups.items()]))
+        lanes: list[tuple[Session, list[Attempt]]] = []
+        for config, group in groups.items():
+            # Up to max_connections connections per account; messages are dealt to them
+            # in turn, so each connection sends in the caller's order.
+            pool = self._pool(config, min(config.max_connections, len(group)))
+            for index, session in enumerate(pool):
+                lane = group[index :: len(pool)]
+                if lane:
+                    lanes.append((session, lane))
+        smtp_loop.run(_send_groups(lanes))
 
-    def _session(self, config: ServerConfig) -> Session:
-        session = self._sessions.get(config)
-        if session is None:
-            session = self._sessions[config] = Session(config)
-        return session
+    def _pool(self, config: ServerConfig, size: int) -> list[Session]:
+        pool = self._sessions.setdefault(config, [])
+        while len(pool) < max(size, 1):
+            pool.append(Session(config))
+        return pool[: max(size, 1)]
 
     def _settle(
         self,

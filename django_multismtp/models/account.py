@@ -320,6 +320,7 @@ class SmtpAccount(models.Model):
             password="" if isinstance(password, Undecryptable) else (password or ""),
             password_error=isinstance(password, Undecryptable),
             max_messages_per_connection=self.max_messages_per_connection,
+            max_connections=max(int(self.max_connections or 1), 1),
             public_only=self.public_host_only and not conf.get_setting("ALLOW_INTERNAL_HOSTS"),
             key=f"account:{self.pk}",
         )

@@ -1,0 +1,76 @@
+"""Batches scale: connections per account up to max_connections, and database work per
+batch that does not grow with the number of messages."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.mail import EmailMessage
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from django_multismtp.backends import EmailBackend
+from django_multismtp.backends import test as test_backend
+from django_multismtp.models import DeliveryLog
+from tests.factories import SmtpAccountFactory
+
+
+def messages(count: int) -> list[EmailMessage]:
+    return [
+        EmailMessage(subject=f"m{i}", body="b", to=[f"to{i}@example.test"]) for i in range(count)
+    ]
+
+
+@pytest.mark.django_db
+def test_an_account_uses_up_to_max_connections_at_once(smtp_server):
+    SmtpAccountFactory.for_server(smtp_server, name="bulk", is_site_default=True, max_connections=3)
+    assert EmailBackend().send_messages(messages(9)) == 9
+    received = smtp_server.wait_for(9)
+    assert smtp_server.connections == 3
+    assert sorted(m.rcpt_tos[0] for m in received) == sorted(
+        f"to{i}@example.test" for i in range(9)
+    )
+
+
+@pytest.mark.django_db
+def test_one_connection_keeps_the_callers_order(smtp_server):
+    SmtpAccountFactory.for_server(smtp_server, name="one", is_site_default=True)
+    EmailBackend().send_messages(messages(5))
+    received = smtp_server.wait_for(5)
+    assert [m.rcpt_tos[0] for m in received] == [f"to{i}@example.test" for i in range(5)]
+    assert smtp_server.connections == 1
+
+
+@pytest.mark.django_db
+def test_a_small_batch_opens_no_more_connections_than_messages(smtp_server):
+    SmtpAccountFactory.for_server(smtp_server, name="bulk", is_site_default=True, max_connections=8)
+    EmailBackend().send_messages(messages(2))
+    smtp_server.wait_for(2)
+    assert smtp_server.connections == 2
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("backend_class", [test_backend.EmailBackend], ids=["selection+limits+log"])
+def test_database_queries_per_batch_do_not_grow_with_the_batch(backend_class):
+    """The same number of queries for 10 and for 1,000 messages: accounts are loaded once,
+    limits reserved per account, state and the delivery log written in bulk."""
+    SmtpAccountFactory(name="a", is_site_default=True, limit_per_minute=100_000)
+    SmtpAccountFactory(name="b", limit_per_hour=100_000, from_email="b@example.test")
+
+    def batch_of(size: int) -> list[EmailMessage]:
+        batch = messages(size)
+        for index, message in enumerate(batch):
+            message.smtp_account = "a" if index % 2 else "b"
+        return batch
+
+    # A first batch creates the usage-counter rows of the current windows.
+    backend_class().send_messages(batch_of(2))
+    counts = []
+    for size in (10, 1000):
+        batch = batch_of(size)
+        with CaptureQueriesContext(connection) as queries:
+            assert backend_class().send_messages(batch) == size
+        counts.append(len(queries))
+    assert counts[0] == counts[1], counts
+    assert DeliveryLog.objects.count() == 1012
+    row = DeliveryLog.objects.filter(account__name="a").latest("id")
+    assert row.outcome == "sent" and row.recipient_count == 1 and row.created_at is not None
