@@ -54,12 +54,19 @@ class Outgoing:
     failed_on: str | None = None
     done: bool = False
     cancelled: bool = False
-    _renders: dict[tuple[str, str], tuple[str, bytes]] = field(default_factory=dict)
 
     @classmethod
     def prepare(
-        cls, index: int, message: EmailMessage, hints: Hints, user_id: int | None
+        cls,
+        index: int,
+        message: EmailMessage,
+        hints: Hints,
+        user_id: int | None,
+        *,
+        measure: bool = True,
     ) -> Outgoing:
+        """``measure``: render once to learn the size (only needed when an account has a
+        maximum message size; otherwise nothing is rendered before it is sent)."""
         base = copy.copy(message)
         headers = {
             name: value
@@ -86,11 +93,13 @@ class Outgoing:
             message_id=message_id,
             base=base,
         )
-        item.size = len(item.render(None)[1])
+        if measure:
+            item.size = len(item.render(None))
         return item
 
-    def render(self, account: SmtpAccount | None) -> tuple[str, bytes]:
-        """Envelope sender and wire bytes for sending through ``account`` (None: as is)."""
+    def _sender_fields(self, account: SmtpAccount | None) -> tuple[Any, list[Any]]:
+        """From and Reply-To for ``account``: its sender when the message uses the
+        site's default From, its reply-to when the message has none."""
         from_email = self.base.from_email or settings.DEFAULT_FROM_EMAIL
         reply_to = list(self.base.reply_to or [])
         if account is not None:
@@ -102,13 +111,20 @@ class Outgoing:
                 )
             if not reply_to and account.reply_to:
                 reply_to = [account.reply_to]
-        key = (str(from_email), "\n".join(str(address) for address in reply_to))
-        if key not in self._renders:
-            message = copy.copy(self.base)
-            message.from_email = from_email
-            message.reply_to = reply_to
-            self._renders[key] = (prep_address(from_email), render_message(message))
-        return self._renders[key]
+        return from_email, reply_to
+
+    def sender(self, account: SmtpAccount | None) -> str:
+        """The envelope sender when sending through ``account``."""
+        return prep_address(self._sender_fields(account)[0])
+
+    def render(self, account: SmtpAccount | None) -> bytes:
+        """The wire bytes for ``account`` (None: as is). Not cached: a batch holds the
+        bytes of the messages on the wire right now, not of the whole batch."""
+        from_email, reply_to = self._sender_fields(account)
+        message = copy.copy(self.base)
+        message.from_email = from_email
+        message.reply_to = reply_to
+        return render_message(message)
 
     def recipient_domains(self) -> str:
         domains = sorted({r.rpartition("@")[2].lower() for r in self.envelope_recipients})
@@ -122,7 +138,8 @@ class Attempt:
     item: Outgoing
     account: SmtpAccount | None
     sender: str
-    data: bytes
+    #: The wire bytes, only while the message is being sent.
+    data: bytes = b""
     #: When the account's limits were reserved: a release must go to the same windows.
     reserved_at: dt.datetime | None = None
     delivery: Delivery | None = None

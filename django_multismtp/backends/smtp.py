@@ -224,13 +224,15 @@ class EmailBackend(BaseEmailBackend):
         accounts = load_accounts()
         base_hints = context_hints().over(self.hints)
         users: dict[Any, int | None] = {}
+        # Sizes matter only to accounts with a maximum: otherwise render nothing up front.
+        measure = any(account.max_message_size for account in accounts)
         items = []
         for index, message in enumerate(messages):
             if not message.recipients():
                 continue
             hints = message_hints(message).over(base_hints)
             user_id = self._user_id(hints.user, users)
-            item = Outgoing.prepare(index, message, hints, user_id)
+            item = Outgoing.prepare(index, message, hints, user_id, measure=measure)
             item.choice = selection.choose(
                 accounts,
                 hints=hints,
@@ -296,8 +298,7 @@ class EmailBackend(BaseEmailBackend):
                     self._give_up(item, no_fallback=self.fallback is None)
                     continue
                 item.tried.add(FALLBACK)
-                sender, data = item.render(None)
-                attempts.append(Attempt(item, None, sender, data))
+                attempts.append(Attempt(item, None, item.sender(None)))
                 continue
             account = next(
                 (
@@ -327,8 +328,7 @@ class EmailBackend(BaseEmailBackend):
                             _("Raise the account's limits or add another account for this mail."),
                         )
                     continue
-                sender, data = item.render(account)
-                attempts.append(Attempt(item, account, sender, data, reserved_at=now))
+                attempts.append(Attempt(item, account, item.sender(account), reserved_at=now))
             if granted < len(group):
                 excluded.setdefault(pk, None)
         # Signals may cancel single messages before anything goes on the wire.
@@ -589,9 +589,13 @@ async def _send_groups(groups: list[tuple[Session, list[Attempt]]]) -> None:
 async def _send_group(session: Session, attempts: list[Attempt]) -> None:
     """Send in order over one connection; stop at the first account-level failure."""
     for attempt in attempts:
+        # Rendered just before it goes on the wire and dropped right after, so memory
+        # holds the messages in flight, not the whole batch.
+        attempt.data = attempt.item.render(attempt.account)
         delivery: Delivery = await session.send(
             attempt.sender, attempt.item.envelope_recipients, attempt.data
         )
+        attempt.data = b""
         attempt.delivery = delivery
         if delivery.failure is not None and delivery.failure.account_level:
             return

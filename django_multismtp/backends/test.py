@@ -35,5 +35,7 @@ class EmailBackend(SMTPEmailBackend):
             recorded.multismtp_account = (  # type: ignore[attr-defined]
                 attempt.account.name if attempt.account is not None else FALLBACK
             )
-            recorded.multismtp_wire = attempt.data  # type: ignore[attr-defined]
+            recorded.multismtp_wire = attempt.item.render(  # type: ignore[attr-defined]
+                attempt.account
+            )
             mail.outbox.append(recorded)
