@@ -12,7 +12,7 @@ PGDIR ?= /tmp/pgtest-$(notdir $(CURDIR))-$(shell id -u)
 APT_PACKAGES := postgresql chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: demo test sysdeps venv lint type docs clean pg-up pg-down
+.PHONY: demo test sysdeps venv lint type docs bench clean pg-up pg-down
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,5 +68,10 @@ demo: venv
 	$(BIN)/python example_project/manage.py migrate --noinput -v 0
 	$(BIN)/python example_project/manage.py demo
 
+# Throughput, memory and queries against Django's stock SMTP backend on loopback sinks;
+# see benchmarks/README.md. Never part of `make test`.
+bench: venv
+	$(BIN)/python -m benchmarks $(BENCHARGS)
+
 clean:
-	rm -rf $(VENV) .tox .demo docs/_build
+	rm -rf $(VENV) .tox .demo .bench docs/_build

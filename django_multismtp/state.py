@@ -8,7 +8,7 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from django.db import connections, router
+from django.db import connections, router, transaction
 from django.db.models import F
 
 from . import conf, signals
@@ -112,5 +112,6 @@ def write_log(entries: list[DeliveryLog]) -> None:
         [f.get_db_prep_save(getattr(entry, f.attname), connection) for f in fields]
         for entry in entries
     ]
-    with connection.cursor() as cursor:
+    # One transaction: outside one, SQLite would commit (and sync) after every row.
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
         cursor.executemany(sql, rows)

@@ -1,0 +1,1 @@
+"""Throughput benchmark of the email backend against Django's SMTP backend (see README.md)."""

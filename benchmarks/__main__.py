@@ -1,0 +1,5 @@
+"""``python -m benchmarks``: see ``benchmarks/README.md`` and ``--help``."""
+
+from .run import main
+
+main()

@@ -1,0 +1,119 @@
+"""An SMTP sink for the benchmark: accepts every message, counts it, throws it away.
+
+Run as its own process so that the server does not share the client's GIL::
+
+    python -m benchmarks.sink --port 0 --port 0 --delay-ms 5
+
+Plain SMTP on 127.0.0.1 only: no TLS, no AUTH. Each ``--port`` opens one listening
+socket (``0`` picks a free port); all of them share one event loop and one set of
+counters. ``--delay-ms`` waits that long before answering the end of DATA (the reply
+a real server takes longest to give: it queues the message, scans it, writes it to
+disk); the other commands are answered at once, as Postfix's ``smtp-sink -w`` does.
+
+Once listening, the sink prints one line, ``READY <port> <port> ...``, and then reads
+commands on stdin, one per line, answering each on stdout:
+
+* ``stats``: ``STATS <messages> <bytes> <connections>`` since the start;
+* ``quit`` (or the end of stdin): stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+LOCALHOST = "127.0.0.1"
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.messages = 0
+        self.bytes = 0
+        self.connections = 0
+
+
+class SinkHandler:
+    """aiosmtpd handler: every message is accepted after ``delay`` seconds."""
+
+    def __init__(self, counter: Counter, delay: float) -> None:
+        self.counter = counter
+        self.delay = delay
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+        self.counter.messages += 1
+        self.counter.bytes += len(envelope.original_content or b"")
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return "250 2.0.0 Ok: queued"
+
+
+class CountingSMTP(SMTP):
+    def __init__(self, handler: SinkHandler, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._counter = handler.counter
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._counter.connections += 1
+        super().connection_made(transport)
+
+
+async def serve(ports: list[int], delay_ms: float) -> None:
+    counter = Counter()
+    handler = SinkHandler(counter, delay_ms / 1000)
+    loop = asyncio.get_running_loop()
+    servers = []
+    for port in ports:
+        server = await loop.create_server(
+            lambda: CountingSMTP(
+                handler,
+                hostname="sink.bench.invalid",
+                ident="benchmarks.sink",
+                data_size_limit=None,
+                enable_SMTPUTF8=True,
+            ),
+            host=LOCALHOST,
+            port=port,
+            backlog=256,
+        )
+        servers.append(server)
+    bound = [server.sockets[0].getsockname()[1] for server in servers]
+    print("READY " + " ".join(str(port) for port in bound), flush=True)
+
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    try:
+        while True:
+            line = (await reader.readline()).decode().strip().lower()
+            if line == "stats":
+                print(f"STATS {counter.messages} {counter.bytes} {counter.connections}", flush=True)
+            elif line in ("quit", ""):
+                break
+    finally:
+        for server in servers:
+            server.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.sink", description=__doc__)
+    parser.add_argument(
+        "--port",
+        type=int,
+        action="append",
+        help="port to listen on (repeat for several; 0 = any free port)",
+    )
+    parser.add_argument(
+        "--delay-ms", type=float, default=0.0, help="wait before answering DATA (default 0)"
+    )
+    args = parser.parse_args(argv)
+    # aiosmtpd logs every connection at INFO on "mail.log": far too much at this rate.
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
+    asyncio.run(serve(args.port or [0], args.delay_ms))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Start the SMTP sinks the benchmark sends to, each in processes of its own.
+
+Two kinds, both plain SMTP on 127.0.0.1, no AUTH, accepting every message:
+
+* :class:`PostfixSink`: Debian Postfix's ``/usr/sbin/smtp-sink`` (C, one process per
+  port), used when installed and no delay is asked for (its ``-w`` delay is in whole
+  seconds, far too coarse for a 5 ms reply delay);
+* :class:`AiosmtpdSink`: ``python -m benchmarks.sink`` (one process serving every port).
+
+Both count the messages they received so the harness can check that every message
+arrived, and report the CPU time their processes used, which tells when the sink rather
+than the client limits the rate.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+SMTP_SINK = Path("/usr/sbin/smtp-sink")
+LOCALHOST = "127.0.0.1"
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process, from /proc (0.0 where unavailable)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOCALHOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the SMTP sink on port {port} exited with {process.returncode}")
+        try:
+            with socket.create_connection((LOCALHOST, port), timeout=1) as sock:
+                sock.recv(512)  # the greeting; then we hang up
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"the SMTP sink on port {port} did not start within {timeout:.0f} s")
+
+
+class Sink:
+    name = ""
+    ports: list[int]
+    delay_ms: float
+
+    def messages(self) -> int | None:
+        """Messages received so far (None when the sink cannot tell)."""
+        raise NotImplementedError
+
+    def cpu_seconds(self) -> float:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        delay = f", {self.delay_ms:g} ms before each DATA reply" if self.delay_ms else ""
+        return f"{self.name} on 127.0.0.1:{','.join(map(str, self.ports))}{delay}"
+
+
+class AiosmtpdSink(Sink):
+    """``python -m benchmarks.sink``: one process, ``count`` ports, one delay."""
+
+    name = "aiosmtpd sink (benchmarks/sink.py)"
+
+    def __init__(self, count: int, delay_ms: float) -> None:
+        self.delay_ms = delay_ms
+        command = [sys.executable, "-m", "benchmarks.sink", "--delay-ms", f"{delay_ms:g}"]
+        for _ in range(count):
+            command += ["--port", "0"]
+        self.process = subprocess.Popen(
+            command,
+            cwd=_ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        ready = self.process.stdout.readline().split()
+        if not ready or ready[0] != "READY":
+            self.close()
+            raise RuntimeError(f"benchmarks.sink did not start (said {ready!r})")
+        self.ports = [int(port) for port in ready[1:]]
+        self._lock = threading.Lock()
+
+    def _ask(self, command: str) -> str:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        with self._lock:
+            self.process.stdin.write(command + "\n")
+            self.process.stdin.flush()
+            return self.process.stdout.readline()
+
+    def messages(self) -> int | None:
+        answer = self._ask("stats").split()
+        if not answer or answer[0] != "STATS":
+            raise RuntimeError(f"benchmarks.sink answered {answer!r} to 'stats'")
+        return int(answer[1])
+
+    def cpu_seconds(self) -> float:
+        return _cpu_seconds(self.process.pid)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                assert self.process.stdin is not None
+                self.process.stdin.write("quit\n")
+                self.process.stdin.close()
+                self.process.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+class PostfixSink(Sink):
+    """Postfix's ``smtp-sink``: one process per port, counters read from its ``-c`` output."""
+
+    name = "Postfix smtp-sink"
+    _MESSAGES = re.compile(rb"mesg=(\d+)")
+
+    def __init__(self, count: int) -> None:
+        self.delay_ms = 0.0
+        self.ports = []
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self._counts: list[int | None] = []
+        self._readers: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        # As root, smtp-sink refuses to run without dropping privileges (-u).
+        user = ["-u", "nobody"] if os.geteuid() == 0 else []
+        try:
+            for index in range(count):
+                port = _free_port()
+                process = subprocess.Popen(
+                    [str(SMTP_SINK), "-c", "-a", *user, f"{LOCALHOST}:{port}", "256"],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                )
+                self.processes.append(process)
+                self._counts.append(None)
+                reader = threading.Thread(target=self._read_counters, args=(index,), daemon=True)
+                reader.start()
+                self._readers.append(reader)
+                _wait_listening(port, process)
+                self.ports.append(port)
+        except BaseException:
+            self.close()
+            raise
+
+    def _read_counters(self, index: int) -> None:
+        """Keep the last ``mesg=N`` that smtp-sink printed (``sess=.. quit=.. mesg=..\\r``)."""
+        stream = self.processes[index].stdout
+        assert stream is not None
+        tail = b""
+        while chunk := os.read(stream.fileno(), 4096):
+            tail = (tail + chunk)[-256:]
+            found = self._MESSAGES.findall(tail)
+            if found:
+                with self._lock:
+                    self._counts[index] = int(found[-1])
+
+    def messages(self) -> int | None:
+        time.sleep(0.05)  # smtp-sink prints after "."; let the reader thread catch up
+        with self._lock:
+            if any(count is None for count in self._counts):
+                return None
+            return sum(count or 0 for count in self._counts)
+
+    def cpu_seconds(self) -> float:
+        return sum(_cpu_seconds(process.pid) for process in self.processes)
+
+    def close(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for reader in self._readers:
+            reader.join(timeout=5)  # each ends at the end of its pipe
+        for process in self.processes:
+            if process.stdout is not None:
+                process.stdout.close()
+
+
+def start_sink(kind: str, count: int, delay_ms: float) -> Sink:
+    """A sink with ``count`` ports; ``kind`` is ``auto``, ``aiosmtpd`` or ``smtp-sink``."""
+    use_postfix = kind == "smtp-sink" or (kind == "auto" and SMTP_SINK.exists())
+    if use_postfix and not delay_ms:
+        if not SMTP_SINK.exists():
+            raise RuntimeError(f"{SMTP_SINK} is not installed (Debian package postfix)")
+        return PostfixSink(count)
+    return AiosmtpdSink(count, delay_ms)
