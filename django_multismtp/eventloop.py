@@ -63,12 +63,6 @@ class LoopThread:
             raise RuntimeError("run() called from the SMTP loop itself; await instead")
         return asyncio.run_coroutine_threadsafe(coro, self.loop()).result()
 
-    async def run_async(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Await ``coro`` on the SMTP loop from another event loop."""
-        if self.in_loop_thread():
-            return await coro
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop()))
-
 
 #: The process-wide SMTP loop.
 smtp_loop = LoopThread()
