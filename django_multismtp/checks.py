@@ -10,6 +10,7 @@ django_multismtp.E003  unknown key in the MULTISMTP setting (a typo?)
 django_multismtp.W002  the cache cannot back django-ratelimit across processes
 django_multismtp.W003  no mailer uses django_multismtp.backends.EmailBackend
 django_multismtp.E004  MULTISMTP is not a dict / PURPOSES is not a dict
+django_multismtp.E005  an OUTBOX setting has a value it cannot take
 =====================  ========================================================
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
+from django.utils.module_loading import import_string
 
 from . import compat, conf
 
@@ -98,6 +100,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="django_multismtp.E002",
             )
         )
+    errors.extend(_outbox_errors(raw))
     backends = compat.configured_backends()
     ours = {alias: options for alias, (path, options) in backends.items() if path in BACKEND_PATHS}
     for alias, options in ours.items():
@@ -140,4 +143,42 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="django_multismtp.W002",
             )
         )
+    return errors
+
+
+def _outbox_errors(raw: dict[str, Any]) -> list[Any]:
+    """A typo in OUTBOX would silently change what happens to failed mail: refuse it."""
+    errors: list[Any] = []
+
+    def error(key: str, text: str, hint: str) -> None:
+        errors.append(Error(f'MULTISMTP["{key}"] {text}', hint=hint, id="django_multismtp.E005"))
+
+    mode = raw.get("OUTBOX", "retry")
+    if mode not in conf.OUTBOX_MODES and mode not in (False, None):
+        error("OUTBOX", f"is {mode!r}.", 'Use "retry" (the default), "always" or "off".')
+    for key in ("OUTBOX_MAX_ATTEMPTS", "OUTBOX_BATCH_SIZE"):
+        value = raw.get(key, conf.DEFAULTS[key])
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            error(key, f"is {value!r}, not a whole number of at least 1.", "For example 10.")
+    for key in (
+        "OUTBOX_RETRY_BACKOFF",
+        "OUTBOX_RETRY_BACKOFF_MAX",
+        "OUTBOX_LEASE",
+        "OUTBOX_POLL_INTERVAL",
+    ):
+        value = raw.get(key, conf.DEFAULTS[key])
+        try:
+            seconds = conf.as_timedelta(value).total_seconds()
+        except (TypeError, ValueError):
+            seconds = -1
+        if isinstance(value, bool) or seconds <= 0:
+            error(key, f"is {value!r}, not a positive duration.", "Use a timedelta or seconds.")
+    wake = raw.get("OUTBOX_WAKE")
+    if isinstance(wake, str):
+        try:
+            import_string(wake)
+        except ImportError as exc:
+            error("OUTBOX_WAKE", f"cannot be imported: {exc}", "Give a dotted path to a callable.")
+    elif wake is not None and not callable(wake):
+        error("OUTBOX_WAKE", "is neither a dotted path nor a callable.", "Or leave it None.")
     return errors

@@ -49,7 +49,29 @@ DEFAULTS: dict[str, Any] = {
     # django-ratelimit rates for sending and confirming verification codes.
     "VERIFICATION_SEND_RATE": "5/h",
     "VERIFICATION_CONFIRM_RATE": "10/h",
+    # The outbox. "retry": keep mail that cannot go out now (every account limited or
+    # rate limited, or a temporary failure everywhere) and send it later; "always": queue
+    # every message and let a worker send it; "off": raise instead of queueing.
+    "OUTBOX": "retry",
+    # Give up (status "failed") after this many passes that reached a server and failed.
+    "OUTBOX_MAX_ATTEMPTS": 10,
+    # Wait before the next pass: doubles after each failed pass, up to the maximum.
+    "OUTBOX_RETRY_BACKOFF": dt.timedelta(minutes=1),
+    "OUTBOX_RETRY_BACKOFF_MAX": dt.timedelta(hours=2),
+    # How long a worker owns the rows it claimed; a crashed worker's rows are picked up
+    # again after this. Keep it well above the time one batch takes to send.
+    "OUTBOX_LEASE": dt.timedelta(minutes=10),
+    # Rows one worker claims at a time.
+    "OUTBOX_BATCH_SIZE": 100,
+    # send_queued_mail --loop: pause between polls when nothing is due.
+    "OUTBOX_POLL_INTERVAL": dt.timedelta(seconds=5),
+    # Dotted path (or callable) run after a transaction that queued mail commits, e.g.
+    # "django_multismtp.tasks.wake_django_tasks" or "django_multismtp.tasks.wake_celery".
+    "OUTBOX_WAKE": None,
 }
+
+#: Values of MULTISMTP["OUTBOX"].
+OUTBOX_MODES = ("retry", "always", "off")
 
 
 def user_settings() -> dict[str, Any]:
@@ -87,6 +109,14 @@ def as_timedelta(value: Any) -> dt.timedelta:
 
 def get_timedelta(name: str) -> dt.timedelta:
     return as_timedelta(get_setting(name))
+
+
+def outbox_mode() -> str:
+    """ "retry", "always" or "off" (the checks report any other value)."""
+    mode = get_setting("OUTBOX")
+    if mode is False or mode is None:
+        return "off"
+    return str(mode) if mode in OUTBOX_MODES else "retry"
 
 
 def get_clock() -> Callable[[], dt.datetime] | None:

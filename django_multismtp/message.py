@@ -18,7 +18,8 @@ class SendStatus:
     """Set as ``message.multismtp_status`` after a send attempt."""
 
     message_id: str
-    #: "sent", "cancelled", or the outcome of the last failure.
+    #: "sent", "queued" (kept in the outbox for a worker), "cancelled", or the outcome
+    #: of the last failure.
     outcome: str
     #: Name of the account that sent it ("fallback" for the fallback server); for a
     #: failed message the account that failed last (None if none was tried).
@@ -28,6 +29,8 @@ class SendStatus:
     error: str = ""
     #: Recipients the server refused (address -> reply) when it accepted the others.
     refused: dict[str, str] = field(default_factory=dict)
+    #: True when the outbox accepted the message for later delivery.
+    queued: bool = False
 
 
 class MultiSMTPMessageMixin:

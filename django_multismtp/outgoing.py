@@ -3,6 +3,10 @@
 The caller's ``EmailMessage`` is never modified: hint headers are dropped and the
 account's sender applied on a shallow copy. The Message-ID is fixed once, so every
 attempt (failover, retries) carries the same one and duplicates can be recognised.
+
+Mail from the outbox arrives as stored bytes instead of an ``EmailMessage``
+(:meth:`Outgoing.from_row`); the account's sender is then applied by replacing the From
+and Reply-To header lines (:mod:`rawmail`), leaving the rest byte for byte.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.core.mail.utils import DNS_NAME
 
+from . import rawmail
 from .addresses import addr_spec, prep_address
 from .compat import render_message
 from .hints import HINT_HEADERS, Hints
@@ -24,7 +29,7 @@ from .replies import Failure
 if TYPE_CHECKING:
     from django.core.mail import EmailMessage
 
-    from .models import SmtpAccount
+    from .models import OutboxMessage, SmtpAccount
     from .selection import Choice
     from .transport import Delivery
 
@@ -32,14 +37,24 @@ if TYPE_CHECKING:
 @dataclass(eq=False)
 class Outgoing:
     index: int
-    message: EmailMessage
+    #: The caller's message, or the outbox row for queued mail (what signals receive).
+    message: Any
     hints: Hints
     user_id: int | None
     from_address: str
     uses_default_from: bool
     envelope_recipients: list[str]
     message_id: str
-    base: EmailMessage
+    #: The message as it will be rendered (hint headers dropped, Message-ID fixed);
+    #: None for queued mail, which is rendered already (``raw``).
+    base: EmailMessage | None
+    #: The caller's From and Reply-To, which an account's sender may replace.
+    from_email: str = ""
+    reply_to: list[str] = field(default_factory=list)
+    #: Stored wire bytes of queued mail.
+    raw: bytes | None = None
+    #: The outbox row this message came from (None for direct sends).
+    row: OutboxMessage | None = None
     size: int = 0
     choice: Choice | None = None
     #: Accounts already tried (or refused by limits) for this message in this batch.
@@ -92,16 +107,41 @@ class Outgoing:
             envelope_recipients=recipients,
             message_id=message_id,
             base=base,
+            from_email=str(from_email),
+            reply_to=[str(address) for address in message.reply_to or []],
         )
         if measure:
             item.size = len(item.render(None))
         return item
 
+    @classmethod
+    def from_row(cls, index: int, row: OutboxMessage) -> Outgoing:
+        """A queued message, ready for the same rounds as a direct send."""
+        from_email = row.from_email
+        hints = Hints(account=row.account_hint or None, purpose=row.purpose or None)
+        return cls(
+            index=index,
+            message=row,
+            hints=hints,
+            user_id=row.user_id,
+            from_address=addr_spec(from_email),
+            uses_default_from=row.uses_default_from,
+            envelope_recipients=row.recipient_list,
+            message_id=row.message_id,
+            base=None,
+            from_email=from_email,
+            reply_to=[a.strip() for a in row.reply_to.split(",") if a.strip()],
+            raw=bytes(row.data),
+            row=row,
+            size=row.size,
+            attempts=row.smtp_attempts,
+        )
+
     def _sender_fields(self, account: SmtpAccount | None) -> tuple[Any, list[Any]]:
         """From and Reply-To for ``account``: its sender when the message uses the
         site's default From, its reply-to when the message has none."""
-        from_email = self.base.from_email or settings.DEFAULT_FROM_EMAIL
-        reply_to = list(self.base.reply_to or [])
+        from_email = self.from_email or settings.DEFAULT_FROM_EMAIL
+        reply_to = list(self.reply_to)
         if account is not None:
             if self.uses_default_from and account.from_email:
                 from_email = (
@@ -121,6 +161,14 @@ class Outgoing:
         """The wire bytes for ``account`` (None: as is). Not cached: a batch holds the
         bytes of the messages on the wire right now, not of the whole batch."""
         from_email, reply_to = self._sender_fields(account)
+        if self.raw is not None:
+            changes: dict[str, str | None] = {}
+            if from_email != self.from_email:
+                changes["From"] = from_email
+            if reply_to != self.reply_to:
+                changes["Reply-To"] = ", ".join(reply_to)
+            return rawmail.replace_headers(self.raw, changes) if changes else self.raw
+        assert self.base is not None
         message = copy.copy(self.base)
         message.from_email = from_email
         message.reply_to = reply_to

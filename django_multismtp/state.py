@@ -6,17 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
-from django.db import connections, router, transaction
 from django.db.models import F
 
 from . import conf, signals
+from .bulk import insert_rows
 from .models import DeliveryLog, SmtpAccount
 from .replies import Failure, Outcome
-
-if TYPE_CHECKING:
-    pass
 
 logger = logging.getLogger("django_multismtp")
 
@@ -91,27 +87,6 @@ def record_failover(account: SmtpAccount, to: SmtpAccount | None, failure: Failu
 
 
 def write_log(entries: list[DeliveryLog]) -> None:
-    """Insert the batch's log rows with one prepared statement, whatever the batch size.
-
-    ``bulk_create`` splits rows by the backend's parameter cap (Django 5.2 assumes 999 for
-    SQLite: 13 INSERTs for 1,000 rows); ``executemany`` keeps one statement per batch on
-    every version, and psycopg 3 pipelines it into one round trip.
-    """
-    if not entries or not conf.get_setting("DELIVERY_LOG"):
-        return
-    connection = connections[router.db_for_write(DeliveryLog)]
-    fields = [f for f in DeliveryLog._meta.concrete_fields if not f.primary_key]
-    quote = connection.ops.quote_name
-    # Only quoted table and column names of our own model are formatted in: no user data.
-    sql = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608
-        quote(DeliveryLog._meta.db_table),
-        ", ".join(quote(str(f.column)) for f in fields),
-        ", ".join(["%s"] * len(fields)),
-    )
-    rows = [
-        [f.get_db_prep_save(getattr(entry, f.attname), connection) for f in fields]
-        for entry in entries
-    ]
-    # One transaction: outside one, SQLite would commit (and sync) after every row.
-    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-        cursor.executemany(sql, rows)
+    """Insert the batch's log rows with one statement, whatever the batch size."""
+    if entries and conf.get_setting("DELIVERY_LOG"):
+        insert_rows(DeliveryLog, entries)

@@ -60,3 +60,10 @@ def clock() -> Iterator[FrozenClock]:
 def mailer(settings) -> None:  # type: ignore[no-untyped-def]
     """Make our backend the default mailer (the test runner installs locmem)."""
     use_mailers(settings)
+
+
+@pytest.fixture
+def outbox_off(settings) -> None:  # type: ignore[no-untyped-def]
+    """Failures raise instead of being queued (MULTISMTP["OUTBOX"] = "off"), for tests
+    of the error a caller sees, as on a site that turned the outbox off."""
+    settings.MULTISMTP = {**getattr(settings, "MULTISMTP", {}), "OUTBOX": "off"}

@@ -264,6 +264,7 @@ def test_fail_silently_swallows_send_failures(settings, smtp_server):
     assert account.deliveries.filter(outcome="permanent").count() == 2
 
 
+@pytest.mark.usefixtures("outbox_off")
 def test_fail_silently_swallows_auth_failures_too(settings, starttls_server):
     use_mailers(settings, quiet={"OPTIONS": {"fail_silently": True}})
     SmtpAccountFactory.for_server(

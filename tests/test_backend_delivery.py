@@ -126,6 +126,7 @@ def test_certificate_verified_against_the_ca_file(mailer, implicit_server, tls_f
     assert len(implicit_server.received) == 1
 
 
+@pytest.mark.usefixtures("outbox_off")
 @pytest.mark.parametrize("fixture", ["implicit_server", "starttls_server"])
 def test_unverifiable_certificate_fails_with_the_certificate_hint(mailer, request, fixture):
     server = request.getfixturevalue(fixture)
@@ -185,6 +186,7 @@ def test_each_auth_method_logs_in(mailer, starttls_server, method, mechanism):
         assert used in ("PLAIN", "LOGIN", "CRAM-MD5")
 
 
+@pytest.mark.usefixtures("outbox_off")
 @pytest.mark.parametrize("method", ["plain", "login", "cram-md5", "auto"])
 def test_wrong_password_is_auth_failed_with_the_app_password_hint(mailer, starttls_server, method):
     account = SmtpAccountFactory.for_server(
@@ -208,6 +210,7 @@ def test_wrong_password_is_auth_failed_with_the_app_password_hint(mailer, startt
     assert DeliveryLog.objects.get().reply_code == 535
 
 
+@pytest.mark.usefixtures("outbox_off")
 def test_530_must_starttls_is_tls_failed_with_the_starttls_hint(mailer, tls_files):
     with SMTPTestServer(mode="starttls", tls=tls_files, require_starttls=True) as server:
         account = SmtpAccountFactory.for_server(server, name="clear", security="none")
@@ -440,6 +443,7 @@ def test_stall_past_the_timeout_fails_over(mailer, smtp_server, second_server):
     assert_nothing_lost(batch, [smtp_server, second_server], None)
 
 
+@pytest.mark.usefixtures("outbox_off")
 def test_when_every_account_fails_the_rest_is_reported(pair, smtp_server, second_server):
     """A drops message 2, B drops its second message: 2 delivered, 2 reported, 0 lost."""
     smtp_server.add_fault(Fault.disconnect(on_message=2))
@@ -667,6 +671,7 @@ def test_refused_recipients_are_recorded_in_the_status_and_the_log(mailer, smtp_
     assert "refused 1: gone@example.test: 550 5.1.1 No such user" in row.reply_text
 
 
+@pytest.mark.usefixtures("outbox_off")
 @pytest.mark.django_db
 def test_never_tried_messages_report_the_failure_of_their_account(mailer, smtp_server):
     SmtpAccountFactory.for_server(smtp_server, name="main", is_site_default=True)

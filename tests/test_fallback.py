@@ -145,6 +145,7 @@ class TestMailersOptions:
         assert received.tls and received.login == "bob"
         assert [(login, ok) for _, login, ok in implicit_server.auth_attempts] == [("bob", True)]
 
+    @pytest.mark.usefixtures("outbox_off")
     def test_untrusted_certificate_is_refused(self, settings, implicit_server, monkeypatch):
         """Without trusting the test certificate the default context must refuse it."""
         monkeypatch.delenv("SSL_CERT_FILE", raising=False)
@@ -163,6 +164,7 @@ class TestMailersOptions:
         assert caught.value.hint == HINTS["certificate"]
         assert implicit_server.received == []
 
+    @pytest.mark.usefixtures("outbox_off")
     def test_wrong_password_fails_with_a_hint(
         self, settings, starttls_server, tls_files, monkeypatch
     ):
@@ -305,6 +307,7 @@ class TestEmailSettings:
         (received,) = implicit_server.wait_for(1)
         assert received.tls and received.login == "bob"
 
+    @pytest.mark.usefixtures("outbox_off")
     def test_email_timeout_setting(self, settings, smtp_server):
         smtp_server.add_fault(Fault.stall(5, stage="MAIL"))
         use_email_settings(
@@ -379,6 +382,7 @@ class TestEmailSettings:
 # ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("outbox_off")
 class TestDjangoSMTPBehaviours:
     def test_send_simple_message(self, smtp_server):
         email = message(headers={"X-Custom": "yes"})

@@ -164,6 +164,7 @@ def test_backend_moves_what_exceeds_the_limit_to_another_account(
     assert len(smtp_server.wait_for(3)) == 3
 
 
+@pytest.mark.usefixtures("outbox_off")
 @pytest.mark.django_db
 def test_backend_raises_when_no_account_may_send_the_rest(mailer, at_start, smtp_server):
     limited = SmtpAccountFactory.for_server(

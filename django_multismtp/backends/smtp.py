@@ -33,7 +33,7 @@ from django.core.mail.utils import DNS_NAME
 from django.db import connections
 from django.utils.translation import gettext as _
 
-from .. import clock, compat, conf, limits, selection, signals, state
+from .. import clock, compat, conf, limits, outbox, selection, signals, state
 from ..eventloop import smtp_loop
 from ..exceptions import (
     CancelSend,
@@ -41,6 +41,7 @@ from ..exceptions import (
     MultiSMTPError,
     NoAccountAvailable,
     SendFailed,
+    UnknownAccount,
 )
 from ..hints import Hints, context_hints, message_hints
 from ..message import SendStatus
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
     from django.core.mail import EmailMessage
 
 FALLBACK = "fallback"
+#: The outcome of a message kept in the outbox for later delivery.
+QUEUED = "queued"
 
 
 class EmailBackend(BaseEmailBackend):
@@ -222,6 +225,52 @@ class EmailBackend(BaseEmailBackend):
     def _send_batch(self, messages: Sequence[EmailMessage]) -> int:
         now = clock.now()
         accounts = load_accounts()
+        items = self._prepare(messages, accounts, now)
+        mode = conf.outbox_mode()
+        if mode == "always":
+            self._refuse_unroutable(items)
+            outbox.enqueue(items, mailer=self.alias, now=now, failed=False)
+            return self._finish(items, queued=set(items))
+        self._deliver(items, now)
+        queued: set[Outgoing] = set()
+        if mode == "retry":
+            waiting = [item for item in items if _may_wait(item)]
+            if waiting:
+                outbox.enqueue(waiting, mailer=self.alias, now=clock.now(), failed=True)
+                queued = set(waiting)
+        return self._finish(items, queued=queued)
+
+    def send_queued(self, rows: Sequence[Any]) -> list[Outgoing]:
+        """Send claimed outbox rows by the same rules as a direct send; return the
+        items with their outcomes for :func:`outbox.settle` (nothing is raised)."""
+        now = clock.now()
+        accounts = load_accounts()
+        items = []
+        for index, row in enumerate(rows):
+            item = Outgoing.from_row(index, row)
+            try:
+                item.choice = self._choose(item, accounts, now)
+            except UnknownAccount as exc:
+                item.done = True
+                item.failure = Failure(
+                    Outcome.CONFIG_ERROR,
+                    None,
+                    str(exc),
+                    _("Recreate the account, or cancel the message in the outbox."),
+                )
+            items.append(item)
+        with self._lock:
+            created = self.open()
+            try:
+                self._deliver([item for item in items if not item.done], now)
+            finally:
+                if created:
+                    self.close()
+        return items
+
+    def _prepare(
+        self, messages: Sequence[EmailMessage], accounts: list[SmtpAccount], now: Any
+    ) -> list[Outgoing]:
         base_hints = context_hints().over(self.hints)
         users: dict[Any, int | None] = {}
         # Sizes matter only to accounts with a maximum: otherwise render nothing up front.
@@ -233,18 +282,24 @@ class EmailBackend(BaseEmailBackend):
             hints = message_hints(message).over(base_hints)
             user_id = self._user_id(hints.user, users)
             item = Outgoing.prepare(index, message, hints, user_id, measure=measure)
-            item.choice = selection.choose(
-                accounts,
-                hints=hints,
-                user_id=user_id,
-                from_address=item.from_address,
-                uses_default_from=item.uses_default_from,
-                message_size=item.size,
-                now=now,
-                default_purpose=conf.default_purpose(),
-            )
+            item.choice = self._choose(item, accounts, now)
             items.append(item)
+        return items
 
+    def _choose(self, item: Outgoing, accounts: list[SmtpAccount], now: Any) -> selection.Choice:
+        return selection.choose(
+            accounts,
+            hints=item.hints,
+            user_id=item.user_id,
+            from_address=item.from_address,
+            uses_default_from=item.uses_default_from,
+            message_size=item.size,
+            now=now,
+            default_purpose=conf.default_purpose(),
+        )
+
+    def _deliver(self, items: list[Outgoing], now: Any) -> None:
+        """Send ``items`` in rounds (failover included); record state and the log."""
         log: list[DeliveryLog] = []
         # Accounts not to use again in this batch -> the failure that excluded them
         # (None when only their own sending limit was reached).
@@ -262,7 +317,19 @@ class EmailBackend(BaseEmailBackend):
             pending = [item for item in pending if not item.done]
         state.record_successes(list(succeeded.values()), now)
         state.write_log(log)
-        return self._finish(items)
+
+    def _refuse_unroutable(self, items: list[Outgoing]) -> None:
+        """No account matches and there is no fallback: a configuration error, raised
+        now rather than discovered by a worker later."""
+        if self.fallback is not None:
+            return
+        for item in items:
+            if item.choice is not None and item.choice.use_fallback:
+                self._give_up(item, no_fallback=True)
+                assert item.failure is not None
+                raise MultiSMTPConfigurationError(
+                    f"{item.failure.text} {item.failure.hint}", alias=self.alias
+                )
 
     def _user_id(self, user: Any, cache: dict[Any, int | None]) -> int | None:
         if user is None or getattr(user, "is_authenticated", True) is False:
@@ -400,7 +467,7 @@ class EmailBackend(BaseEmailBackend):
                 recipient_domains=item.recipient_domains(),
                 outcome=failure.outcome.value if failure else Outcome.SENT.value,
                 reply_code=delivery.code,
-                reply_text=(failure.summary() if failure else _with_refused(delivery))[:2000],
+                reply_text=(failure.summary() if failure else _sent_reply(item, delivery))[:2000],
                 duration_ms=int(delivery.duration * 1000),
                 attempt=item.attempts,
                 created_at=now,
@@ -467,7 +534,9 @@ class EmailBackend(BaseEmailBackend):
         hint = _("Wait until the rate limit ends, or activate or add another account.")
         item.failure = Failure(Outcome.THROTTLED, None, text, hint)
 
-    def _finish(self, items: list[Outgoing]) -> int:
+    def _finish(self, items: list[Outgoing], *, queued: set[Outgoing]) -> int:
+        """Report each message's status; raise for failures; return the number sent
+        or accepted by the outbox for later delivery."""
         sent = 0
         failed: list[Outgoing] = []
         for item in items:
@@ -476,6 +545,9 @@ class EmailBackend(BaseEmailBackend):
                 outcome = Outcome.CANCELLED.value
             elif item.sent_by is not None or item.sent_by_fallback:
                 outcome = Outcome.SENT.value
+                sent += 1
+            elif item in queued:
+                outcome = QUEUED
                 sent += 1
             else:
                 outcome = item.failure.outcome.value if item.failure else Outcome.TRANSIENT.value
@@ -490,8 +562,9 @@ class EmailBackend(BaseEmailBackend):
                 attempts=item.attempts,
                 error=item.failure.summary() if item.failure and outcome != "sent" else "",
                 refused=item.refused,
+                queued=item in queued,
             )
-            item.message.multismtp_status = status  # type: ignore[attr-defined]
+            item.message.multismtp_status = status
             signals.post_send.send_robust(
                 sender=type(self),
                 message=item.message,
@@ -515,12 +588,28 @@ class EmailBackend(BaseEmailBackend):
         return sent
 
 
-def _with_refused(delivery: Delivery) -> str:
-    """The server's reply, plus the recipients it refused (the rest were accepted)."""
-    if not delivery.refused:
-        return delivery.reply
-    refused = "; ".join(f"{address}: {reply}" for address, reply in delivery.refused.items())
-    return f"{delivery.reply} (refused {len(delivery.refused)}: {refused})"
+def _sent_reply(item: Outgoing, delivery: Delivery) -> str:
+    """The server's reply, plus the recipients it refused (the rest were accepted), and
+    a note when an earlier worker may have sent this message already."""
+    text = delivery.reply
+    if delivery.refused:
+        refused = "; ".join(f"{address}: {reply}" for address, reply in delivery.refused.items())
+        text = f"{text} (refused {len(delivery.refused)}: {refused})"
+    if item.row is not None and item.row.possible_duplicate:
+        text = _(
+            "%(reply)s [possible duplicate: a worker that claimed it earlier stopped "
+            "without reporting back]"
+        ) % {"reply": text}
+    return text
+
+
+def _may_wait(item: Outgoing) -> bool:
+    """A failure the outbox can retry later: not sent, not cancelled, not refused."""
+    if item.cancelled or item.sent_by is not None or item.sent_by_fallback:
+        return False
+    if item.choice is not None and item.choice.use_fallback and item.attempts == 0:
+        return False  # unroutable: a configuration error, raised by _finish
+    return item.failure is None or item.failure.retryable
 
 
 def _error_for(failed: list[Outgoing], sent: int) -> MultiSMTPError:

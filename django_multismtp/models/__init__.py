@@ -1,13 +1,16 @@
-"""Models: SMTP accounts, usage counters, the delivery log and verification codes."""
+"""Models: SMTP accounts, usage counters, the delivery log, the outbox and verification codes."""
 
 from .account import AuthMethod, Security, SmtpAccount
 from .delivery import DeliveryLog
+from .outbox import OutboxMessage, OutboxStatus
 from .usage import UsageCounter
 from .verification import VerificationCode
 
 __all__ = [
     "AuthMethod",
     "DeliveryLog",
+    "OutboxMessage",
+    "OutboxStatus",
     "Security",
     "SmtpAccount",
     "UsageCounter",

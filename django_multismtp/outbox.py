@@ -1,0 +1,300 @@
+"""The outbox's life cycle: queue, claim with a lease, settle, back off.
+
+Delivery is at least once. A worker claims due rows by writing its id and a lease end
+into them (``SELECT ... FOR UPDATE SKIP LOCKED`` on databases that have it, so workers
+on many machines never wait for each other; one conditional ``UPDATE`` elsewhere), sends
+them, and settles them with updates that only touch rows it still holds. A worker that
+dies leaves its rows claimed until the lease ends; the next claim of such a row marks it
+a *possible duplicate*, because the dead worker may have sent it before dying. The
+Message-ID never changes, so the receiving side can recognise the copy.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from django.db import connections, router, transaction
+from django.db.models import Case, F, Q, Value, When
+from django.utils.module_loading import import_string
+
+from . import clock, conf
+from .bulk import insert_rows
+from .models import OutboxMessage
+from .replies import Failure
+
+if TYPE_CHECKING:
+    from .outgoing import Outgoing
+
+logger = logging.getLogger("django_multismtp.outbox")
+
+Status = OutboxMessage.Status
+
+#: Fields a settlement writes.
+SETTLED_FIELDS = [
+    "status",
+    "attempts",
+    "deferrals",
+    "smtp_attempts",
+    "next_attempt_at",
+    "last_error",
+    "last_error_code",
+    "sent_at",
+    "sent_by",
+    "locked_by",
+    "locked_until",
+]
+
+
+def worker_id() -> str:
+    """Host, process and a random part: unique per drain, readable in the admin."""
+    return f"{socket.gethostname()[:100]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def retry_delay(passes: int) -> dt.timedelta:
+    """The wait after the ``passes``-th failed pass: doubling, capped."""
+    base = conf.get_timedelta("OUTBOX_RETRY_BACKOFF")
+    cap = conf.get_timedelta("OUTBOX_RETRY_BACKOFF_MAX")
+    return min(base * (1 << min(max(passes - 1, 0), 30)), cap)
+
+
+def next_attempt(item: Outgoing, passes: int, now: dt.datetime) -> dt.datetime:
+    """When to try again: the back-off, or later if every account is paused longer."""
+    when = now + retry_delay(passes)
+    if item.choice is not None:
+        accounts = [*item.choice.candidates, *(a for a, _why in item.choice.skipped)]
+        if accounts and all(a.is_rate_limited(now) for a in accounts):
+            earliest = min(a.rate_limited_until for a in accounts if a.rate_limited_until)
+            when = max(when, earliest)
+    return when
+
+
+def error_text(failure: Failure | None) -> str:
+    if failure is None:
+        return ""
+    return f"{failure.summary()}\n{failure.hint}".strip()[:2000]
+
+
+def _hint_text(value: Any) -> str:
+    """An account hint as stored: the primary key of an instance, else the name or id."""
+    if value is None:
+        return ""
+    pk = getattr(value, "pk", None)
+    return str(pk if pk is not None else value)[:100]
+
+
+def _subject(item: Outgoing) -> str:
+    subject = getattr(item.message, "subject", "") or ""
+    return " ".join(str(subject).split())[:255]
+
+
+def enqueue(
+    items: Sequence[Outgoing], *, mailer: str | None, now: dt.datetime, failed: bool
+) -> list[OutboxMessage]:
+    """Store ``items`` in the outbox with one statement; return the (unsaved-pk) rows.
+
+    ``failed``: they were tried now and could not go out (their failure is recorded and
+    the next attempt backs off); otherwise they are queued to be sent as soon as a
+    worker is free.
+    """
+    rows = []
+    for item in items:
+        tried = item.attempts > 0
+        row = OutboxMessage(
+            message_id=item.message_id[:255],
+            subject=_subject(item),
+            from_email=item.from_email[:998],
+            uses_default_from=item.uses_default_from,
+            reply_to=", ".join(item.reply_to),
+            recipients="\n".join(item.envelope_recipients),
+            account_hint=_hint_text(item.hints.account),
+            user_id=item.user_id,
+            purpose=item.hints.purpose or "",
+            mailer=mailer or "",
+            status=Status.QUEUED,
+            smtp_attempts=item.attempts,
+            created_at=now,
+            next_attempt_at=now,
+        )
+        if failed:
+            row.attempts, row.deferrals = (1, 0) if tried else (0, 1)
+            row.next_attempt_at = next_attempt(item, 1, now)
+            row.last_error = error_text(item.failure)
+            row.last_error_code = item.failure.code if item.failure else None
+        data = item.render(None)
+        row.data, row.size = data, len(data)
+        rows.append(row)
+    insert_rows(OutboxMessage, rows)
+    schedule_wake()
+    return rows
+
+
+def schedule_wake() -> None:
+    """Run OUTBOX_WAKE once the caller's transaction commits (the rows exist then)."""
+    wake = conf.get_setting("OUTBOX_WAKE")
+    if wake is None:
+        return
+    function: Callable[[], Any] = import_string(wake) if isinstance(wake, str) else wake
+
+    def run() -> None:
+        try:
+            function()
+        except Exception:  # the rows are safe; a worker's next poll sends them
+            logger.exception("OUTBOX_WAKE %r failed; queued mail waits for the next drain", wake)
+
+    transaction.on_commit(run, using=router.db_for_write(OutboxMessage))
+
+
+def _due(now: dt.datetime) -> Q:
+    return Q(status=Status.QUEUED, next_attempt_at__lte=now) & (
+        Q(locked_until__isnull=True) | Q(locked_until__lte=now)
+    )
+
+
+def claim(
+    limit: int, *, worker: str, now: dt.datetime, lease: dt.timedelta | None = None
+) -> list[OutboxMessage]:
+    """Claim up to ``limit`` due rows for ``worker`` until ``now + lease``."""
+    lease = lease or conf.get_timedelta("OUTBOX_LEASE")
+    alias = router.db_for_write(OutboxMessage)
+    connection = connections[alias]
+    due = _due(now)
+    ordered = OutboxMessage.objects.using(alias).filter(due).order_by("next_attempt_at", "pk")
+    changes = {
+        "locked_by": Value(worker),
+        "locked_until": Value(now + lease),
+        "claims": F("claims") + 1,
+        # Claimed before and never settled: the earlier worker may have sent it.
+        "possible_duplicate": Case(
+            When(~Q(locked_by=""), then=Value(True)), default=F("possible_duplicate")
+        ),
+    }
+    if connection.vendor == "sqlite":
+        # One statement: SQLite serialises writers, and a transaction that read first
+        # could not take the write lock while another process waits for it.
+        OutboxMessage.objects.using(alias).filter(
+            due, pk__in=list(ordered.values_list("pk", flat=True)[:limit])
+        ).update(**changes)
+    else:
+        with transaction.atomic(using=alias):
+            locked = ordered.select_for_update(
+                skip_locked=connection.features.has_select_for_update_skip_locked
+            )
+            ids = list(locked.values_list("pk", flat=True)[:limit])
+            if ids:
+                OutboxMessage.objects.using(alias).filter(pk__in=ids).update(**changes)
+    return list(
+        OutboxMessage.objects.using(alias)
+        .filter(locked_by=worker, status=Status.QUEUED)
+        .order_by("next_attempt_at", "pk")
+    )
+
+
+@dataclass
+class Settlement:
+    """What one pass did to its rows, for the worker's report."""
+
+    sent: int = 0
+    retrying: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    #: Rows this worker no longer held when settling (its lease ran out).
+    lost_lease: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, other: Settlement) -> None:
+        for name in ("sent", "retrying", "failed", "cancelled", "lost_lease"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.errors.extend(other.errors)
+
+
+def settle(items: Iterable[Outgoing], *, worker: str, now: dt.datetime) -> Settlement:
+    """Write each claimed row's outcome, touching only rows ``worker`` still holds."""
+    result = Settlement()
+    rows = []
+    max_attempts = int(conf.get_setting("OUTBOX_MAX_ATTEMPTS"))
+    for item in items:
+        row = item.row
+        assert row is not None
+        row.locked_by, row.locked_until = "", None
+        reached_server = item.attempts > row.smtp_attempts
+        row.smtp_attempts = item.attempts
+        if item.cancelled:
+            row.status = Status.CANCELLED
+            result.cancelled += 1
+        elif item.sent_by is not None or item.sent_by_fallback:
+            row.status, row.sent_at, row.sent_by = Status.SENT, now, item.sent_by
+            result.sent += 1
+        else:
+            failure = item.failure
+            row.last_error = error_text(failure)
+            row.last_error_code = failure.code if failure else None
+            if reached_server:
+                row.attempts += 1
+            else:
+                row.deferrals += 1
+            if failure is not None and not failure.retryable:
+                row.status = Status.FAILED
+            elif reached_server and row.attempts >= max_attempts:
+                row.status = Status.FAILED
+                row.last_error = f"Gave up after {row.attempts} attempts. {row.last_error}".strip()[
+                    :2000
+                ]
+            else:
+                row.next_attempt_at = next_attempt(item, row.attempts + row.deferrals, now)
+            if row.status == Status.FAILED:
+                result.failed += 1
+                result.errors.append(f"{row.message_id}: {failure.summary() if failure else ''}")
+            else:
+                result.retrying += 1
+        rows.append(row)
+    held = OutboxMessage.objects.filter(locked_by=worker)
+    sent = [row for row in rows if row.status == Status.SENT]
+    others = [row for row in rows if row.status != Status.SENT]
+    updated = 0
+    if sent:  # a row cancelled while it was being sent was sent all the same: say so
+        updated += held.bulk_update(sent, SETTLED_FIELDS)
+    if others:  # but a cancelled row must not come back to the queue
+        updated += held.exclude(status=Status.CANCELLED).bulk_update(others, SETTLED_FIELDS)
+    result.lost_lease = len(rows) - updated
+    if result.lost_lease:
+        logger.warning(
+            "%d outbox rows were cancelled or claimed by another worker before %s settled "
+            "them (if claimed: raise OUTBOX_LEASE above the time a batch takes).",
+            result.lost_lease,
+            worker,
+        )
+    return result
+
+
+def release(rows: Iterable[OutboxMessage], *, worker: str) -> None:
+    """Give claimed rows back untouched (a worker stopping before sending them)."""
+    ids = [row.pk for row in rows]
+    if ids:
+        OutboxMessage.objects.filter(pk__in=ids, locked_by=worker).update(
+            locked_by="", locked_until=None
+        )
+
+
+def retry_now(queryset: Any, now: dt.datetime | None = None) -> int:
+    """Make queued or failed rows due now (the admin's *retry now*)."""
+    now = now or clock.now()
+    return int(
+        queryset.filter(status__in=[Status.QUEUED, Status.FAILED]).update(
+            status=Status.QUEUED, next_attempt_at=now
+        )
+    )
+
+
+def cancel(queryset: Any) -> int:
+    """Cancel rows that have not been sent. A row a worker is sending right now may
+    still go out; its settlement then records it as sent (see :func:`settle`)."""
+    return int(
+        queryset.filter(status__in=[Status.QUEUED, Status.FAILED]).update(status=Status.CANCELLED)
+    )

@@ -1,0 +1,482 @@
+"""The outbox: what is queued, what is not, and how a worker sends it later.
+
+Real SMTP servers on 127.0.0.1 and a real database throughout; time moves only through
+the ``clock`` fixture, so back-offs and leases are exercised without waiting.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.policy
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core import mail
+from django.core.mail import EmailMessage
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from django_multismtp import outbox, worker
+from django_multismtp.exceptions import MultiSMTPConfigurationError, SendFailed
+from django_multismtp.models import DeliveryLog, OutboxMessage, SmtpAccount
+from tests.factories import SmtpAccountFactory
+from tests.mailers import get_mailer
+from tests.smtp_servers import Fault, SMTPTestServer
+
+pytestmark = pytest.mark.django_db
+
+THROTTLE = "4.7.0 Throttling failure: Maximum sending rate exceeded"
+Status = OutboxMessage.Status
+
+
+def message(subject: str = "Hello", **kw: Any) -> EmailMessage:
+    kw.setdefault("to", ["to@example.test"])
+    return EmailMessage(subject=subject, body=f"Body of {subject}\n", **kw)
+
+
+def send(*messages: EmailMessage) -> int:
+    return int(get_mailer().send_messages(list(messages)))
+
+
+def outbox_mode(settings: Any, mode: str, **extra: Any) -> None:
+    settings.MULTISMTP = {**settings.MULTISMTP, "OUTBOX": mode, **extra}
+
+
+def received_ids(server: SMTPTestServer) -> list[str]:
+    return [str(r.message()["Message-ID"]) for r in server.received]
+
+
+@pytest.fixture
+def account(mailer, smtp_server, clock) -> SmtpAccount:  # type: ignore[no-untyped-def]
+    return SmtpAccountFactory.for_server(smtp_server, name="A", is_site_default=True)
+
+
+# -- what is queued -----------------------------------------------------------------------
+
+
+def test_a_throttled_message_is_queued_then_sent_by_a_worker(account, smtp_server, clock):
+    smtp_server.add_fault(Fault.reply(454, THROTTLE))
+    msg = message()
+
+    assert send(msg) == 1  # accepted for later delivery
+    assert msg.multismtp_status.outcome == "queued"
+    assert msg.multismtp_status.queued is True
+    assert "454" in msg.multismtp_status.error
+    assert smtp_server.received == []
+    row = OutboxMessage.objects.get()
+    assert row.status == Status.QUEUED
+    assert (row.attempts, row.deferrals, row.smtp_attempts) == (1, 0, 1)
+    assert row.message_id == msg.multismtp_status.message_id
+    assert row.recipient_list == ["to@example.test"]
+    assert "454" in row.last_error and row.last_error_code == 454
+    # The account is paused for a minute (THROTTLE_BACKOFF); the row waits as long.
+    account.refresh_from_db()
+    assert row.next_attempt_at == account.rate_limited_until == clock() + dt.timedelta(minutes=1)
+
+    assert worker.drain().sent == 0  # not due yet
+    clock.advance(minutes=1)
+    result = worker.drain()
+
+    assert (result.sent, result.retrying, result.failed) == (1, 0, 0)
+    assert received_ids(smtp_server) == [row.message_id]  # the same Message-ID
+    row.refresh_from_db()
+    assert row.status == Status.SENT
+    assert row.sent_by == account
+    assert row.sent_at == clock()
+    assert (row.smtp_attempts, row.locked_by, row.locked_until) == (2, "", None)
+    assert list(DeliveryLog.objects.order_by("id").values_list("outcome", "attempt")) == [
+        ("throttled", 1),
+        ("sent", 2),
+    ]
+
+
+def test_a_message_over_every_limit_is_deferred_without_touching_a_server(
+    mailer, smtp_server, clock
+):
+    SmtpAccountFactory.for_server(smtp_server, name="A", is_site_default=True, limit_per_minute=1)
+    first, second = message("one"), message("two")
+
+    assert send(first, second) == 2
+
+    assert [str(r.message()["Subject"]) for r in smtp_server.received] == ["one"]
+    assert second.multismtp_status.outcome == "queued"
+    row = OutboxMessage.objects.get()
+    assert (row.subject, row.attempts, row.deferrals, row.smtp_attempts) == ("two", 0, 1, 0)
+    assert "sending limit" in row.last_error
+    clock.advance(minutes=1)
+    assert worker.drain().sent == 1
+    assert [str(r.message()["Subject"]) for r in smtp_server.received] == ["one", "two"]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault.reply(550, "5.1.1 User unknown", stage="RCPT"),
+        Fault.reply(554, "5.7.1 Message rejected as spam"),
+    ],
+    ids=["550-rcpt", "554-data"],
+)
+def test_permanent_failures_raise_and_are_never_queued(account, smtp_server, fault):
+    smtp_server.add_fault(fault)
+    with pytest.raises(SendFailed) as caught:
+        send(message())
+    assert str(fault.code) in str(caught.value)
+    assert not OutboxMessage.objects.exists()
+    assert DeliveryLog.objects.get().outcome == "permanent"
+
+
+def test_fail_silently_still_queues_and_never_drops(settings, smtp_server, clock):
+    from tests.mailers import use_mailers
+
+    use_mailers(settings, default={"OPTIONS": {"fail_silently": True}})
+    SmtpAccountFactory.for_server(smtp_server, name="A", is_site_default=True)
+    smtp_server.add_fault(Fault.disconnect())
+    assert send(message()) == 1
+    assert OutboxMessage.objects.get().status == Status.QUEUED
+
+
+def test_outbox_off_raises_instead_of_queueing(settings, account, smtp_server):
+    outbox_mode(settings, "off")
+    smtp_server.add_fault(Fault.reply(454, THROTTLE))
+    with pytest.raises(SendFailed, match="454"):
+        send(message())
+    assert not OutboxMessage.objects.exists()
+
+
+def test_unroutable_mail_is_a_configuration_error_even_in_always_mode(settings, mailer):
+    outbox_mode(settings, "always")
+    settings.MULTISMTP = {**settings.MULTISMTP, "USE_FALLBACK_SERVER": False}
+    with pytest.raises(MultiSMTPConfigurationError, match="No SMTP account matches"):
+        send(message())
+    assert not OutboxMessage.objects.exists()
+
+
+# -- always mode --------------------------------------------------------------------------
+
+
+def test_always_mode_queues_without_smtp_and_the_worker_applies_the_accounts_sender(
+    settings, mailer, smtp_server, clock
+):
+    outbox_mode(settings, "always")
+    SmtpAccountFactory.for_server(
+        smtp_server,
+        name="A",
+        is_site_default=True,
+        from_email="noreply@brand.test",
+        from_name="Brand Ünïcode",
+        reply_to="help@brand.test",
+    )
+    attachment = bytes(range(256)) * 40
+    msg = message("Grüße", headers={"X-Keep": "me"})
+    msg.attach("data.bin", attachment, "application/octet-stream")
+
+    assert send(msg) == 1
+    assert smtp_server.received == []
+    row = OutboxMessage.objects.get()
+    assert (row.status, row.attempts, row.deferrals, row.last_error) == ("queued", 0, 0, "")
+    assert row.next_attempt_at == clock()
+    assert row.uses_default_from is True
+
+    assert worker.drain().sent == 1
+    (received,) = smtp_server.received
+    parsed = email.message_from_bytes(received.data, policy=email.policy.default)
+    assert parsed["From"].addresses[0].addr_spec == "noreply@brand.test"
+    assert parsed["From"].addresses[0].display_name == "Brand Ünïcode"
+    assert str(parsed["Reply-To"]) == "help@brand.test"
+    assert str(parsed["Subject"]) == "Grüße"
+    assert parsed["X-Keep"] == "me"
+    assert parsed["Message-ID"] == row.message_id
+    assert received.mail_from == "noreply@brand.test"
+    (part,) = [p for p in parsed.iter_attachments()]
+    assert part.get_content() == attachment
+
+
+def test_always_mode_keeps_a_callers_own_from_and_reply_to(settings, mailer, smtp_server):
+    outbox_mode(settings, "always")
+    SmtpAccountFactory.for_server(
+        smtp_server,
+        name="A",
+        is_site_default=True,
+        from_email="noreply@brand.test",
+        reply_to="help@brand.test",
+        allowed_senders="own.test",
+    )
+    send(message(from_email="Me <me@own.test>", reply_to=["back@own.test"]))
+    worker.drain()
+    (received,) = smtp_server.received
+    parsed = received.message()
+    assert str(parsed["From"]) == "Me <me@own.test>"
+    assert str(parsed["Reply-To"]) == "back@own.test"
+
+
+def test_queueing_a_large_batch_costs_the_same_queries_as_a_small_one(settings, account):
+    outbox_mode(settings, "always")
+
+    def queries(n: int) -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert send(*(message(f"m{i}") for i in range(n))) == n
+        return len(captured.captured_queries)
+
+    assert queries(10) == queries(1000)
+    assert OutboxMessage.objects.count() == 1010
+
+
+# -- back-off and giving up ---------------------------------------------------------------
+
+
+def test_retries_back_off_exponentially_and_give_up_after_max_attempts(
+    settings, account, smtp_server, clock
+):
+    outbox_mode(settings, "retry", OUTBOX_MAX_ATTEMPTS=4)
+    smtp_server.add_fault(Fault.reply(451, "4.3.0 Temporary local problem", times=None))
+    assert send(message()) == 1
+    row = OutboxMessage.objects.get()
+    waits = []
+    while row.status == Status.QUEUED:
+        waits.append(row.next_attempt_at - clock())
+        clock.current = row.next_attempt_at
+        worker.drain()
+        row.refresh_from_db()
+
+    assert waits == [dt.timedelta(minutes=m) for m in (1, 2, 4)]
+    assert row.status == Status.FAILED
+    assert row.attempts == 4
+    assert row.last_error.startswith("Gave up after 4 attempts. 451")
+    assert len(smtp_server.received) == 0
+    assert DeliveryLog.objects.filter(outcome="transient").count() == 4
+
+
+def test_back_off_is_capped(settings):
+    settings.MULTISMTP = {
+        **settings.MULTISMTP,
+        "OUTBOX_RETRY_BACKOFF": 30,
+        "OUTBOX_RETRY_BACKOFF_MAX": dt.timedelta(minutes=5),
+    }
+    delays = [outbox.retry_delay(n).total_seconds() for n in range(1, 8)]
+    assert delays == [30, 60, 120, 240, 300, 300, 300]
+
+
+def test_a_retry_waits_for_every_candidates_rate_limit(account, smtp_server, clock):
+    account.rate_limited_until = clock() + dt.timedelta(hours=3)
+    account.save()
+    assert send(message()) == 1
+    row = OutboxMessage.objects.get()
+    assert row.deferrals == 1
+    assert row.next_attempt_at == account.rate_limited_until
+    assert "rate limited until" in row.last_error
+
+
+# -- leases -------------------------------------------------------------------------------
+
+
+def test_claims_do_not_overlap_and_an_expired_lease_marks_a_possible_duplicate(
+    settings, account, smtp_server, clock
+):
+    outbox_mode(settings, "always")
+    send(*(message(f"m{i}") for i in range(5)))
+    first = outbox.claim(3, worker="w1", now=clock())
+    second = outbox.claim(3, worker="w2", now=clock())
+    assert len(first) == 3 and len(second) == 2
+    assert not {r.pk for r in first} & {r.pk for r in second}
+    assert outbox.claim(3, worker="w3", now=clock()) == []
+
+    # w1 dies; after its lease the rows go to the next worker, flagged.
+    clock.advance(minutes=10, seconds=1)
+    again = outbox.claim(10, worker="w3", now=clock())
+    assert sorted(r.pk for r in again) == sorted(r.pk for r in first + second)
+    assert all(r.possible_duplicate and r.claims == 2 for r in again)
+
+    # w1 comes back to life and tries to settle: it no longer holds the rows.
+    items = worker.backend_for("").send_queued(first)
+    assert outbox.settle(items, worker="w1", now=clock()).lost_lease == 3
+    assert OutboxMessage.objects.filter(status=Status.SENT).count() == 0
+
+    result = worker.send_batch(again, worker="w3")
+    assert result.sent == 5
+    log = DeliveryLog.objects.filter(outcome="sent").order_by("id").last()
+    assert log is not None and "possible duplicate" in log.reply_text
+
+
+def test_a_row_cancelled_while_claimed_is_not_requeued_but_a_send_is_recorded(
+    settings, account, smtp_server, clock
+):
+    outbox_mode(settings, "always")
+    send(message("sent anyway"), message("fails"))
+    rows = outbox.claim(10, worker="w1", now=clock())
+    assert outbox.cancel(OutboxMessage.objects.all()) == 2
+    smtp_server.add_fault(Fault.reply(451, "4.3.0 Try later", on_message=2))
+    worker.send_batch(rows, worker="w1")
+    statuses = dict(OutboxMessage.objects.values_list("subject", "status"))
+    assert statuses == {"sent anyway": "sent", "fails": "cancelled"}
+
+
+def test_retry_now_and_cancel(settings, account, clock):
+    outbox_mode(settings, "always")
+    send(message("a"), message("b"))
+    OutboxMessage.objects.update(
+        status=Status.FAILED, next_attempt_at=clock() + dt.timedelta(days=1)
+    )
+    assert outbox.retry_now(OutboxMessage.objects.filter(subject="a"), clock()) == 1
+    assert outbox.cancel(OutboxMessage.objects.filter(subject="b")) == 1
+    assert dict(OutboxMessage.objects.values_list("subject", "status")) == {
+        "a": "queued",
+        "b": "cancelled",
+    }
+    assert OutboxMessage.objects.get(subject="a").next_attempt_at == clock()
+    assert outbox.cancel(OutboxMessage.objects.filter(status=Status.SENT)) == 0
+
+
+# -- hints survive the queue --------------------------------------------------------------
+
+
+def test_queued_mail_keeps_its_purpose_and_explicit_account(
+    settings, mailer, smtp_server, second_server, clock
+):
+    outbox_mode(settings, "always")
+    SmtpAccountFactory.for_server(smtp_server, name="system", is_site_default=True)
+    campaigns = SmtpAccountFactory.for_server(second_server, name="bulk", purpose="campaigns")
+    one = message("by purpose")
+    one.smtp_purpose = "campaigns"
+    two = message("by account")
+    two.smtp_account = campaigns
+    send(one, two, message("default"))
+    rows = {r.subject: r for r in OutboxMessage.objects.all()}
+    assert rows["by purpose"].purpose == "campaigns"
+    assert rows["by account"].account_hint == str(campaigns.pk)
+
+    worker.drain()
+    assert sorted(str(r.message()["Subject"]) for r in second_server.received) == [
+        "by account",
+        "by purpose",
+    ]
+    assert [str(r.message()["Subject"]) for r in smtp_server.received] == ["default"]
+
+
+def test_a_row_naming_a_deleted_account_stays_queued_with_the_reason(
+    settings, account, smtp_server, clock
+):
+    outbox_mode(settings, "always")
+    msg = message()
+    msg.smtp_account = "gone-later"
+    SmtpAccountFactory(name="gone-later")
+    send(msg)
+    SmtpAccount.objects.filter(name="gone-later").delete()
+    result = worker.drain()
+    row = OutboxMessage.objects.get()
+    assert (result.retrying, row.status, row.deferrals) == (1, "queued", 1)
+    assert "gone-later" in row.last_error
+
+
+# -- the wake hook ------------------------------------------------------------------------
+
+woken: list[int] = []
+
+
+def wake_for_test() -> None:
+    woken.append(OutboxMessage.objects.count())
+
+
+def test_the_wake_hook_runs_after_commit(settings, account, django_capture_on_commit_callbacks):
+    outbox_mode(settings, "always", OUTBOX_WAKE="tests.test_outbox.wake_for_test")
+    woken.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        send(message())
+        assert woken == []
+    assert woken == [1]
+
+
+def test_a_failing_wake_hook_does_not_lose_the_mail(
+    settings, account, django_capture_on_commit_callbacks, caplog
+):
+    def broken() -> None:
+        raise RuntimeError("queue server down")
+
+    outbox_mode(settings, "always", OUTBOX_WAKE=broken)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert send(message()) == 1
+    assert OutboxMessage.objects.count() == 1
+    assert "queue server down" in caplog.text
+
+
+# -- the test backend ---------------------------------------------------------------------
+
+
+def test_the_test_backend_records_mail_sent_from_the_outbox(settings, clock):
+    from django_multismtp.backends.test import EmailBackend as TestBackend
+    from tests.mailers import use_mailers
+
+    outbox_mode(settings, "always")
+    use_mailers(settings)
+    if hasattr(settings, "MAILERS"):
+        settings.MAILERS = {"default": {"BACKEND": "django_multismtp.backends.test.EmailBackend"}}
+    else:
+        settings.EMAIL_BACKEND = "django_multismtp.backends.test.EmailBackend"
+    SmtpAccountFactory(name="A", is_site_default=True)
+    mail.outbox = []
+    TestBackend().send_messages([message("queued")])
+    assert mail.outbox == []
+    worker.drain()
+    (recorded,) = mail.outbox
+    assert recorded.subject == "queued"
+    assert recorded.multismtp_account == "A"
+    assert b"Body of queued" in recorded.multismtp_wire
+
+
+# -- the command --------------------------------------------------------------------------
+
+
+def test_send_queued_mail_reports_what_it_did(settings, account, smtp_server, clock):
+    outbox_mode(settings, "always")
+    send(*(message(f"m{i}") for i in range(5)))
+    smtp_server.add_fault(Fault.reply(554, "5.7.1 Rejected", on_message=2))
+    out, err = StringIO(), StringIO()
+    call_command("send_queued_mail", "--batch", "2", stdout=out, stderr=err)
+    assert out.getvalue().strip() == ("Total: sent 4, retrying later 0, failed 1, cancelled 0.")
+    assert "554 5.7.1 Rejected" in err.getvalue()
+    assert len(smtp_server.received) == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--batch", "0"], "--batch must be a whole number of at least 1, not '0'."),
+        (["--batch", "ten"], "--batch must be a whole number of at least 1, not 'ten'."),
+        (["--max-seconds", "-3"], "--max-seconds must be a positive number of seconds"),
+        (["--max-seconds", "nan"], "--max-seconds must be a positive number of seconds"),
+    ],
+)
+def test_send_queued_mail_refuses_bad_arguments(args, error):
+    with pytest.raises(CommandError) as caught:
+        call_command("send_queued_mail", *args)
+    assert str(caught.value).startswith(error)
+    assert "\n" not in str(caught.value)
+
+
+def test_send_queued_mail_stops_after_max_seconds_between_batches(
+    settings, account, smtp_server, clock
+):
+    outbox_mode(settings, "always")
+    send(*(message(f"m{i}") for i in range(3)))
+    out = StringIO()
+    call_command("send_queued_mail", "--batch", "1", "--max-seconds", "0.000001", stdout=out)
+    # The deadline is checked before each batch; one microsecond allows at most one.
+    assert len(smtp_server.received) <= 1
+    assert OutboxMessage.objects.filter(status=Status.QUEUED).count() >= 2
+
+
+def test_loop_polls_until_stopped(settings, account, smtp_server, clock):
+    outbox_mode(settings, "always")
+    polls: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        polls.append(seconds)
+        if len(polls) == 1:
+            send(message("arrived while idle"))
+
+    result = worker.drain(loop=True, sleep=sleep, stop=lambda: len(polls) >= 3)
+    assert result.sent == 1
+    assert polls == [5.0, 5.0, 5.0]
+    assert [str(r.message()["Subject"]) for r in smtp_server.received] == ["arrived while idle"]
