@@ -92,3 +92,11 @@ LOGGING = {
         "django.request": {"level": "ERROR"},
     },
 }
+
+# Django's tasks framework runs the outbox drain in tests (tests/test_tasks.py): core
+# django.tasks on Django 6, the django-tasks backport (an app) on 5.2.
+if django.VERSION >= (6, 0):
+    TASKS = {"default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"}}
+else:
+    INSTALLED_APPS.append("django_tasks")
+    TASKS = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}

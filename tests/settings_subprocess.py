@@ -18,3 +18,6 @@ DATABASES = {
         "NAME": os.environ["MULTISMTP_SUBPROCESS_DB"],
     }
 }
+
+if os.environ.get("MULTISMTP_TEST_CLOCK_FILE"):
+    MULTISMTP = {**_base.MULTISMTP, "CLOCK": "tests.clocks.file_clock"}
