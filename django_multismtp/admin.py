@@ -1,4 +1,5 @@
-"""Django admin: SMTP accounts (presets, status, test, send-code-and-confirm) and the log.
+"""Django admin: SMTP accounts (presets, status, test, send-code-and-confirm), the log and
+the outbox (retry now, cancel).
 
 Extra pages are full admin pages (``admin_view``-wrapped, CSRF-protected, POST for
 anything with side effects, permission-checked), following Django's own
@@ -23,17 +24,18 @@ from django.utils.html import format_html
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from . import clock, conf, ops, verification
+from . import clock, conf, ops, outbox, verification
 from .forms import ConfirmCodeForm, SendCodeForm, SmtpAccountForm
-from .models import DeliveryLog, SmtpAccount
+from .models import DeliveryLog, OutboxMessage, SmtpAccount
 from .presets import PRESETS
 from .throttling import too_many
 
 if TYPE_CHECKING:
     AccountAdminBase = admin.ModelAdmin[SmtpAccount]
     LogAdminBase = admin.ModelAdmin[DeliveryLog]
+    OutboxAdminBase = admin.ModelAdmin[OutboxMessage]
 else:
-    AccountAdminBase = LogAdminBase = admin.ModelAdmin
+    AccountAdminBase = LogAdminBase = OutboxAdminBase = admin.ModelAdmin
 
 BADGE_COLOURS = {
     "verified": "#2e7d32",
@@ -42,6 +44,32 @@ BADGE_COLOURS = {
     "error": "#c62828",
     "inactive": "#9e9e9e",
 }
+OUTBOX_LABELS = {
+    "queued": _("queued"),
+    "sending": _("sending"),
+    "sent": _("sent"),
+    "failed": _("failed"),
+    "cancelled": _("cancelled"),
+}
+OUTBOX_COLOURS = {
+    "queued": "#1565c0",
+    "sending": "#6a1b9a",
+    "sent": "#2e7d32",
+    "failed": "#c62828",
+    "cancelled": "#9e9e9e",
+}
+
+
+def _badge(key: str, colour: str, label: Any, title: str = "") -> str:
+    return format_html(
+        '<span class="multismtp-status multismtp-status-{}" style="color:#fff;'
+        'background:{};padding:2px 6px;border-radius:8px;white-space:nowrap" title="{}">'
+        "{}</span>",
+        key,
+        colour,
+        title,
+        label,
+    )
 
 
 def _valid_selection(request: HttpRequest) -> bool:
@@ -220,15 +248,7 @@ class SmtpAccountAdmin(AccountAdminBase):
         if obj.pk is None:
             return "-"
         key, label = obj.status(clock.now())
-        return format_html(
-            '<span class="multismtp-status multismtp-status-{}" style="color:#fff;'
-            'background:{};padding:2px 6px;border-radius:8px;white-space:nowrap" title="{}">'
-            "{}</span>",
-            key,
-            BADGE_COLOURS[key],
-            obj.last_error if key == "error" else "",
-            label,
-        )
+        return _badge(key, BADGE_COLOURS[key], label, obj.last_error if key == "error" else "")
 
     # -- scoping: owners see their own accounts ---------------------------------------
     def _global(self, request: HttpRequest, action: str = "change") -> bool:
@@ -498,3 +518,150 @@ class DeliveryLogAdmin(LogAdminBase):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class OutboxStatusFilter(admin.SimpleListFilter):
+    """The stored statuses, plus "sending" (queued and claimed by a live worker)."""
+
+    title = _("status")
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [*OUTBOX_LABELS.items(), ("duplicate", _("possible duplicate"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        now = clock.now()
+        claimed = Q(locked_until__gt=now) & ~Q(locked_by="")
+        value = self.value()
+        if value == "queued":
+            return queryset.filter(status="queued").exclude(claimed)
+        if value == "sending":
+            return queryset.filter(claimed, status="queued")
+        if value == "duplicate":
+            return queryset.filter(possible_duplicate=True)
+        if value in ("sent", "failed", "cancelled"):
+            return queryset.filter(status=value)
+        return queryset
+
+
+@admin.register(OutboxMessage)
+class OutboxMessageAdmin(OutboxAdminBase):
+    """Read-only rows with two actions: a person decides *when*, never *what*."""
+
+    list_display = (
+        "created_at",
+        "subject",
+        "recipients_short",
+        "status_badge",
+        "attempts",
+        "next_attempt_at",
+        "last_error_short",
+        "sent_by",
+    )
+    list_filter = (OutboxStatusFilter, "purpose", "created_at")
+    search_fields = ("message_id", "subject", "recipients", "from_email")
+    date_hierarchy = "created_at"
+    actions = ("retry_now", "cancel")
+    exclude = ("data",)
+    readonly_fields = (
+        "message_id",
+        "subject",
+        "from_email",
+        "reply_to",
+        "recipients",
+        "size",
+        "account_hint",
+        "user",
+        "purpose",
+        "mailer",
+        "status",
+        "attempts",
+        "deferrals",
+        "smtp_attempts",
+        "next_attempt_at",
+        "last_error",
+        "last_error_code",
+        "created_at",
+        "sent_at",
+        "sent_by",
+        "locked_by",
+        "locked_until",
+        "claims",
+        "possible_duplicate",
+        "delivery_log",
+    )
+
+    @admin.display(description=_("status"), ordering="status")
+    def status_badge(self, obj: OutboxMessage) -> str:
+        key = obj.display_status(clock.now())
+        return _badge(key, OUTBOX_COLOURS[key], OUTBOX_LABELS[key], obj.last_error)
+
+    @admin.display(description=_("recipients"))
+    def recipients_short(self, obj: OutboxMessage) -> str:
+        recipients = obj.recipient_list
+        more = f" (+{len(recipients) - 1})" if len(recipients) > 1 else ""
+        return (recipients[0] if recipients else "") + more
+
+    @admin.display(description=_("last error"))
+    def last_error_short(self, obj: OutboxMessage) -> str:
+        first = obj.last_error.splitlines()[0] if obj.last_error else ""
+        return first[:120] + ("..." if len(first) > 120 else "")
+
+    @admin.display(description=_("delivery log"))
+    def delivery_log(self, obj: OutboxMessage) -> str:
+        url = reverse("admin:django_multismtp_deliverylog_changelist")
+        return format_html(
+            '<a href="{}?q={}">{}</a>', url, obj.message_id, gettext("Attempts of this message")
+        )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[OutboxMessage]:
+        return super().get_queryset(request).defer("data").select_related("sent_by")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # The form is read-only; the actions need the change permission.
+        return super().has_change_permission(request, obj) if obj is None else False
+
+    def response_action(  # type: ignore[override]
+        self, request: HttpRequest, queryset: Any, **kwargs: Any
+    ) -> HttpResponse | None:
+        # **kwargs: Django 6.1 passes action_location.
+        if not _valid_selection(request):
+            _refuse_selection(self, request)
+            return None
+        return super().response_action(request, queryset, **kwargs)
+
+    @admin.action(description=_("Retry now"), permissions=["change"])
+    def retry_now(self, request: HttpRequest, queryset: QuerySet[OutboxMessage]) -> None:
+        count = outbox.retry_now(queryset)
+        skipped = queryset.count() - count
+        self.message_user(
+            request,
+            gettext("%(count)d message(s) will be sent by the next worker run.") % {"count": count}
+            + (
+                " "
+                + gettext("%(n)d sent or cancelled message(s) were left alone.") % {"n": skipped}
+                if skipped
+                else ""
+            ),
+            messages.SUCCESS if count else messages.WARNING,
+        )
+
+    @admin.action(description=_("Cancel"), permissions=["change"])
+    def cancel(self, request: HttpRequest, queryset: QuerySet[OutboxMessage]) -> None:
+        count = outbox.cancel(queryset)
+        skipped = queryset.count() - count
+        self.message_user(
+            request,
+            gettext("%(count)d message(s) cancelled.") % {"count": count}
+            + (
+                " "
+                + gettext("%(n)d already sent or cancelled message(s) were left alone.")
+                % {"n": skipped}
+                if skipped
+                else ""
+            ),
+            messages.SUCCESS if count else messages.WARNING,
+        )
