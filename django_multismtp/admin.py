@@ -558,7 +558,7 @@ class OutboxMessageAdmin(OutboxAdminBase):
         "last_error_short",
         "sent_by",
     )
-    list_filter = (OutboxStatusFilter, "purpose", "created_at")
+    list_filter = (OutboxStatusFilter, "created_at")
     search_fields = ("message_id", "subject", "recipients", "from_email")
     date_hierarchy = "created_at"
     actions = ("retry_now", "cancel")

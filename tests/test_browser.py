@@ -401,3 +401,46 @@ def test_my_smtp_settings_refuse_internal_hosts_and_explain_a_wrong_password(
     expect(error).to_contain_text("2-Step Verification")
     expect(error).to_contain_text("App Password")
     expect(page.locator(".multismtp-last-error")).to_contain_text("535")
+
+
+# -- the outbox ---------------------------------------------------------------------------
+def test_admin_outbox_shows_queued_mail_and_retries_it_now(
+    page: Page, live_server: Any, smtp_server: SMTPTestServer, shot: Any, clock: Any
+) -> None:
+    from django_multismtp import worker
+    from django_multismtp.backends import EmailBackend
+    from django_multismtp.models import OutboxMessage
+    from tests.smtp_servers import Fault
+    from tests.test_outbox import message
+
+    base = live_server.url
+    get_user_model().objects.create_superuser("admin", "admin@example.test", PASSWORD)
+    SmtpAccountFactory.for_server(smtp_server, name="Campaigns", is_site_default=True)
+    smtp_server.add_fault(Fault.reply(451, "4.3.0 Mailbox busy, try again later"))
+    assert EmailBackend().send_messages([message("Spring newsletter")]) == 1
+    row = OutboxMessage.objects.get()
+
+    log_in(page, base, "admin", PASSWORD)
+    page.goto(f"{base}/admin/django_multismtp/outboxmessage/")
+    line = page.locator("#result_list tbody tr", has_text="Spring newsletter")
+    expect(line.locator(".multismtp-status")).to_have_text("queued")
+    expect(line).to_contain_text("451 4.3.0 Mailbox busy")
+    shot(page, "admin-outbox.png", "#changelist")
+
+    # The 451 paused the account for a minute: clear that, then send the mail now.
+    page.goto(f"{base}/admin/django_multismtp/smtpaccount/")
+    run_action(page, "clear_rate_limit", "Campaigns")
+    page.goto(f"{base}/admin/django_multismtp/outboxmessage/")
+    run_action(page, "retry_now", "Spring newsletter")
+    expect(messages(page)).to_contain_text("1 message(s) will be sent by the next worker run.")
+    row.refresh_from_db()
+    assert row.next_attempt_at == clock()  # due now, not after its back-off
+
+    result = worker.drain()  # the worker (cron, systemd, a task) comes by
+    row.refresh_from_db()
+    assert result.sent == 1, row.last_error
+    page.reload()
+    expect(line.locator(".multismtp-status")).to_have_text("sent")
+    line.locator("th a").click()
+    expect(page.locator(".field-possible_duplicate")).to_be_visible()
+    expect(page.get_by_role("link", name="Attempts of this message")).to_be_visible()
