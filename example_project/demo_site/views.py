@@ -28,7 +28,9 @@ BUTTONS = {
     "campaigns": "Send as campaigns",
     "me": "Send as me (logged-in user)",
     "alice": "Send as alice",
+    "burst": "Send 40 as campaigns (limit: 30 a minute)",
 }
+BURST = 40
 RESULTS_KEPT = 10
 
 
@@ -51,6 +53,18 @@ def _send(request: HttpRequest, button: str, recipient: str) -> tuple[mail.Email
         body=f"Sent from the django-multismtp demo by {username} with '{BUTTONS[button]}'.\n",
         to=[recipient],  # no from_email: DEFAULT_FROM_EMAIL, replaced by the account's own
     )
+    if button == "burst":
+        burst = [message] + [
+            mail.EmailMessage(subject=f"{message.subject} #{n}", body=message.body, to=[recipient])
+            for n in range(2, BURST + 1)
+        ]
+        _campaigns_connection().send_messages(burst)
+        outcomes = [m.multismtp_status.outcome for m in burst]  # type: ignore[attr-defined]
+        how = (
+            f"one send_messages() of {BURST}: {outcomes.count('sent')} sent now, "
+            f"{outcomes.count('queued')} queued in the outbox for the worker"
+        )
+        return message, how
     if button == "campaigns":
         if django.VERSION >= (6, 1):
             how = 'mailers["campaigns"] (OPTIONS purpose="campaigns")'
@@ -126,9 +140,12 @@ def _send_and_report(request: HttpRequest, button: str, recipient: str) -> None:
             error=status.error if status else "",
         )
         where = f" (port {account.port}, AUTH login {account.username})" if account else ""
+        verb = (
+            "queued (the outbox worker sends it soon)" if result["outcome"] == "queued" else "sent"
+        )
         messages.success(
             request,
-            f"{BUTTONS[button]}: sent with {how} through the account "
+            f"{BUTTONS[button]}: {verb} with {how} through the account "
             f"\u201c{result['account']}\u201d{where}.",
         )
     results = [result, *request.session.get("demo_results", [])][:RESULTS_KEPT]

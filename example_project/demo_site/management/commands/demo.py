@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+from django.db import connections
 
 from demo_site import demo_data
 from demo_site.sink import Sink
+from django_multismtp import worker
 
 
 class Command(BaseCommand):
@@ -36,14 +39,19 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         sink = Sink(demo_data.mailboxes(), settings.DEMO_SINK_LOG, echo=self._echo)
         sink.start()
+        stop = threading.Event()
         try:
             users = demo_data.ensure_users()
             ports = {m.account: m.port for m in sink.mailboxes}
             accounts = demo_data.ensure_accounts(ports, users)
             self._banner(port, accounts, ports[demo_data.OPEN_MAILBOX], no_server=no_server)
             if not no_server:
+                threading.Thread(
+                    target=_outbox_worker, args=(stop,), name="outbox-worker", daemon=True
+                ).start()
                 call_command("runserver", f"127.0.0.1:{port}", use_reloader=False)
         finally:
+            stop.set()
             sink.stop()
 
     def _echo(self, line: str) -> None:
@@ -86,6 +94,19 @@ class Command(BaseCommand):
                 f"(or the staff user {demo_data.ALICE[0]} / {demo_data.ALICE[1]})"
             )
         )
+        out(
+            "  Outbox:       a worker in this process sends queued mail every 5 s "
+            "(in production: manage.py send_queued_mail --loop); see Admin > Outbox"
+        )
         out("Every message the sink receives is printed here. Stop with Ctrl-C.")
         out("")
         self.stdout.flush()
+
+
+def _outbox_worker(stop: threading.Event) -> None:
+    """What ``send_queued_mail --loop`` does, as a thread: mail over the Campaigns
+    account's limit of 30 a minute waits in the outbox and goes out here."""
+    try:
+        worker.drain(loop=True, stop=stop.is_set, sleep=stop.wait)
+    finally:
+        connections.close_all()
