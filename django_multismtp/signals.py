@@ -8,11 +8,14 @@ failing receiver is logged and never stops delivery.
 from django.dispatch import Signal
 
 #: Before a message is handed to an account's server.
-#: kwargs: message, account (SmtpAccount or None for the fallback server), backend
+#: kwargs: message, account (SmtpAccount or None for the fallback server), backend.
+#: For mail sent from the outbox, message is the OutboxMessage row.
 pre_send = Signal()
 
-#: Once per message, when its outcome is final (after failover). kwargs: message,
-#: account (the one that sent it, or None), status (SendStatus), failure (or None)
+#: Once per message and send_messages() call or outbox pass, after failover. kwargs:
+#: message (the OutboxMessage row for mail sent from the outbox), account (the one that
+#: sent it, or None), status (SendStatus; outcome "queued" when the outbox will try
+#: again), failure (or None)
 post_send = Signal()
 
 #: An account's state changed. kwargs: account, change ("rate_limited", "failed",

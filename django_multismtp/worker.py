@@ -43,8 +43,12 @@ def send_batch(rows: list[OutboxMessage], *, worker: str) -> outbox.Settlement:
         by_mailer[row.mailer].append(row)
     result = outbox.Settlement()
     for mailer, group in by_mailer.items():
-        items = backend_for(mailer).send_queued(group)
+        backend = backend_for(mailer)
+        items = backend.send_queued(group)
         result.add(outbox.settle(items, worker=worker, now=clock.now()))
+        for item in items:  # post_send, now that each row's fate is known
+            assert item.row is not None
+            backend.report(item, queued=item.row.status == OutboxMessage.Status.QUEUED)
     return result
 
 

@@ -480,3 +480,22 @@ def test_loop_polls_until_stopped(settings, account, smtp_server, clock):
     assert result.sent == 1
     assert polls == [5.0, 5.0, 5.0]
     assert [str(r.message()["Subject"]) for r in smtp_server.received] == ["arrived while idle"]
+
+
+def test_post_send_reports_queueing_and_then_the_workers_outcome(account, smtp_server, clock):
+    from django_multismtp import signals
+
+    seen: list[tuple[str, str]] = []
+
+    def receiver(sender, message, status, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append((type(message).__name__, status.outcome))
+
+    signals.post_send.connect(receiver)
+    try:
+        smtp_server.add_fault(Fault.reply(454, THROTTLE))
+        send(message())
+        clock.advance(minutes=1)
+        worker.drain()
+    finally:
+        signals.post_send.disconnect(receiver)
+    assert seen == [("EmailMessage", "queued"), ("OutboxMessage", "sent")]

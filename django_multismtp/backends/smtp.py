@@ -242,7 +242,8 @@ class EmailBackend(BaseEmailBackend):
 
     def send_queued(self, rows: Sequence[Any]) -> list[Outgoing]:
         """Send claimed outbox rows by the same rules as a direct send; return the
-        items with their outcomes for :func:`outbox.settle` (nothing is raised)."""
+        items with their outcomes for :func:`outbox.settle` and :meth:`report`
+        (nothing is raised)."""
         now = clock.now()
         accounts = load_accounts()
         items = []
@@ -317,6 +318,41 @@ class EmailBackend(BaseEmailBackend):
             pending = [item for item in pending if not item.done]
         state.record_successes(list(succeeded.values()), now)
         state.write_log(log)
+
+    def report(self, item: Outgoing, *, queued: bool) -> SendStatus:
+        """Set ``multismtp_status`` on the message and send ``post_send``. For mail from
+        the outbox the worker calls this once the row is settled, and the message is
+        the row; ``queued`` then means "will be tried again"."""
+        account = item.sent_by
+        if item.cancelled:
+            outcome = Outcome.CANCELLED.value
+        elif item.sent_by is not None or item.sent_by_fallback:
+            outcome = Outcome.SENT.value
+        elif queued:
+            outcome = QUEUED
+        else:
+            outcome = item.failure.outcome.value if item.failure else Outcome.TRANSIENT.value
+        status = SendStatus(
+            message_id=item.message_id,
+            outcome=outcome,
+            account=account.name
+            if account
+            else (FALLBACK if item.sent_by_fallback else item.failed_on),
+            account_id=account.pk if account else None,
+            attempts=item.attempts,
+            error=item.failure.summary() if item.failure and outcome != "sent" else "",
+            refused=item.refused,
+            queued=queued,
+        )
+        item.message.multismtp_status = status
+        signals.post_send.send_robust(
+            sender=type(self),
+            message=item.message,
+            account=account,
+            status=status,
+            failure=item.failure if outcome != "sent" else None,
+        )
+        return status
 
     def _refuse_unroutable(self, items: list[Outgoing]) -> None:
         """No account matches and there is no fallback: a configuration error, raised
@@ -540,38 +576,11 @@ class EmailBackend(BaseEmailBackend):
         sent = 0
         failed: list[Outgoing] = []
         for item in items:
-            account = item.sent_by
-            if item.cancelled:
-                outcome = Outcome.CANCELLED.value
-            elif item.sent_by is not None or item.sent_by_fallback:
-                outcome = Outcome.SENT.value
+            status = self.report(item, queued=item in queued)
+            if status.outcome in (Outcome.SENT.value, QUEUED):
                 sent += 1
-            elif item in queued:
-                outcome = QUEUED
-                sent += 1
-            else:
-                outcome = item.failure.outcome.value if item.failure else Outcome.TRANSIENT.value
+            elif status.outcome != Outcome.CANCELLED.value:
                 failed.append(item)
-            status = SendStatus(
-                message_id=item.message_id,
-                outcome=outcome,
-                account=account.name
-                if account
-                else (FALLBACK if item.sent_by_fallback else item.failed_on),
-                account_id=account.pk if account else None,
-                attempts=item.attempts,
-                error=item.failure.summary() if item.failure and outcome != "sent" else "",
-                refused=item.refused,
-                queued=item in queued,
-            )
-            item.message.multismtp_status = status
-            signals.post_send.send_robust(
-                sender=type(self),
-                message=item.message,
-                account=account,
-                status=status,
-                failure=item.failure if outcome != "sent" else None,
-            )
         unroutable = [
             item
             for item in failed
