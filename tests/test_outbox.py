@@ -499,3 +499,47 @@ def test_post_send_reports_queueing_and_then_the_workers_outcome(account, smtp_s
     finally:
         signals.post_send.disconnect(receiver)
     assert seen == [("EmailMessage", "queued"), ("OutboxMessage", "sent")]
+
+
+# -- cleanup ------------------------------------------------------------------------------
+
+
+def test_cleanup_outbox_deletes_old_history_but_never_queued_mail(settings, account, clock):
+    outbox_mode(settings, "always")
+    send(*(message(s) for s in ("queued", "sent", "cancelled", "failed", "recent")))
+    old = clock() - dt.timedelta(days=40)
+    OutboxMessage.objects.update(created_at=old)
+    OutboxMessage.objects.filter(subject="sent").update(status="sent", sent_at=old)
+    OutboxMessage.objects.filter(subject="cancelled").update(status="cancelled")
+    OutboxMessage.objects.filter(subject="failed").update(status="failed")
+    OutboxMessage.objects.filter(subject="recent").update(status="sent", sent_at=clock())
+    DeliveryLog.objects.create(account_name="A", message_id="<x>", outcome="sent", created_at=old)
+
+    out = StringIO()
+    call_command("cleanup_outbox", "--dry-run", "--log-days", "7", stdout=out)
+    assert out.getvalue().strip() == "Would delete 2 outbox message(s) and 1 delivery-log row(s)."
+    assert OutboxMessage.objects.count() == 5
+
+    call_command("cleanup_outbox", stdout=out)
+    assert set(OutboxMessage.objects.values_list("subject", flat=True)) == {
+        "queued",
+        "failed",
+        "recent",
+    }
+    clock.advance(seconds=1)
+    call_command("cleanup_outbox", "--include-failed", "--days", "0", stdout=out)
+    assert set(OutboxMessage.objects.values_list("subject", flat=True)) == {"queued"}
+    assert DeliveryLog.objects.count() == 1  # no --log-days, no log pruning
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--days", "-1"], "--days must be a whole number of days (0 or more), not '-1'."),
+        (["--log-days", "x"], "--log-days must be a whole number of days (0 or more), not 'x'."),
+    ],
+)
+def test_cleanup_outbox_refuses_bad_arguments(args, error):
+    with pytest.raises(CommandError) as caught:
+        call_command("cleanup_outbox", *args)
+    assert str(caught.value) == error
