@@ -559,7 +559,7 @@ class OutboxMessageAdmin(OutboxAdminBase):
         "sent_by",
     )
     list_filter = (OutboxStatusFilter, "created_at")
-    search_fields = ("message_id", "subject", "recipients", "from_email")
+    search_fields = ("message_id", "subject", "envelope_recipients", "from_email")
     date_hierarchy = "created_at"
     actions = ("retry_now", "cancel")
     exclude = ("data",)
@@ -568,7 +568,7 @@ class OutboxMessageAdmin(OutboxAdminBase):
         "subject",
         "from_email",
         "reply_to",
-        "recipients",
+        "envelope_recipients",
         "size",
         "account_hint",
         "user",

@@ -165,8 +165,11 @@ def _outbox_errors(raw: dict[str, Any]) -> list[Any]:
         "OUTBOX_RETRY_BACKOFF_MAX",
         "OUTBOX_LEASE",
         "OUTBOX_POLL_INTERVAL",
+        "OUTBOX_MAX_AGE",
     ):
         value = raw.get(key, conf.DEFAULTS[key])
+        if key == "OUTBOX_MAX_AGE" and value is None:
+            continue
         try:
             seconds = conf.as_timedelta(value).total_seconds()
         except (TypeError, ValueError):

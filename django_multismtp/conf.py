@@ -55,6 +55,9 @@ DEFAULTS: dict[str, Any] = {
     "OUTBOX": "retry",
     # Give up (status "failed") after this many passes that reached a server and failed.
     "OUTBOX_MAX_ATTEMPTS": 10,
+    # ...or when a message is still not sent this long after it was queued (None: keep
+    # trying), e.g. while every account it may use stays inactive or rate limited.
+    "OUTBOX_MAX_AGE": dt.timedelta(days=3),
     # Wait before the next pass: doubles after each failed pass, up to the maximum.
     "OUTBOX_RETRY_BACKOFF": dt.timedelta(minutes=1),
     "OUTBOX_RETRY_BACKOFF_MAX": dt.timedelta(hours=2),

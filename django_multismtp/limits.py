@@ -97,6 +97,17 @@ def usage(account: SmtpAccount, now: dt.datetime) -> dict[str, tuple[int, int]]:
     return result
 
 
+def free_at(account: SmtpAccount, now: dt.datetime) -> dt.datetime:
+    """When ``account`` may send again as far as its own limits go: the end of the
+    longest window that is full now (``now`` when none is)."""
+    when = now
+    for period, (used, limit) in usage(account, now).items():
+        if used >= limit:
+            seconds = dict((p, s) for p, s, _limit in account.limits())[period]
+            when = max(when, window_start(now, seconds) + dt.timedelta(seconds=seconds))
+    return when
+
+
 def _forget_old_windows(account: SmtpAccount, now: dt.datetime) -> None:
     """Counters older than the longest window are history; drop them."""
     UsageCounter.objects.filter(

@@ -24,7 +24,7 @@ from django.db import connections, router, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils.module_loading import import_string
 
-from . import clock, conf
+from . import clock, conf, limits
 from .bulk import insert_rows
 from .models import OutboxMessage
 from .replies import Failure
@@ -64,15 +64,44 @@ def retry_delay(passes: int) -> dt.timedelta:
     return min(base * (1 << min(max(passes - 1, 0), 30)), cap)
 
 
-def next_attempt(item: Outgoing, passes: int, now: dt.datetime) -> dt.datetime:
-    """When to try again: the back-off, or later if every account is paused longer."""
-    when = now + retry_delay(passes)
-    if item.choice is not None:
-        accounts = [*item.choice.candidates, *(a for a, _why in item.choice.skipped)]
-        if accounts and all(a.is_rate_limited(now) for a in accounts):
-            earliest = min(a.rate_limited_until for a in accounts if a.rate_limited_until)
-            when = max(when, earliest)
-    return when
+def next_attempt(
+    item: Outgoing,
+    attempts: int,
+    now: dt.datetime,
+    *,
+    deferred: bool,
+    free: dict[Any, dt.datetime] | None = None,
+) -> dt.datetime:
+    """When to try again.
+
+    After a server failure: the back-off for the ``attempts``-th failed attempt.
+    After a deferral (no account could take it): the first back-off step only, as
+    waiting longer would not free an account sooner. Either way no earlier than the
+    moment the first candidate account is free again (its rate limit and its own full
+    limit windows over), so a backlog behind a limit of N a minute moves every minute.
+    """
+    when = now + retry_delay(1 if deferred else attempts)
+    if item.choice is None:
+        return when
+    accounts = [
+        a for a in (*item.choice.candidates, *(a for a, _why in item.choice.skipped)) if a.is_active
+    ]
+    if not accounts:
+        return when
+    free = free if free is not None else {}
+
+    def free_time(account: Any) -> dt.datetime:
+        if account.pk not in free:
+            paused = account.rate_limited_until or now
+            free[account.pk] = max(paused, limits.free_at(account, now))
+        return free[account.pk]
+
+    return max(when, min(free_time(a) for a in accounts))
+
+
+def _age(delta: dt.timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} hours"
 
 
 def error_text(failure: Failure | None) -> str:
@@ -104,6 +133,7 @@ def enqueue(
     worker is free.
     """
     rows = []
+    free: dict[Any, dt.datetime] = {}
     for item in items:
         tried = item.attempts > 0
         row = OutboxMessage(
@@ -112,7 +142,7 @@ def enqueue(
             from_email=item.from_email[:998],
             uses_default_from=item.uses_default_from,
             reply_to=", ".join(item.reply_to),
-            recipients="\n".join(item.envelope_recipients),
+            envelope_recipients="\n".join(item.envelope_recipients),
             account_hint=_hint_text(item.hints.account),
             user_id=item.user_id,
             purpose=item.hints.purpose or "",
@@ -124,7 +154,7 @@ def enqueue(
         )
         if failed:
             row.attempts, row.deferrals = (1, 0) if tried else (0, 1)
-            row.next_attempt_at = next_attempt(item, 1, now)
+            row.next_attempt_at = next_attempt(item, 1, now, deferred=not tried, free=free)
             row.last_error = error_text(item.failure)
             row.last_error_code = item.failure.code if item.failure else None
         data = item.render(None)
@@ -140,10 +170,10 @@ def schedule_wake() -> None:
     wake = conf.get_setting("OUTBOX_WAKE")
     if wake is None:
         return
-    function: Callable[[], Any] = import_string(wake) if isinstance(wake, str) else wake
 
     def run() -> None:
         try:
+            function: Callable[[], Any] = import_string(wake) if isinstance(wake, str) else wake
             function()
         except Exception:  # the rows are safe; a worker's next poll sends them
             logger.exception("OUTBOX_WAKE %r failed; queued mail waits for the next drain", wake)
@@ -176,8 +206,10 @@ def claim(
         ),
     }
     if connection.vendor == "sqlite":
-        # One statement: SQLite serialises writers, and a transaction that read first
-        # could not take the write lock while another process waits for it.
+        # No transaction around the read and the write: SQLite serialises writers, and a
+        # transaction that read first could not take the write lock while another
+        # process waits for it. The UPDATE re-checks that each row is still due and
+        # unclaimed, so two workers never both take a row.
         OutboxMessage.objects.using(alias).filter(
             due, pk__in=list(ordered.values_list("pk", flat=True)[:limit])
         ).update(**changes)
@@ -219,6 +251,9 @@ def settle(items: Iterable[Outgoing], *, worker: str, now: dt.datetime) -> Settl
     result = Settlement()
     rows = []
     max_attempts = int(conf.get_setting("OUTBOX_MAX_ATTEMPTS"))
+    max_age = conf.get_setting("OUTBOX_MAX_AGE")
+    expired_before = now - conf.as_timedelta(max_age) if max_age is not None else None
+    free: dict[Any, dt.datetime] = {}
     for item in items:
         row = item.row
         assert row is not None
@@ -243,12 +278,19 @@ def settle(items: Iterable[Outgoing], *, worker: str, now: dt.datetime) -> Settl
                 row.status = Status.FAILED
             elif reached_server and row.attempts >= max_attempts:
                 row.status = Status.FAILED
-                row.last_error = f"Gave up after {row.attempts} attempts. {row.last_error}".strip()[
-                    :2000
-                ]
+                row.last_error = f"Gave up after {row.attempts} attempts. {row.last_error}"
+            elif expired_before is not None and row.created_at < expired_before:
+                row.status = Status.FAILED
+                row.last_error = (
+                    f"Gave up: not sent {_age(now - row.created_at)} after it was queued "
+                    f"(OUTBOX_MAX_AGE). {row.last_error}"
+                )
             else:
-                row.next_attempt_at = next_attempt(item, row.attempts + row.deferrals, now)
+                row.next_attempt_at = next_attempt(
+                    item, row.attempts, now, deferred=not reached_server, free=free
+                )
             if row.status == Status.FAILED:
+                row.last_error = row.last_error.strip()[:2000]
                 result.failed += 1
                 result.errors.append(f"{row.message_id}: {failure.summary() if failure else ''}")
             else:

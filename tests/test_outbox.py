@@ -543,3 +543,98 @@ def test_cleanup_outbox_refuses_bad_arguments(args, error):
     with pytest.raises(CommandError) as caught:
         call_command("cleanup_outbox", *args)
     assert str(caught.value) == error
+
+
+# -- what waiting cannot fix --------------------------------------------------------------
+
+
+def test_a_message_too_big_for_every_account_raises_and_is_not_queued(mailer, smtp_server):
+    from django_multismtp.exceptions import NoAccountAvailable
+
+    SmtpAccountFactory.for_server(
+        smtp_server, name="A", is_site_default=True, max_message_size=1000
+    )
+    big = message()
+    big.attach("big.bin", b"x" * 5000, "application/octet-stream")
+    with pytest.raises(NoAccountAvailable, match="exceeds its maximum of 1000"):
+        send(big)
+    assert not OutboxMessage.objects.exists()
+
+
+def test_with_a_single_attempt_allowed_a_failure_raises(settings, account, smtp_server):
+    outbox_mode(settings, "retry", OUTBOX_MAX_ATTEMPTS=1)
+    smtp_server.add_fault(Fault.reply(451, "4.3.0 Try later"))
+    with pytest.raises(SendFailed, match="451"):
+        send(message())
+    assert not OutboxMessage.objects.exists()
+
+
+def test_a_message_waiting_longer_than_max_age_fails(settings, account, smtp_server, clock):
+    outbox_mode(
+        settings,
+        "always",
+        OUTBOX_MAX_AGE=dt.timedelta(hours=6),
+        OUTBOX_RETRY_BACKOFF=dt.timedelta(hours=1),
+    )
+    msg = message()
+    msg.smtp_account = doomed = SmtpAccountFactory(name="deleted later")
+    assert send(msg) == 1
+    SmtpAccount.objects.filter(name="deleted later").delete()  # it can never be sent now
+    row = OutboxMessage.objects.get()
+    passes = 0
+    while row.status == Status.QUEUED:
+        clock.current = row.next_attempt_at
+        worker.drain()
+        row.refresh_from_db()
+        passes += 1
+    assert row.status == Status.FAILED
+    assert (row.attempts, row.deferrals, passes) == (0, 8, 8)  # at 0, 1, ... 7 hours
+    assert row.last_error.startswith("Gave up: not sent 7.0 hours after it was queued")
+    assert f"No SMTP account '{doomed.pk}' exists" in row.last_error
+    assert smtp_server.received == []
+
+
+@pytest.mark.parametrize(
+    ("limit", "wait"),
+    [("limit_per_minute", dt.timedelta(minutes=1)), ("limit_per_day", dt.timedelta(days=1))],
+)
+def test_deferred_mail_waits_until_the_accounts_window_frees(
+    mailer, smtp_server, clock, limit, wait
+):
+    from django_multismtp.limits import window_start
+
+    SmtpAccountFactory.for_server(smtp_server, name="A", is_site_default=True, **{limit: 1})
+    send(message("first"), message("second"))
+    row = OutboxMessage.objects.get()
+    assert row.deferrals == 1
+    seconds = int(wait.total_seconds())
+    assert row.next_attempt_at == max(
+        clock() + dt.timedelta(minutes=1), window_start(clock(), seconds) + wait
+    )
+    clock.current = row.next_attempt_at
+    assert worker.drain().sent == 1
+
+
+def test_a_failing_pre_send_receiver_defers_its_message_and_spares_the_batch(
+    settings, account, smtp_server, clock
+):
+    from django_multismtp import signals
+
+    outbox_mode(settings, "always")
+    send(message("fine"), message("poison"))
+
+    def receiver(sender, message, **kwargs):  # type: ignore[no-untyped-def]
+        assert message.recipients() == ["to@example.test"]  # rows mimic EmailMessage
+        if message.subject == "poison":
+            raise KeyError("bug in a receiver")
+
+    signals.pre_send.connect(receiver)
+    try:
+        result = worker.drain()
+    finally:
+        signals.pre_send.disconnect(receiver)
+    assert (result.sent, result.retrying) == (1, 1)
+    poison = OutboxMessage.objects.get(subject="poison")
+    assert poison.status == Status.QUEUED
+    assert "A pre_send receiver raised KeyError('bug in a receiver')" in poison.last_error
+    assert [str(r.message()["Subject"]) for r in smtp_server.received] == ["fine"]

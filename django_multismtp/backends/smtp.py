@@ -449,6 +449,21 @@ class EmailBackend(BaseEmailBackend):
                 if attempt.account is not None:
                     limits.release(attempt.account, 1, attempt.reserved_at or now)
                 continue
+            except Exception as exc:
+                if attempt.item.row is None:
+                    raise  # the caller's own receiver failed in the caller's request
+                # In a worker, one receiver's bug must not stop the batch (its rows would
+                # wait out the lease): this message waits for a fixed receiver instead.
+                attempt.item.done = True
+                attempt.item.failure = Failure(
+                    Outcome.CONFIG_ERROR,
+                    None,
+                    _("A pre_send receiver raised %(error)s") % {"error": repr(exc)},
+                    _("Fix the receiver; the message is tried again later."),
+                )
+                if attempt.account is not None:
+                    limits.release(attempt.account, 1, attempt.reserved_at or now)
+                continue
             kept.append(attempt)
         return kept
 
@@ -566,6 +581,14 @@ class EmailBackend(BaseEmailBackend):
             item.failure = Failure(Outcome.CONFIG_ERROR, None, text, hint)
             return
         reasons = "; ".join(f"{a.name}: {why}" for a, why in item.choice.skipped)
+        if item.choice.skipped and all(
+            a.max_message_size and item.size > a.max_message_size for a, _why in item.choice.skipped
+        ):
+            # Too big for every account it may use: waiting will not make it smaller.
+            text = _("No SMTP account may send this message") + f" ({reasons})"
+            hint = _("Send a smaller message, or raise an account's maximum message size.")
+            item.failure = Failure(Outcome.PERMANENT, None, text, hint)
+            return
         text = _("No SMTP account may send this message now") + (f" ({reasons})" if reasons else "")
         hint = _("Wait until the rate limit ends, or activate or add another account.")
         item.failure = Failure(Outcome.THROTTLED, None, text, hint)
@@ -618,6 +641,8 @@ def _may_wait(item: Outgoing) -> bool:
         return False
     if item.choice is not None and item.choice.use_fallback and item.attempts == 0:
         return False  # unroutable: a configuration error, raised by _finish
+    if item.attempts and int(conf.get_setting("OUTBOX_MAX_ATTEMPTS")) <= 1:
+        return False  # this attempt was the only one allowed
     return item.failure is None or item.failure.retryable
 
 
@@ -626,7 +651,8 @@ def _error_for(failed: list[Outgoing], sent: int) -> MultiSMTPError:
     failure = first.failure
     assert failure is not None
     never_tried = first.attempts == 0
-    cls = NoAccountAvailable if never_tried and failure.outcome == Outcome.THROTTLED else SendFailed
+    no_account = failure.outcome in (Outcome.THROTTLED, Outcome.PERMANENT)
+    cls = NoAccountAvailable if never_tried and no_account else SendFailed
     more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
     account = first.failed_on
     text = f"{first.message_id}: {failure.summary().rstrip('.')}{more}. {failure.hint}".strip()

@@ -38,7 +38,7 @@ class OutboxMessage(models.Model):
     reply_to = models.TextField(_("reply-to"), blank=True)
     #: Envelope recipients (To, Cc and Bcc), one per line, checked and IDNA-encoded.
     #: (Text rather than JSON: a JSONField makes the system checks need a database.)
-    recipients = models.TextField(_("recipients"))
+    envelope_recipients = models.TextField(_("recipients"))
     data = models.BinaryField(_("message bytes"))
     size = models.PositiveIntegerField(_("size (bytes)"), default=0)
 
@@ -108,4 +108,10 @@ class OutboxMessage(models.Model):
 
     @property
     def recipient_list(self) -> list[str]:
-        return [line for line in self.recipients.splitlines() if line]
+        return [line for line in self.envelope_recipients.splitlines() if line]
+
+    # pre_send/post_send receivers get the row for queued mail; these mirror the
+    # EmailMessage attributes receivers commonly read.
+    def recipients(self) -> list[str]:
+        """The envelope recipients, as ``EmailMessage.recipients()`` returns them."""
+        return self.recipient_list
