@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.core.mail.utils import DNS_NAME
 
-from .addresses import addr_spec, prep_address
+from .addresses import prep_address, prep_sender, sender_spec
 from .compat import render_message
 from .hints import HINT_HEADERS, Hints
 from .replies import Failure
@@ -78,9 +78,9 @@ class Outgoing:
         base.extra_headers = headers
         message_id = next(str(v) for k, v in headers.items() if str(k).lower() == "message-id")
         from_email = message.from_email or settings.DEFAULT_FROM_EMAIL
-        from_address = addr_spec(from_email)
+        from_address = sender_spec(from_email)
         # Both raise ValueError for invalid or injected addresses, as Django's backend does.
-        prep_address(from_email)
+        prep_sender(from_email)
         recipients = [prep_address(address) for address in message.recipients()]
         item = cls(
             index=index,
@@ -88,7 +88,7 @@ class Outgoing:
             hints=hints,
             user_id=user_id,
             from_address=from_address,
-            uses_default_from=from_address == addr_spec(settings.DEFAULT_FROM_EMAIL),
+            uses_default_from=from_address == sender_spec(settings.DEFAULT_FROM_EMAIL),
             envelope_recipients=recipients,
             message_id=message_id,
             base=base,
@@ -115,7 +115,7 @@ class Outgoing:
 
     def sender(self, account: SmtpAccount | None) -> str:
         """The envelope sender when sending through ``account``."""
-        return prep_address(self._sender_fields(account)[0])
+        return prep_sender(self._sender_fields(account)[0])
 
     def render(self, account: SmtpAccount | None) -> bytes:
         """The wire bytes for ``account`` (None: as is). Not cached: a batch holds the
