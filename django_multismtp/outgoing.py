@@ -21,7 +21,7 @@ from django.conf import settings
 from django.core.mail.utils import DNS_NAME
 
 from . import rawmail
-from .addresses import addr_spec, prep_address
+from .addresses import prep_address, prep_sender, sender_spec
 from .compat import render_message
 from .hints import HINT_HEADERS, Hints
 from .replies import Failure
@@ -93,9 +93,9 @@ class Outgoing:
         base.extra_headers = headers
         message_id = next(str(v) for k, v in headers.items() if str(k).lower() == "message-id")
         from_email = message.from_email or settings.DEFAULT_FROM_EMAIL
-        from_address = addr_spec(from_email)
+        from_address = sender_spec(from_email)
         # Both raise ValueError for invalid or injected addresses, as Django's backend does.
-        prep_address(from_email)
+        prep_sender(from_email)
         recipients = [prep_address(address) for address in message.recipients()]
         item = cls(
             index=index,
@@ -103,7 +103,7 @@ class Outgoing:
             hints=hints,
             user_id=user_id,
             from_address=from_address,
-            uses_default_from=from_address == addr_spec(settings.DEFAULT_FROM_EMAIL),
+            uses_default_from=from_address == sender_spec(settings.DEFAULT_FROM_EMAIL),
             envelope_recipients=recipients,
             message_id=message_id,
             base=base,
@@ -124,7 +124,7 @@ class Outgoing:
             message=row,
             hints=hints,
             user_id=row.user_id,
-            from_address=addr_spec(from_email),
+            from_address=sender_spec(from_email),
             uses_default_from=row.uses_default_from,
             envelope_recipients=row.recipient_list,
             message_id=row.message_id,
@@ -155,7 +155,7 @@ class Outgoing:
 
     def sender(self, account: SmtpAccount | None) -> str:
         """The envelope sender when sending through ``account``."""
-        return prep_address(self._sender_fields(account)[0])
+        return prep_sender(self._sender_fields(account)[0])
 
     def render(self, account: SmtpAccount | None) -> bytes:
         """The wire bytes for ``account`` (None: as is). Not cached: a batch holds the

@@ -652,6 +652,38 @@ def test_accounts_send_in_parallel_keeping_order(mailer, smtp_server, second_ser
     assert [m.multismtp_status.account for m in batch] == ["left", "right"] * 4
 
 
+def test_a_long_batch_over_several_connections_keeps_order_per_connection(mailer, smtp_server):
+    # More messages than the render window holds (feed.AHEAD per connection): the
+    # calling thread renders while the connections send, each in the caller's order.
+    SmtpAccountFactory.for_server(smtp_server, name="A", is_site_default=True, max_connections=3)
+    batch = [message(f"m{i:02d}") for i in range(40)]
+    assert send(*batch) == 40
+    got = subjects(smtp_server)
+    assert sorted(got) == sorted(f"m{i:02d}" for i in range(40))
+    for lane in range(3):  # messages are dealt to the connections in turn
+        dealt = [f"m{i:02d}" for i in range(lane, 40, 3)]
+        assert [s for s in got if s in dealt] == dealt
+    assert smtp_server.connections == 3
+
+
+def test_a_message_that_cannot_be_rendered_raises_and_the_backend_goes_on(mailer, smtp_server):
+    from django.core.mail import BadHeaderError
+
+    SmtpAccountFactory.for_server(smtp_server, name="A", is_site_default=True)
+    backend = EmailBackend()
+    backend.open()
+    try:
+        bad = message("bad")
+        bad.extra_headers["X-Bad"] = "one\nInjected: two"  # refused when rendered
+        with pytest.raises(BadHeaderError):
+            backend.send_messages([message(f"ok{i}") for i in range(10)] + [bad])
+        assert backend.send_messages([message("after")]) == 1
+    finally:
+        backend.close()
+    assert "bad" not in subjects(smtp_server)
+    assert subjects(smtp_server)[-1] == "after"
+
+
 def test_send_mail_uses_the_backend(pair, smtp_server):
     assert mail.send_mail("Plain API", "Body", None, ["to@example.test"]) == 1
     assert subjects(smtp_server) == ["Plain API"]

@@ -43,6 +43,7 @@ from ..exceptions import (
     SendFailed,
     UnknownAccount,
 )
+from ..feed import Feed, Lane
 from ..hints import Hints, context_hints, message_hints
 from ..message import SendStatus
 from ..models import DeliveryLog, SmtpAccount
@@ -470,11 +471,17 @@ class EmailBackend(BaseEmailBackend):
     def _transmit(self, attempts: list[Attempt]) -> None:
         """Do the SMTP work of one round (overridden by the test backend)."""
         groups: dict[ServerConfig, list[Attempt]] = defaultdict(list)
+        configs: dict[Any, ServerConfig] = {}  # built (and hashed) once per account
         for attempt in attempts:
-            config = self.fallback if attempt.account is None else account_config(attempt.account)
+            if attempt.account is None:
+                config = self.fallback
+            else:
+                config = configs.get(attempt.account.pk)
+                if config is None:
+                    config = configs[attempt.account.pk] = account_config(attempt.account)
             assert config is not None
             groups[config].append(attempt)
-        lanes: list[tuple[Session, list[Attempt]]] = []
+        lanes: list[tuple[Session, Lane]] = []
         for config, group in groups.items():
             # Up to max_connections connections per account; messages are dealt to them
             # in turn, so each connection sends in the caller's order.
@@ -482,8 +489,11 @@ class EmailBackend(BaseEmailBackend):
             for index, session in enumerate(pool):
                 lane = group[index :: len(pool)]
                 if lane:
-                    lanes.append((session, lane))
-        smtp_loop.run(_send_groups(lanes))
+                    lanes.append((session, Lane(lane)))
+        # The connections send on our loop while this thread renders their next messages
+        # (see feed.py): rendering overlaps the waits for the servers.
+        feed = Feed(smtp_loop.loop(), [lane for _, lane in lanes])
+        feed.run(_send_groups(lanes, feed), _render)
 
     def _pool(self, config: ServerConfig, size: int) -> list[Session]:
         pool = self._sessions.setdefault(config, [])
@@ -706,22 +716,28 @@ def account_config(account: SmtpAccount) -> ServerConfig:
     return config
 
 
-async def _send_groups(groups: list[tuple[Session, list[Attempt]]]) -> None:
-    await asyncio.gather(*(_send_group(session, attempts) for session, attempts in groups))
+def _render(attempt: Attempt) -> bytes:
+    return attempt.item.render(attempt.account)
 
 
-async def _send_group(session: Session, attempts: list[Attempt]) -> None:
+async def _send_groups(groups: list[tuple[Session, Lane]], feed: Feed) -> None:
+    await asyncio.gather(*(_send_group(session, lane, feed) for session, lane in groups))
+
+
+async def _send_group(session: Session, lane: Lane, feed: Feed) -> None:
     """Send in order over one connection; stop at the first account-level failure."""
-    for attempt in attempts:
-        # Rendered just before it goes on the wire and dropped right after, so memory
-        # holds the messages in flight, not the whole batch.
-        attempt.data = attempt.item.render(attempt.account)
+    for attempt in lane.attempts:
+        data = await feed.take(lane)
+        if data is None:  # rendering a later message failed: the caller gets the error
+            return
         delivery: Delivery = await session.send(
-            attempt.sender, attempt.item.envelope_recipients, attempt.data
+            attempt.sender, attempt.item.envelope_recipients, data
         )
-        attempt.data = b""
+        del data  # memory holds the messages in flight, not the whole batch
         attempt.delivery = delivery
+        feed.sent(lane)
         if delivery.failure is not None and delivery.failure.account_level:
+            feed.stop(lane)
             return
 
 
