@@ -87,6 +87,19 @@ def _refuse_selection(model_admin: Any, request: HttpRequest) -> None:
     )
 
 
+class ValidSelectionMixin:
+    """Refuse forged action selections with a message instead of a server error."""
+
+    def response_action(
+        self, request: HttpRequest, queryset: Any, **kwargs: Any
+    ) -> HttpResponse | None:
+        # **kwargs: Django 6.1 passes action_location.
+        if not _valid_selection(request):
+            _refuse_selection(self, request)
+            return None
+        return super().response_action(request, queryset, **kwargs)  # type: ignore[misc,no-any-return]
+
+
 class StatusFilter(admin.SimpleListFilter):
     title = _("status")
     parameter_name = "status"
@@ -144,7 +157,7 @@ class PurposeFilter(admin.SimpleListFilter):
 
 
 @admin.register(SmtpAccount)
-class SmtpAccountAdmin(AccountAdminBase):
+class SmtpAccountAdmin(ValidSelectionMixin, AccountAdminBase):  # type: ignore[misc]
     form = SmtpAccountForm
     list_display = (
         "name",
@@ -363,15 +376,6 @@ class SmtpAccountAdmin(AccountAdminBase):
             return queryset
         return queryset.filter(owner=request.user.pk)
 
-    def response_action(  # type: ignore[override]
-        self, request: HttpRequest, queryset: Any, **kwargs: Any
-    ) -> HttpResponse | None:
-        # **kwargs: Django 6.1 passes action_location.
-        if not _valid_selection(request):
-            _refuse_selection(self, request)
-            return None
-        return super().response_action(request, queryset, **kwargs)
-
     @admin.action(description=_("Test connection (no mail sent)"), permissions=["change"])
     def test_connection(
         self, request: HttpRequest, queryset: QuerySet[SmtpAccount]
@@ -489,7 +493,7 @@ class SmtpAccountAdmin(AccountAdminBase):
 
 
 @admin.register(DeliveryLog)
-class DeliveryLogAdmin(LogAdminBase):
+class DeliveryLogAdmin(ValidSelectionMixin, LogAdminBase):  # type: ignore[misc]
     list_display = (
         "created_at",
         "account_name",
@@ -503,15 +507,6 @@ class DeliveryLogAdmin(LogAdminBase):
     list_filter = ("outcome", "account", "created_at")
     search_fields = ("message_id", "recipient_domains")
     date_hierarchy = "created_at"
-
-    def response_action(  # type: ignore[override]
-        self, request: HttpRequest, queryset: Any, **kwargs: Any
-    ) -> HttpResponse | None:
-        # **kwargs: Django 6.1 passes action_location.
-        if not _valid_selection(request):
-            _refuse_selection(self, request)
-            return None
-        return super().response_action(request, queryset, **kwargs)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -545,7 +540,7 @@ class OutboxStatusFilter(admin.SimpleListFilter):
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(OutboxAdminBase):
+class OutboxMessageAdmin(ValidSelectionMixin, OutboxAdminBase):  # type: ignore[misc]
     """Read-only rows with two actions: a person decides *when*, never *what*."""
 
     list_display = (
@@ -623,15 +618,6 @@ class OutboxMessageAdmin(OutboxAdminBase):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # The form is read-only; the actions need the change permission.
         return super().has_change_permission(request, obj) if obj is None else False
-
-    def response_action(  # type: ignore[override]
-        self, request: HttpRequest, queryset: Any, **kwargs: Any
-    ) -> HttpResponse | None:
-        # **kwargs: Django 6.1 passes action_location.
-        if not _valid_selection(request):
-            _refuse_selection(self, request)
-            return None
-        return super().response_action(request, queryset, **kwargs)
 
     @admin.action(description=_("Retry now"), permissions=["change"])
     def retry_now(self, request: HttpRequest, queryset: QuerySet[OutboxMessage]) -> None:
