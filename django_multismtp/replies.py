@@ -107,6 +107,12 @@ HINTS = {
         "certificate; for a private CA, give its file as CA file; only turn certificate "
         "checks off for a server you control."
     ),
+    "reset": (
+        "The server accepted the connection and closed it at once, before any reply: with "
+        "implicit TLS (port 465) the TLS handshake failed. Check that the security setting "
+        "matches the port (465: implicit TLS, 587: STARTTLS), or the server may refuse "
+        "this client's address."
+    ),
     "refused": (
         "Nothing accepts connections on that host and port. Check the host name and port; "
         "a firewall or the hosting provider may block outgoing SMTP (port 25 often is)."
@@ -290,6 +296,12 @@ def classify_exception(exc: BaseException, *, stage: str = "DATA") -> Failure:
     if isinstance(exc, aiosmtplib.SMTPConnectError | ConnectionRefusedError):
         if "Name or service not known" in text or "nodename nor servname" in text:
             return Failure(Outcome.CONNECTION_FAILED, None, text, HINTS["unknown_host"])
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, ConnectionResetError | ConnectionAbortedError | ssl.SSLEOFError):
+            # Something listens but hung up at once: for implicit TLS, mid-handshake.
+            if text.rstrip().endswith(":"):
+                text = f"{text.rstrip()} {type(cause).__name__}"
+            return Failure(Outcome.CONNECTION_FAILED, None, text, HINTS["reset"])
         return Failure(Outcome.CONNECTION_FAILED, None, text, HINTS["refused"])
     if isinstance(exc, OSError):
         return Failure(Outcome.CONNECTION_FAILED, None, text, HINTS["refused"])

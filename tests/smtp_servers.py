@@ -4,7 +4,8 @@ Why real servers instead of mocks: the package under test talks to SMTP servers 
 ``smtplib`` (via Django's SMTP backend).  Mocking smtplib would only test our assumptions
 about smtplib; a real server on 127.0.0.1 exercises the whole protocol: EHLO, STARTTLS or
 implicit TLS, AUTH (PLAIN, LOGIN, CRAM-MD5), MAIL/RCPT/DATA, and the failures that make a
-multi-server setup interesting (throttling replies, dropped connections, stalls).
+multi-server setup interesting (throttling replies, dropped connections, stalls, broken
+TLS handshakes).
 
 Everything binds to 127.0.0.1 only.  Each :class:`SMTPTestServer` runs its own asyncio loop
 in a thread (aiosmtpd's :class:`~aiosmtpd.controller.Controller`); everything the test thread
@@ -76,8 +77,9 @@ SUPPORTED_MECHANISMS: Final = ("PLAIN", "LOGIN", "CRAM-MD5")
 
 # Stages at which a fault can fire.  "EHLO" covers HELO too: the client has seen the
 # greeting and is waiting for the EHLO/HELO answer.  "AUTH" fires once the AUTH command
-# names a known mechanism, before any challenge.
-STAGES: Final = ("EHLO", "AUTH", "MAIL", "RCPT", "DATA")
+# names a known mechanism, before any challenge.  "TLS" is the TLS handshake (on accept
+# in implicit mode, after the 220 to STARTTLS otherwise); only ``break_tls`` acts there.
+STAGES: Final = ("EHLO", "AUTH", "MAIL", "RCPT", "DATA", "TLS")
 
 # aiosmtpd's own text for require_starttls lacks the enhanced status code real servers send.
 _AIOSMTPD_STARTTLS_REFUSAL: Final = "530 Must issue a STARTTLS command first"
@@ -218,7 +220,17 @@ class ReceivedMessage:
 # Faults
 # --------------------------------------------------------------------------------------
 
-_ACTIONS: Final = ("reply", "disconnect", "stall", "auth_then_drop", "reply_then_disconnect")
+_ACTIONS: Final = (
+    "reply",
+    "disconnect",
+    "stall",
+    "auth_then_drop",
+    "reply_then_disconnect",
+    "break_tls",
+)
+
+# What a break_tls fault sends after 220 to STARTTLS, where a TLS ServerHello belongs.
+NOT_TLS: Final = b"This is not a TLS ServerHello.\r\n"
 
 
 @dataclass(frozen=True)
@@ -266,6 +278,10 @@ class Fault:
             raise ValueError("seconds must be >= 0")
         if self.recipient is not None and self.stage != "RCPT":
             raise ValueError("recipient only makes sense with stage='RCPT'")
+        if (self.action == "break_tls") != (self.stage == "TLS"):
+            # The handshake is not an SMTP command: there is no reply to replace there,
+            # and break_tls has nothing to break anywhere else.
+            raise ValueError("stage 'TLS' takes only the break_tls action, and vice versa")
 
     @property
     def status_line(self) -> str:
@@ -351,6 +367,21 @@ class Fault:
             on_message=on_message,
             times=times,
         )
+
+    @classmethod
+    def break_tls(cls, *, on_message: int | None = None, times: int | None = 1) -> Fault:
+        """Make the TLS handshake fail, for tests of mail that cannot be encrypted.
+
+        Implicit mode: the server aborts the handshake when the ClientHello arrives and
+        drops the connection (asyncio does not flush the alert), so the client sees it end
+        mid-handshake: ``ssl.SSLEOFError`` with blocking sockets, ``ConnectionResetError``
+        under asyncio.  STARTTLS mode: the server answers 220 to STARTTLS, then replies to
+        the ClientHello with bytes that are not TLS (:data:`NOT_TLS`) and hangs up, like a
+        broken middlebox; the client's TLS layer reports a wrong version number.  Either
+        way no session starts and nothing is recorded.  ``on_message`` counts like "EHLO"
+        faults (the number the next message would get).
+        """
+        return cls("break_tls", stage="TLS", on_message=on_message, times=times)
 
     @property
     def _point(self) -> str:
@@ -449,6 +480,20 @@ class _TestSMTP(SMTP):
             await self.push(AUTH_REQUIRED_REFUSAL)
             return True
         return False
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        """STARTTLS, answered with bytes that are not TLS when a break_tls fault is due."""
+        if arg or self.owner._take_fault("TLS", self.connection_no, self.owner._upcoming()) is None:
+            await super().smtp_STARTTLS(arg)
+            return
+        await self.push("220 Ready to start TLS")
+        # Wait for the ClientHello: garbage sent before it would reach the client's SMTP
+        # reader, not its TLS layer.
+        await self._reader.read(4096)
+        if self.transport is not None:
+            self.transport.write(NOT_TLS)
+        await _drop(self)
 
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:
@@ -718,6 +763,10 @@ class SMTPTestServer:
         self._controller: _TestController | None = None
         # Built once: loading the chain is the slow part of a TLS context.
         self._server_context = tls.server_context() if tls is not None else None
+        if mode == "implicit" and self._server_context is not None:
+            # The handshake runs before aiosmtpd sees the connection; this callback is
+            # the one hook inside it.
+            self._server_context.sni_callback = self._on_client_hello
 
     # -- public API ------------------------------------------------------------------
 
@@ -860,6 +909,16 @@ class SMTPTestServer:
         )
         self._live.add(smtp)
         return smtp
+
+    def _on_client_hello(
+        self, ssl_object: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext
+    ) -> int | None:
+        """``sni_callback`` of implicit mode: OpenSSL calls it for every ClientHello (with
+        ``server_name`` None when the client sent no SNI, as for 127.0.0.1).  Returning an
+        alert aborts the handshake: how a break_tls fault acts in this mode."""
+        if self._take_fault("TLS", self.connections, self._upcoming()) is None:
+            return None
+        return ssl.ALERT_DESCRIPTION_HANDSHAKE_FAILURE
 
     def _forget(self, smtp: _TestSMTP) -> None:
         self._live.discard(smtp)

@@ -667,15 +667,14 @@ def test_a_long_batch_over_several_connections_keeps_order_per_connection(mailer
 
 
 def test_a_message_that_cannot_be_rendered_raises_and_the_backend_goes_on(mailer, smtp_server):
-    from django.core.mail import BadHeaderError
-
     SmtpAccountFactory.for_server(smtp_server, name="A", is_site_default=True)
     backend = EmailBackend()
     backend.open()
     try:
         bad = message("bad")
         bad.extra_headers["X-Bad"] = "one\nInjected: two"  # refused when rendered
-        with pytest.raises(BadHeaderError):
+        # BadHeaderError (a ValueError) on 5.2; Django 6 raises ValueError itself.
+        with pytest.raises(ValueError, match="newline|linefeed"):
             backend.send_messages([message(f"ok{i}") for i in range(10)] + [bad])
         assert backend.send_messages([message("after")]) == 1
     finally:

@@ -54,9 +54,19 @@ def send(server: SMTPTestServer, *messages: EmailMessage, **kwargs: Any) -> None
     """Send messages over one connection."""
 
     async def run() -> None:
-        async with client(server, **kwargs) as smtp:
+        smtp = client(server, **kwargs)
+        async with smtp:
+            transport = smtp.transport
+            sock = transport.get_extra_info("socket") if transport is not None else None
             for message in messages:
                 await smtp.send_message(message)
+        # A TLS transport finishes closing (the close_notify exchange) a few loop turns
+        # after QUIT; asyncio.run() would otherwise close the loop with the socket still
+        # open, and the ResourceWarning fails whichever test is running at the next GC.
+        for _ in range(500):
+            if sock is None or sock.fileno() == -1:
+                break
+            await asyncio.sleep(0.01)
 
     asyncio.run(run())
 
@@ -481,3 +491,53 @@ def test_bad_configuration_is_rejected(tmp_path: Path) -> None:
         Fault.reply(454, "x", stage="QUIT")
     with pytest.raises(ValueError):
         Fault.reply(99, "x")
+
+
+# -- break_tls (appended with the fault) --------------------------------------------------
+
+
+def send_over_tls(server: SMTPTestServer, tls: TLSFiles, message: EmailMessage) -> None:
+    """Send with smtplib, in the server's TLS mode.
+
+    smtplib rather than ``send()``: its blocking sockets are closed by the time it returns
+    or raises, while an aiosmtplib TLS connection may still be shutting down when
+    ``asyncio.run()`` closes its loop, and then warns (an error here) as unclosed.
+    """
+    context = tls.client_context()
+    if server.mode == "implicit":
+        smtp = smtplib.SMTP_SSL(server.host, server.port, context=context, timeout=5)
+    else:
+        smtp = smtplib.SMTP(server.host, server.port, timeout=5)
+    with smtp:
+        if server.mode == "starttls":
+            smtp.starttls(context=context)
+        smtp.send_message(message)
+
+
+@pytest.mark.parametrize(
+    ("mode", "error"),
+    [
+        # Aborted at the ClientHello: the connection ends mid-handshake.
+        ("implicit", "EOF occurred in violation of protocol"),
+        # Bytes that are not TLS where the ServerHello belongs.
+        ("starttls", "WRONG_VERSION_NUMBER"),
+    ],
+)
+def test_break_tls_fails_the_handshake_once(tls: TLSFiles, mode: str, error: str) -> None:
+    with SMTPTestServer(mode=mode, tls=tls) as server:
+        server.add_fault(Fault.break_tls())
+        with pytest.raises(ssl.SSLError, match=error):
+            send_over_tls(server, tls, make_message(1))
+        assert server.received == []
+        send_over_tls(server, tls, make_message(2))  # used up: the next handshake succeeds
+        [received] = server.wait_for(1)
+        assert received.tls and received.message()["Subject"] == "message 2"
+        assert server.connections == 2
+
+
+def test_break_tls_only_at_the_tls_stage() -> None:
+    assert Fault.break_tls().stage == "TLS"
+    with pytest.raises(ValueError, match="break_tls"):
+        Fault("break_tls", stage="DATA")
+    with pytest.raises(ValueError, match="break_tls"):
+        Fault.disconnect(stage="TLS")
