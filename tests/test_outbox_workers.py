@@ -64,15 +64,15 @@ def test_a_worker_killed_mid_batch_loses_nothing(settings, mailer, smtp_server, 
     clock_file, now = shared_clock
     settings.MULTISMTP = {**settings.MULTISMTP, "OUTBOX": "always"}
     SmtpAccountFactory.for_server(
-        smtp_server, name="bulk", is_site_default=True, max_connections=2, timeout=60
+        smtp_server, name="bulk", is_site_default=True, max_connections=2, timeout=120
     )
     assert get_mailer().send_messages([message(f"m{i}") for i in range(MESSAGES)]) == MESSAGES
     queued_ids = set(OutboxMessage.objects.values_list("message_id", flat=True))
     assert len(queued_ids) == MESSAGES
 
-    # The victim starts alone; the server holds its third message for 20 s, so it is
+    # The victim starts alone; the server holds its third message for 60 s, so it is
     # certainly in the middle of its first batch: some sent, the rest claimed.
-    smtp_server.add_fault(Fault.stall(20, on_message=3))
+    smtp_server.add_fault(Fault.stall(60, on_message=3))
     command = ["-m", "django", "send_queued_mail", "--batch", str(BATCH)]
     victim = start(command)
     survivors = []
