@@ -525,8 +525,7 @@ class OutboxStatusFilter(admin.SimpleListFilter):
         return [*OUTBOX_LABELS.items(), ("duplicate", _("possible duplicate"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        now = clock.now()
-        claimed = Q(locked_until__gt=now) & ~Q(locked_by="")
+        claimed = OutboxMessage.claimed(clock.now())
         value = self.value()
         if value == "queued":
             return queryset.filter(status="queued").exclude(claimed)
@@ -593,7 +592,7 @@ class OutboxMessageAdmin(ValidSelectionMixin, OutboxAdminBase):  # type: ignore[
 
     @admin.display(description=_("recipients"))
     def recipients_short(self, obj: OutboxMessage) -> str:
-        recipients = obj.recipient_list
+        recipients = obj.recipients()
         more = f" (+{len(recipients) - 1})" if len(recipients) > 1 else ""
         return (recipients[0] if recipients else "") + more
 
@@ -621,33 +620,33 @@ class OutboxMessageAdmin(ValidSelectionMixin, OutboxAdminBase):  # type: ignore[
 
     @admin.action(description=_("Retry now"), permissions=["change"])
     def retry_now(self, request: HttpRequest, queryset: QuerySet[OutboxMessage]) -> None:
-        count = outbox.retry_now(queryset)
-        skipped = queryset.count() - count
-        self.message_user(
+        self._report(
             request,
-            gettext("%(count)d message(s) will be sent by the next worker run.") % {"count": count}
-            + (
-                " "
-                + gettext("%(n)d sent or cancelled message(s) were left alone.") % {"n": skipped}
-                if skipped
-                else ""
-            ),
-            messages.SUCCESS if count else messages.WARNING,
+            queryset,
+            outbox.retry_now(queryset),
+            gettext("%(count)d message(s) will be sent by the next worker run."),
+            gettext("%(n)d sent or cancelled message(s) were left alone."),
         )
 
     @admin.action(description=_("Cancel"), permissions=["change"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[OutboxMessage]) -> None:
-        count = outbox.cancel(queryset)
-        skipped = queryset.count() - count
-        self.message_user(
+        self._report(
             request,
-            gettext("%(count)d message(s) cancelled.") % {"count": count}
-            + (
-                " "
-                + gettext("%(n)d already sent or cancelled message(s) were left alone.")
-                % {"n": skipped}
-                if skipped
-                else ""
-            ),
-            messages.SUCCESS if count else messages.WARNING,
+            queryset,
+            outbox.cancel(queryset),
+            gettext("%(count)d message(s) cancelled."),
+            gettext("%(n)d already sent or cancelled message(s) were left alone."),
         )
+
+    def _report(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[OutboxMessage],
+        count: int,
+        done: str,
+        left: str,
+    ) -> None:
+        """Say what an action changed, and how many selected rows it left alone."""
+        skipped = queryset.count() - count
+        text = done % {"count": count} + (" " + left % {"n": skipped} if skipped else "")
+        self.message_user(request, text, messages.SUCCESS if count else messages.WARNING)

@@ -101,10 +101,11 @@ def free_at(account: SmtpAccount, now: dt.datetime) -> dt.datetime:
     """When ``account`` may send again as far as its own limits go: the end of the
     longest window that is full now (``now`` when none is)."""
     when = now
+    seconds = {period: length for period, length, _limit in account.limits()}
     for period, (used, limit) in usage(account, now).items():
         if used >= limit:
-            seconds = dict((p, s) for p, s, _limit in account.limits())[period]
-            when = max(when, window_start(now, seconds) + dt.timedelta(seconds=seconds))
+            end = window_start(now, seconds[period]) + dt.timedelta(seconds=seconds[period])
+            when = max(when, end)
     return when
 
 

@@ -182,9 +182,7 @@ def schedule_wake() -> None:
 
 
 def _due(now: dt.datetime) -> Q:
-    return Q(status=Status.QUEUED, next_attempt_at__lte=now) & (
-        Q(locked_until__isnull=True) | Q(locked_until__lte=now)
-    )
+    return Q(status=Status.QUEUED, next_attempt_at__lte=now) & ~OutboxMessage.claimed(now)
 
 
 def claim(

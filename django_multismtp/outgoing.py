@@ -126,7 +126,7 @@ class Outgoing:
             user_id=row.user_id,
             from_address=sender_spec(from_email),
             uses_default_from=row.uses_default_from,
-            envelope_recipients=row.recipient_list,
+            envelope_recipients=row.recipients(),
             message_id=row.message_id,
             base=None,
             from_email=from_email,
@@ -174,6 +174,12 @@ class Outgoing:
         message.reply_to = reply_to
         return render_message(message)
 
+    @property
+    def unroutable(self) -> bool:
+        """No account matched and no server was tried (a direct send's configuration
+        error: there is no fallback server)."""
+        return self.choice is not None and self.choice.use_fallback and self.attempts == 0
+
     def recipient_domains(self) -> str:
         domains = sorted({r.rpartition("@")[2].lower() for r in self.envelope_recipients})
         return ",".join(domains)[:500]
@@ -186,8 +192,6 @@ class Attempt:
     item: Outgoing
     account: SmtpAccount | None
     sender: str
-    #: The wire bytes, only while the message is being sent.
-    data: bytes = b""
     #: When the account's limits were reserved: a release must go to the same windows.
     reserved_at: dt.datetime | None = None
     delivery: Delivery | None = None

@@ -43,6 +43,19 @@ def start(args: list[str], *, stdin: bool = False, **extra_env: str) -> subproce
     )
 
 
+def start_together(children: list[subprocess.Popen[str]]) -> None:
+    """Wait until every child printed "ready", then send them all "go" at once, so that
+    their work overlaps (children started with ``stdin=True`` that wait for that line)."""
+    for child in children:
+        assert child.stdout is not None
+        line = child.stdout.readline().strip()
+        assert line == "ready", f"a child did not start: {child.communicate(timeout=60)[1]}"
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
+
+
 def stop(*children: subprocess.Popen[Any]) -> None:
     """Kill what still runs; reap every child and close its pipes."""
     for child in children:

@@ -4,11 +4,7 @@ when an account runs out."""
 from __future__ import annotations
 
 import datetime as dt
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
@@ -20,8 +16,8 @@ from django_multismtp.exceptions import NoAccountAvailable
 from django_multismtp.models import DeliveryLog, UsageCounter
 from tests.factories import SmtpAccountFactory
 from tests.mailers import get_mailer
+from tests.processes import start, start_together, stop
 
-ROOT = Path(__file__).resolve().parent.parent
 # 10:15:30 UTC: a minute and an hour window both have room to move forward in.
 START = dt.datetime(2025, 6, 1, 10, 15, 30, tzinfo=dt.UTC)
 
@@ -226,7 +222,6 @@ CHILD = textwrap.dedent(
 def test_limit_holds_across_processes():
     account = SmtpAccountFactory(limit_per_minute=25)
     args = [
-        sys.executable,
         "-c",
         CHILD,
         django_settings.SETTINGS_MODULE,
@@ -234,41 +229,16 @@ def test_limit_holds_across_processes():
         str(account.pk),
         START.isoformat(),
     ]
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
-    children = [
-        subprocess.Popen(
-            args,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
+    children = [start(args, stdin=True) for _ in range(2)]
     try:
-        for child in children:
-            assert child.stdout is not None
-            if child.stdout.readline().strip() != "ready":
-                pytest.fail(f"child did not start: {child.communicate(timeout=60)[1]}")
-        for child in children:
-            assert child.stdin is not None
-            child.stdin.write("go\n")
-            child.stdin.flush()
+        start_together(children)
         results = []
         for child in children:
             out, err = child.communicate(timeout=60)
             assert child.returncode == 0, err
             results.append(int(out.strip()))
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
+        stop(*children)
 
     assert sum(results) == 25
     assert limits.usage(account, START) == {"minute": (25, 25)}

@@ -70,7 +70,7 @@ def test_a_throttled_message_is_queued_then_sent_by_a_worker(account, smtp_serve
     assert row.status == Status.QUEUED
     assert (row.attempts, row.deferrals, row.smtp_attempts) == (1, 0, 1)
     assert row.message_id == msg.multismtp_status.message_id
-    assert row.recipient_list == ["to@example.test"]
+    assert row.recipients() == ["to@example.test"]
     assert "454" in row.last_error and row.last_error_code == 454
     # The account is paused for a minute (THROTTLE_BACKOFF); the row waits as long.
     account.refresh_from_db()

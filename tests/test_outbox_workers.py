@@ -30,7 +30,7 @@ from django_multismtp.models import DeliveryLog, OutboxMessage
 from tests.clocks import file_clock, set_time
 from tests.factories import SmtpAccountFactory
 from tests.mailers import get_mailer
-from tests.processes import start, stop
+from tests.processes import start, start_together, stop
 from tests.smtp_servers import Fault, SMTPTestServer
 from tests.test_outbox import message
 
@@ -126,14 +126,7 @@ def test_four_processes_share_one_accounts_limit_and_queue_the_rest(smtp_server,
         start(["-m", "tests.child_send", f"p{n}", str(EACH)], stdin=True) for n in range(PROCESSES)
     ]
     try:
-        for child in children:  # all set up...
-            assert child.stdout is not None
-            line = child.stdout.readline().strip()
-            assert line == "ready", child.communicate(timeout=30)[1]
-        for child in children:  # ...then all go at once
-            assert child.stdin is not None
-            child.stdin.write("go\n")
-            child.stdin.flush()
+        start_together(children)
         outputs = []
         for child in children:
             out, err = child.communicate(timeout=120)

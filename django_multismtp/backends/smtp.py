@@ -614,11 +614,7 @@ class EmailBackend(BaseEmailBackend):
                 sent += 1
             elif status.outcome != Outcome.CANCELLED.value:
                 failed.append(item)
-        unroutable = [
-            item
-            for item in failed
-            if item.attempts == 0 and item.choice is not None and item.choice.use_fallback
-        ]
+        unroutable = [item for item in failed if item.unroutable]
         if unroutable:
             # Configuration, not transport: fail_silently must not hide it.
             assert unroutable[0].failure is not None
@@ -649,8 +645,8 @@ def _may_wait(item: Outgoing) -> bool:
     """A failure the outbox can retry later: not sent, not cancelled, not refused."""
     if item.cancelled or item.sent_by is not None or item.sent_by_fallback:
         return False
-    if item.choice is not None and item.choice.use_fallback and item.attempts == 0:
-        return False  # unroutable: a configuration error, raised by _finish
+    if item.unroutable:
+        return False  # a configuration error, raised by _finish
     if item.attempts and int(conf.get_setting("OUTBOX_MAX_ATTEMPTS")) <= 1:
         return False  # this attempt was the only one allowed
     return item.failure is None or item.failure.retryable

@@ -13,6 +13,7 @@ import datetime as dt
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
 
@@ -97,8 +98,14 @@ class OutboxMessage(models.Model):
     def __str__(self) -> str:
         return f"{self.message_id} ({self.status})"
 
+    @staticmethod
+    def claimed(now: dt.datetime) -> Q:
+        """Rows a worker holds now: its lease has not run out (settling clears it)."""
+        return Q(locked_until__gt=now)
+
     def is_claimed(self, now: dt.datetime) -> bool:
-        return bool(self.locked_by) and self.locked_until is not None and self.locked_until > now
+        """:meth:`claimed` for this row."""
+        return self.locked_until is not None and self.locked_until > now
 
     def display_status(self, now: dt.datetime) -> str:
         """The status a person reads: a queued row being sent says so."""
@@ -106,12 +113,8 @@ class OutboxMessage(models.Model):
             return "sending"
         return str(self.status)
 
-    @property
-    def recipient_list(self) -> list[str]:
-        return [line for line in self.envelope_recipients.splitlines() if line]
-
-    # pre_send/post_send receivers get the row for queued mail; these mirror the
-    # EmailMessage attributes receivers commonly read.
+    # pre_send/post_send receivers get the row for queued mail; this mirrors the
+    # EmailMessage method receivers commonly call.
     def recipients(self) -> list[str]:
         """The envelope recipients, as ``EmailMessage.recipients()`` returns them."""
-        return self.recipient_list
+        return [line for line in self.envelope_recipients.splitlines() if line]
