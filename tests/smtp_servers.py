@@ -60,6 +60,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = [
     "Fault",
+    "drop_client",
     "ReceivedMessage",
     "SMTPTestServer",
     "TLSFiles",
@@ -214,6 +215,22 @@ class ReceivedMessage:
         return email.message_from_bytes(
             self.data.replace(b"\r\n", b"\n"), policy=email.policy.default
         )
+
+
+async def drop_client(client: Any, transport: Any = None) -> None:
+    """Close an aiosmtplib client at once and let its loop finish closing it.
+
+    For tests that drive aiosmtplib in ``asyncio.run()``: a socket whose close was only
+    scheduled (or a TLS shutdown waiting for the peer) would outlive the loop, and its
+    ResourceWarning would fail a later test, or the whole run at exit. ``transport``: the
+    one to abort when the client has already forgotten it (after QUIT).
+    """
+    transport = transport if transport is not None else client.transport
+    client.close()
+    if transport is not None:
+        transport.abort()
+    for _ in range(3):
+        await asyncio.sleep(0)  # no wall-clock wait: runs the connection-lost callbacks
 
 
 # --------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from django_multismtp.replies import (
     classify_reply,
 )
 from tests.conftest import USERS
-from tests.smtp_servers import SMTPTestServer, TLSFiles
+from tests.smtp_servers import SMTPTestServer, TLSFiles, drop_client
 
 SENT, THROTTLED, TRANSIENT, PERMANENT = (
     Outcome.SENT,
@@ -341,20 +341,6 @@ def untrusted_implicit(tls_files: TLSFiles) -> Iterator[SMTPTestServer]:
         yield server
 
 
-async def shut(client: aiosmtplib.SMTP) -> None:
-    """Close at once and let the loop finish closing before asyncio.run() drops it.
-
-    Otherwise a socket whose close was only scheduled (or a TLS shutdown waiting for the
-    peer) outlives the loop, and the ResourceWarning fails a later test.
-    """
-    transport = client.transport
-    client.close()
-    if transport is not None:
-        transport.abort()
-    for _ in range(3):
-        await asyncio.sleep(0)  # no wall-clock wait: runs the connection-lost callbacks
-
-
 def raised(server: SMTPTestServer | None = None, *, port: int | None = None, **kwargs) -> Failure:
     """Connect (and log in, when asked) with aiosmtplib; classify what it raised."""
     username = kwargs.pop("username", None)
@@ -372,7 +358,7 @@ def raised(server: SMTPTestServer | None = None, *, port: int | None = None, **k
                 await client.login(username, password)
             await client.sendmail("from@example.com", ["to@example.com"], b"Subject: x\r\n\r\nx")
         finally:
-            await shut(client)
+            await drop_client(client)
 
     with pytest.raises((aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError)) as caught:
         asyncio.run(run())
@@ -476,7 +462,7 @@ def test_wire_good_login_is_not_a_failure(starttls_server, tls_files):
             await client.login("alice", USERS["alice"])
             await client.sendmail("f@example.com", ["t@example.com"], b"Subject: x\r\n\r\nx")
         finally:
-            await shut(client)
+            await drop_client(client)
 
     asyncio.run(run())
     assert starttls_server.wait_for(1)[0].login == "alice"

@@ -6,11 +6,12 @@ Plain functions, no Django: if these fail, the helpers are broken, not the packa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import smtplib
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from tests.smtp_servers import Fault, SMTPTestServer, TLSFiles, make_tls_files
+from tests.smtp_servers import Fault, SMTPTestServer, TLSFiles, drop_client, make_tls_files
 
 USERS = {"alice": "s3cret", "bob": "hunter2"}
 THROTTLE = "4.7.0 Throttling failure: Maximum sending rate exceeded"
@@ -44,29 +45,31 @@ def make_message(n: int = 1) -> EmailMessage:
     return message
 
 
-def client(server: SMTPTestServer, **kwargs: Any) -> aiosmtplib.SMTP:
+@contextlib.asynccontextmanager
+async def client(server: SMTPTestServer, **kwargs: Any) -> AsyncIterator[aiosmtplib.SMTP]:
+    """``async with client(server) as smtp``: aiosmtplib's own context (connect, QUIT),
+    and then the connection really closed before ``asyncio.run()`` ends its loop."""
     kwargs.setdefault("timeout", 5)
     kwargs.setdefault("start_tls", False)
-    return aiosmtplib.SMTP(hostname=server.host, port=server.port, **kwargs)
+    smtp = aiosmtplib.SMTP(hostname=server.host, port=server.port, **kwargs)
+    transport = None
+    try:
+        async with smtp:
+            try:
+                yield smtp
+            finally:
+                transport = smtp.transport  # after STARTTLS, the TLS one
+    finally:
+        await drop_client(smtp, transport)
 
 
 def send(server: SMTPTestServer, *messages: EmailMessage, **kwargs: Any) -> None:
     """Send messages over one connection."""
 
     async def run() -> None:
-        smtp = client(server, **kwargs)
-        async with smtp:
-            transport = smtp.transport
-            sock = transport.get_extra_info("socket") if transport is not None else None
+        async with client(server, **kwargs) as smtp:
             for message in messages:
                 await smtp.send_message(message)
-        # A TLS transport finishes closing (the close_notify exchange) a few loop turns
-        # after QUIT; asyncio.run() would otherwise close the loop with the socket still
-        # open, and the ResourceWarning fails whichever test is running at the next GC.
-        for _ in range(500):
-            if sock is None or sock.fileno() == -1:
-                break
-            await asyncio.sleep(0.01)
 
     asyncio.run(run())
 
