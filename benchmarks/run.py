@@ -164,6 +164,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="add a row per workload: bare aiosmtplib over 4x4 connections, no Django backend",
     )
+    parser.add_argument(
+        "--no-pipelining",
+        action="store_true",
+        help="sinks do not offer PIPELINING (RFC 2920), as some older servers do not",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument(
         "--profile",
@@ -563,12 +568,12 @@ def profile(workload: Workload, sink: Sink) -> None:
 
 
 @contextlib.contextmanager
-def sinks(kind: str, delay_ms: float) -> Iterator[dict[float, Sink]]:
+def sinks(kind: str, delay_ms: float, pipelining: bool) -> Iterator[dict[float, Sink]]:
     started: dict[float, Sink] = {}
     try:
-        started[0.0] = start_sink(kind, 4, 0.0)
+        started[0.0] = start_sink(kind, 4, 0.0, pipelining)
         if delay_ms:
-            started[delay_ms] = start_sink("aiosmtpd", 4, delay_ms)
+            started[delay_ms] = start_sink("aiosmtpd", 4, delay_ms, pipelining)
         yield started
     finally:
         for sink in started.values():
@@ -605,7 +610,7 @@ def main(argv: list[str] | None = None) -> None:
 
     backends = BACKENDS + ([CEILING] if args.ceiling else [])
     results: list[Result] = []
-    with sinks(args.sink, args.delay_ms) as running:
+    with sinks(args.sink, args.delay_ms, not args.no_pipelining) as running:
         for sink in running.values():
             say(f"Sink      {sink.describe()}")
         if args.sink == "auto" and not SMTP_SINK.exists():

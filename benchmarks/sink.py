@@ -6,9 +6,11 @@ Run as its own process so that the server does not share the client's GIL::
 
 Plain SMTP on 127.0.0.1 only: no TLS, no AUTH. Each ``--port`` opens one listening
 socket (``0`` picks a free port); all of them share one event loop and one set of
-counters. ``--delay-ms`` waits that long before answering the end of DATA (the reply
-a real server takes longest to give: it queues the message, scans it, writes it to
-disk); the other commands are answered at once, as Postfix's ``smtp-sink -w`` does.
+counters. It offers PIPELINING (RFC 2920), as ``smtp-sink`` and real servers do,
+unless ``--no-pipelining`` is given. ``--delay-ms`` waits that long before answering the
+end of DATA (the reply a real server takes longest to give: it queues the message, scans
+it, writes it to disk); the other commands are answered at once, as Postfix's
+``smtp-sink -w`` does.
 
 Once listening, the sink prints one line, ``READY <port> <port> ...``, and then reads
 commands on stdin, one per line, answering each on stdout:
@@ -40,9 +42,28 @@ class Counter:
 class SinkHandler:
     """aiosmtpd handler: every message is accepted after ``delay`` seconds."""
 
-    def __init__(self, counter: Counter, delay: float) -> None:
+    def __init__(self, counter: Counter, delay: float, pipelining: bool = True) -> None:
         self.counter = counter
         self.delay = delay
+        self.pipelining = pipelining
+
+    async def handle_EHLO(  # noqa: N802
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        """Offer PIPELINING, as smtp-sink and nearly every real server do.
+
+        aiosmtpd reads commands one after another from its stream, so it already serves
+        pipelined commands correctly; it only does not say so.
+        """
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
         self.counter.messages += 1
@@ -62,9 +83,9 @@ class CountingSMTP(SMTP):
         super().connection_made(transport)
 
 
-async def serve(ports: list[int], delay_ms: float) -> None:
+async def serve(ports: list[int], delay_ms: float, pipelining: bool = True) -> None:
     counter = Counter()
-    handler = SinkHandler(counter, delay_ms / 1000)
+    handler = SinkHandler(counter, delay_ms / 1000, pipelining)
     loop = asyncio.get_running_loop()
     servers = []
     for port in ports:
@@ -109,10 +130,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--delay-ms", type=float, default=0.0, help="wait before answering DATA (default 0)"
     )
+    parser.add_argument(
+        "--no-pipelining",
+        action="store_true",
+        help="do not offer PIPELINING (RFC 2920), like an old or unusual server",
+    )
     args = parser.parse_args(argv)
     # aiosmtpd logs every connection at INFO on "mail.log": far too much at this rate.
     logging.getLogger("mail.log").setLevel(logging.ERROR)
-    asyncio.run(serve(args.port or [0], args.delay_ms))
+    asyncio.run(serve(args.port or [0], args.delay_ms, not args.no_pipelining))
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ class Sink:
     name = ""
     ports: list[int]
     delay_ms: float
+    pipelining: bool = True
 
     def messages(self) -> int | None:
         """Messages received so far (None when the sink cannot tell)."""
@@ -76,7 +77,8 @@ class Sink:
 
     def describe(self) -> str:
         delay = f", {self.delay_ms:g} ms before each DATA reply" if self.delay_ms else ""
-        return f"{self.name} on 127.0.0.1:{','.join(map(str, self.ports))}{delay}"
+        pipelining = "" if self.pipelining else ", PIPELINING not offered"
+        return f"{self.name} on 127.0.0.1:{','.join(map(str, self.ports))}{delay}{pipelining}"
 
 
 class AiosmtpdSink(Sink):
@@ -84,9 +86,12 @@ class AiosmtpdSink(Sink):
 
     name = "aiosmtpd sink (benchmarks/sink.py)"
 
-    def __init__(self, count: int, delay_ms: float) -> None:
+    def __init__(self, count: int, delay_ms: float, pipelining: bool = True) -> None:
         self.delay_ms = delay_ms
+        self.pipelining = pipelining
         command = [sys.executable, "-m", "benchmarks.sink", "--delay-ms", f"{delay_ms:g}"]
+        if not pipelining:
+            command.append("--no-pipelining")
         for _ in range(count):
             command += ["--port", "0"]
         self.process = subprocess.Popen(
@@ -145,8 +150,9 @@ class PostfixSink(Sink):
     name = "Postfix smtp-sink"
     _MESSAGES = re.compile(rb"mesg=(\d+)")
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, pipelining: bool = True) -> None:
         self.delay_ms = 0.0
+        self.pipelining = pipelining
         self.ports = []
         self.processes: list[subprocess.Popen[bytes]] = []
         self._outputs: list[IO[bytes]] = []
@@ -158,7 +164,15 @@ class PostfixSink(Sink):
                 output = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
                 self._outputs.append(output)
                 process = subprocess.Popen(
-                    [str(SMTP_SINK), "-c", "-a", *user, f"{LOCALHOST}:{port}", "256"],
+                    [
+                        str(SMTP_SINK),
+                        "-c",
+                        "-a",
+                        *([] if pipelining else ["-p"]),
+                        *user,
+                        f"{LOCALHOST}:{port}",
+                        "256",
+                    ],
                     stdin=subprocess.DEVNULL,
                     stdout=output,
                     stderr=subprocess.DEVNULL,
@@ -201,11 +215,14 @@ class PostfixSink(Sink):
             output.close()
 
 
-def start_sink(kind: str, count: int, delay_ms: float) -> Sink:
-    """A sink with ``count`` ports; ``kind`` is ``auto``, ``aiosmtpd`` or ``smtp-sink``."""
+def start_sink(kind: str, count: int, delay_ms: float, pipelining: bool = True) -> Sink:
+    """A sink with ``count`` ports; ``kind`` is ``auto``, ``aiosmtpd`` or ``smtp-sink``.
+
+    Both kinds offer PIPELINING (RFC 2920) unless ``pipelining`` is false.
+    """
     use_postfix = kind == "smtp-sink" or (kind == "auto" and SMTP_SINK.exists())
     if use_postfix and not delay_ms:
         if not SMTP_SINK.exists():
             raise RuntimeError(f"{SMTP_SINK} is not installed (Debian package postfix)")
-        return PostfixSink(count)
-    return AiosmtpdSink(count, delay_ms)
+        return PostfixSink(count, pipelining)
+    return AiosmtpdSink(count, delay_ms, pipelining)

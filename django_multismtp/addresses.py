@@ -7,6 +7,7 @@ envelopes (IDNA domains, CR/LF injection refused) do not depend on the version.
 
 from __future__ import annotations
 
+import re
 from email.headerregistry import Address, AddressHeader
 from functools import lru_cache
 from typing import Any
@@ -19,7 +20,17 @@ def prep_address(address: Any, force_ascii: bool = True) -> str:
     return _parse(force_str(address), force_ascii)
 
 
+# A bare ASCII dot-atom address ("ann.lee+news@example.com"): what nearly every
+# recipient looks like. It is its own addr-spec, so the email package's parser (about
+# 0.05 ms a call, a third of preparing a message) has nothing to add; everything else
+# (display names, quoting, IDNA, anything odd) takes the full parse.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\Z")
+
+
 def _parse(address: str, force_ascii: bool) -> str:
+    if _PLAIN.match(address):
+        return address
     try:
         parsed = AddressHeader.value_parser(address)
     except IndexError:  # Python < 3.12 fails this way on some inputs, e.g. "to@"

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import aiosmtplib
 
 from .netguard import public_addresses
+from .pipelining import Wire
 from .replies import HINTS, Failure, Outcome, classify_exception
 
 
@@ -100,16 +101,21 @@ class Delivery:
 
 
 class Session:
-    """One open, authenticated SMTP connection, reused for several messages."""
+    """One open, authenticated SMTP connection, reused for several messages.
+
+    aiosmtplib opens it (TCP, TLS or STARTTLS, EHLO, AUTH); the mail transactions then run
+    on our own :class:`~django_multismtp.pipelining.Wire`, which pipelines them.
+    """
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.client: aiosmtplib.SMTP | None = None
+        self.wire: Wire | None = None
         self.sent_on_connection = 0
 
     @property
     def connected(self) -> bool:
-        return self.client is not None and self.client.is_connected
+        return self.wire is not None and self.wire.is_connected
 
     async def open(self) -> None:
         """Connect, negotiate TLS and log in; raises on any failure (closing first)."""
@@ -137,10 +143,14 @@ class Session:
         try:
             await client.connect()
             await self._login(client)
+            # After STARTTLS the server wants EHLO again, and the extensions it lists now
+            # (PIPELINING, SIZE) are the ones the Wire goes by.
+            await client._ehlo_or_helo_if_needed()
+            wire = Wire(client, config.timeout)
         except BaseException:
             client.close()
             raise
-        self.client = client
+        self.client, self.wire = client, wire
         self.sent_on_connection = 0
 
     async def _login(self, client: aiosmtplib.SMTP) -> None:
@@ -177,9 +187,9 @@ class Session:
         stage = "CONNECT"
         try:
             await self.ensure_open()
-            assert self.client is not None
+            assert self.wire is not None
             stage = "DATA"
-            refused, reply = await self.client.sendmail(sender, list(recipients), data)
+            refused, reply = await self.wire.send(sender, recipients, data)
         except UndecryptablePassword as exc:
             failure = Failure(Outcome.CONFIG_ERROR, None, str(exc), HINTS["undecryptable"])
             return Delivery(failure, duration=time.perf_counter() - started)
@@ -200,33 +210,31 @@ class Session:
             failure = Failure(Outcome.CONFIG_ERROR, None, str(exc), HINTS["invalid_setting"])
             return Delivery(failure, duration=time.perf_counter() - started)
         self.sent_on_connection += 1
-        # aiosmtplib returns the DATA reply's text only; a success is always a 250.
         return Delivery(
             None,
-            code=250,
-            reply=reply,
+            code=reply.code,
+            reply=reply.message,
             refused={addr: f"{r.code} {r.message}" for addr, r in refused.items()},
             duration=time.perf_counter() - started,
         )
 
     async def _reset(self) -> None:
-        if self.client is not None and self.client.is_connected:
-            try:
-                await self.client.rset()
-            except (aiosmtplib.SMTPException, OSError):
-                await self.close()
+        if self.wire is not None and self.wire.is_connected:
+            await self.wire.reset()
+        if not self.connected:
+            await self.close()
 
     async def close(self) -> None:
         client, self.client = self.client, None
-        if client is None:
-            return
+        wire, self.wire = self.wire, None
         try:
-            if client.is_connected:
-                await client.quit()
+            if wire is not None:
+                await wire.quit()
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError):
             pass
         finally:
-            client.close()
+            if client is not None:
+                client.close()
 
 
 async def _connect_public(config: ServerConfig) -> socket.socket:

@@ -562,6 +562,10 @@ class _Handler:
         session.host_name = hostname  # a handle_EHLO hook must do this itself
         if not self.owner.offers_auth:
             responses = [line for line in responses if not line.startswith("250-AUTH")]
+        if self.owner.pipelining:
+            # aiosmtpd reads commands one by one from its stream, so it serves pipelined
+            # commands correctly; it only does not say so.
+            responses.insert(-1, "250-PIPELINING")
         return responses
 
     async def handle_HELO(
@@ -722,6 +726,7 @@ class SMTPTestServer:
 
     Modes: "plain" (AUTH offered in clear text, if ``users`` is given), "starttls" (STARTTLS
     offered; AUTH offered only after it), "implicit" (TLS from the first byte, SMTPS).
+    PIPELINING is offered unless ``pipelining=False``.
 
     ``received``, ``auth_attempts`` and ``connections`` accumulate over the server's life,
     including across ``stop()``/``start()``; a restarted server listens on the same port.
@@ -742,6 +747,7 @@ class SMTPTestServer:
         mechanisms: tuple[str, ...] = SUPPORTED_MECHANISMS,
         hostname: str = LOCALHOST,
         data_size_limit: int | None = None,
+        pipelining: bool = True,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -762,6 +768,8 @@ class SMTPTestServer:
         self.mechanisms = tuple(mechanisms)
         self.hostname = hostname
         self.data_size_limit = data_size_limit
+        #: Offer PIPELINING (RFC 2920), as nearly every real server does.
+        self.pipelining = pipelining
         # No accounts (or no mechanisms): no AUTH line in EHLO, and AUTH gets 502.
         self.offers_auth = self.users is not None and bool(self.mechanisms)
 

@@ -1,0 +1,345 @@
+"""Mail transactions on a connection aiosmtplib opened: pipelined when the server allows.
+
+aiosmtplib connects, negotiates TLS and logs in well, but sends every command of a mail
+transaction on its own and waits for its reply (four round trips per message, each with
+a lock, a future and a ``wait_for``), and its protocol drops a reply that arrives while
+an earlier one waits to be read, so it cannot pipeline. Sending is most of our time in
+campaigns, so once a session is open :class:`Wire` takes its transport over
+(``transport.set_protocol``, plain asyncio) and runs the mail transactions itself:
+
+* with PIPELINING (RFC 2920, offered by Postfix, Exim, Gmail, Outlook, SES...), MAIL,
+  every RCPT and DATA go in one write and their replies are read together: two round
+  trips per message instead of three plus one per recipient;
+* without it, one command at a time, as aiosmtplib would, on the same reader.
+
+Failures raise aiosmtplib's own exceptions (``SMTPSenderRefused``,
+``SMTPRecipientsRefused``, ``SMTPDataError``, ``SMTPServerDisconnected``,
+``SMTPReadTimeoutError``...), so :mod:`replies` classifies them as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import deque
+from collections.abc import Sequence
+
+import aiosmtplib
+
+#: Bounds on what a server may send us, as aiosmtplib's own protocol has.
+MAX_LINE = 8192
+MAX_REPLY = MAX_LINE * 4
+
+_LINE_ENDINGS = re.compile(rb"\r\n|\n|\r(?!\n)")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f<>]")
+
+
+def wire_format(message: bytes) -> bytes:
+    """CRLF line endings and a final CRLF: the octets that SIZE counts (RFC 1870)."""
+    # Django renders CRLF already: three counts in C are much cheaper than a regex
+    # substitution that rebuilds every line of every message.
+    crlf = message.count(b"\r\n")
+    if message.count(b"\n") != crlf or message.count(b"\r") != crlf:
+        message = _LINE_ENDINGS.sub(b"\r\n", message)
+    if not message.endswith(b"\r\n"):
+        message += b"\r\n"
+    return message
+
+
+def dot_stuffed(data: bytes) -> bytes:
+    """``data`` (already in wire format) with its end-of-data marker, lines starting
+    with a dot doubled (RFC 5321, section 4.5.2)."""
+    if data.startswith(b".") or b"\n." in data:
+        data = _LEADING_DOT.sub(b"..", data)
+    return data + b".\r\n"
+
+
+class ReplyReader(asyncio.Protocol):
+    """Collects every reply the server sends, in order, however many are outstanding."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport: asyncio.Transport | None = transport
+        self._buffer = bytearray()
+        self._replies: deque[aiosmtplib.SMTPResponse] = deque()
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._wanted = 0
+        self._paused = False
+        self._drained: asyncio.Future[None] | None = None
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol ------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        try:
+            self._parse()
+        except aiosmtplib.SMTPResponseException as exc:
+            self._fail(exc)
+            self.close()
+            return
+        if len(self._replies) >= self._wanted:
+            self._wake()
+
+    def eof_received(self) -> bool:
+        self._fail(aiosmtplib.SMTPServerDisconnected("Unexpected EOF received"))
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        error = aiosmtplib.SMTPServerDisconnected("Connection lost")
+        error.__cause__ = exc
+        self._fail(error)
+        self.transport = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    # -- parsing ---------------------------------------------------------------------
+    def _parse(self) -> None:
+        buffer = self._buffer
+        start = 0
+        lines: list[bytes] = []
+        while True:
+            end = buffer.find(b"\n", start)
+            if end == -1:
+                # What is left is one reply, not complete yet
+                if len(buffer) > MAX_REPLY:
+                    raise aiosmtplib.SMTPResponseException(-1, "Response too long")
+                break
+            line = bytes(buffer[start : end + 1])
+            start = end + 1
+            if len(line) > MAX_LINE:
+                raise aiosmtplib.SMTPResponseException(-1, "Response too long")
+            if not line[:3].isdigit():
+                text = line.decode("utf-8", "replace").strip()
+                raise aiosmtplib.SMTPResponseException(-1, f"Malformed SMTP response line: {text}")
+            lines.append(line[4:].strip(b" \t\r\n"))
+            if line[3:4] == b"-":
+                continue
+            text = b"\n".join(lines).decode("utf-8", "surrogateescape")
+            self._replies.append(aiosmtplib.SMTPResponse(int(line[:3]), text))
+            lines = []
+            del buffer[:start]
+            start = 0
+
+    def _fail(self, error: BaseException) -> None:
+        if self._error is None:
+            self._error = error
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    # -- for Wire --------------------------------------------------------------------
+    @property
+    def error(self) -> BaseException | None:
+        return self._error
+
+    @property
+    def is_connected(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is None or self.transport.is_closing() or self._error is not None:
+            raise self._error or aiosmtplib.SMTPServerDisconnected("Connection lost")
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the transport's write buffer is over its high-water mark."""
+        if self._paused and self.transport is not None:
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+
+    async def read(
+        self, count: int, within: float | None, *, partial: bool = False
+    ) -> list[aiosmtplib.SMTPResponse]:
+        """The next ``count`` replies, waiting at most ``within`` seconds for them.
+
+        When the connection ends first, raises why, or with ``partial`` returns the
+        replies that did arrive (if any did): the server's last words, a 421 before it
+        hung up, explain the failure better than the disconnection does.
+
+        A server that does not answer in time leaves replies outstanding that would be
+        taken for the answers to later commands: the connection is closed.
+        """
+        if len(self._replies) < count and self._error is None:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            self._wanted = count
+            self._deadline = loop.time() + within if within else None
+            self._arm_timer(loop)
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                self._wanted = 0
+        if len(self._replies) >= count:
+            return [self._replies.popleft() for _ in range(count)]
+        if self._error is not None:
+            if partial and self._replies:
+                replies = list(self._replies)
+                self._replies.clear()
+                return replies
+            raise self._error
+        self.close()
+        self._fail(aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response"))
+        raise aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response")
+
+    def _arm_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        # One timer per connection, moved on only when it fires early: a timer per reply
+        # (``wait_for``, ``call_later``) was a tenth of the event loop's time in campaigns.
+        if self._deadline is not None and self._timer is None:
+            self._timer = loop.call_at(self._deadline, self._on_timer, loop)
+
+    def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        if self._waiter is None or self._deadline is None:
+            return
+        if loop.time() >= self._deadline:
+            self._wake()  # read() finds too few replies: a timeout
+        else:
+            self._arm_timer(loop)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.transport is not None:
+            self.transport.close()
+
+
+class Wire:
+    """Mail transactions on one connection that aiosmtplib has opened and logged in."""
+
+    def __init__(self, client: aiosmtplib.SMTP, timeout: float | None) -> None:
+        transport = client.transport
+        if not isinstance(transport, asyncio.Transport) or transport.is_closing():
+            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        self.timeout = timeout
+        self.pipelining = client.supports_extension("pipelining")
+        self.size = client.supports_extension("size")
+        self.reader = ReplyReader(transport)
+        # From here on every byte the server sends comes to our reader; aiosmtplib's
+        # protocol, idle between commands, sees nothing more.
+        transport.set_protocol(self.reader)
+
+    @property
+    def is_connected(self) -> bool:
+        return self.reader.is_connected
+
+    async def send(
+        self, sender: str, recipients: Sequence[str], message: bytes
+    ) -> tuple[dict[str, aiosmtplib.SMTPResponse], aiosmtplib.SMTPResponse]:
+        """One mail transaction: ``(refused recipients, the final reply)``, or raises.
+
+        Raises as aiosmtplib's ``sendmail`` does. After a refusal the server still holds
+        the envelope: the caller resets it (:meth:`reset`) before the next message.
+        """
+        if not recipients:
+            raise aiosmtplib.SMTPRecipientsRefused([])
+        data = wire_format(message)
+        mail = f"MAIL FROM:<{_checked(sender)}>"
+        if self.size:
+            mail += f" SIZE={len(data)}"
+        commands = [mail] + [f"RCPT TO:<{_checked(address)}>" for address in recipients]
+        commands.append("DATA")
+        return await self._transaction(sender, recipients, commands, data)
+
+    async def _transaction(
+        self,
+        sender: str,
+        recipients: Sequence[str],
+        commands: list[str],
+        data: bytes,
+    ) -> tuple[dict[str, aiosmtplib.SMTPResponse], aiosmtplib.SMTPResponse]:
+        reader, timeout = self.reader, self.timeout
+        if self.pipelining:
+            reader.write("".join(f"{command}\r\n" for command in commands).encode("ascii"))
+            replies = await reader.read(len(commands), timeout, partial=True)
+            if len(replies) < len(commands):  # the server hung up part-way
+                if replies[0].code != 250:
+                    raise aiosmtplib.SMTPSenderRefused(replies[0].code, replies[0].message, sender)
+                raise reader.error or aiosmtplib.SMTPServerDisconnected("Connection lost")
+            mail, *rcpts, data_reply = replies
+        else:
+            reader.write(f"{commands[0]}\r\n".encode("ascii"))
+            (mail,) = await reader.read(1, timeout)
+            if mail.code != 250:
+                raise aiosmtplib.SMTPSenderRefused(mail.code, mail.message, sender)
+            rcpts = []
+            for command in commands[1:-1]:
+                reader.write(f"{command}\r\n".encode("ascii"))
+                rcpts += await reader.read(1, timeout)
+            data_reply = None
+        refused = {
+            address: reply
+            for address, reply in zip(recipients, rcpts, strict=True)
+            if reply.code not in (250, 251)
+        }
+        if data_reply is None and len(refused) < len(recipients):
+            reader.write(b"DATA\r\n")
+            (data_reply,) = await reader.read(1, timeout)
+        if mail.code != 250 or len(refused) == len(recipients):
+            if data_reply is not None and data_reply.code == 354:
+                # A pipelining server accepted DATA for an envelope it refused: it now
+                # waits for a message; an empty one ends it (RFC 2920, section 3.1).
+                reader.write(b".\r\n")
+                await reader.read(1, timeout)
+            if mail.code != 250:
+                raise aiosmtplib.SMTPSenderRefused(mail.code, mail.message, sender)
+            raise aiosmtplib.SMTPRecipientsRefused(
+                [
+                    aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, address)
+                    for address, reply in refused.items()
+                ]
+            )
+        assert data_reply is not None
+        if data_reply.code != 354:
+            raise aiosmtplib.SMTPDataError(data_reply.code, data_reply.message)
+        reader.write(dot_stuffed(data))
+        await reader.drain()
+        (final,) = await reader.read(1, timeout)
+        if final.code != 250:
+            raise aiosmtplib.SMTPDataError(final.code, final.message)
+        return refused, final
+
+    async def reset(self) -> None:
+        """RSET; a server that does not take it loses the connection."""
+        try:
+            self.reader.write(b"RSET\r\n")
+            (reply,) = await self.reader.read(1, self.timeout)
+        except aiosmtplib.SMTPException:
+            self.reader.close()
+            return
+        if reply.code != 250:
+            self.reader.close()
+
+    async def quit(self) -> None:
+        """Say goodbye politely, then close, whatever the server answers."""
+        try:
+            if self.is_connected:
+                self.reader.write(b"QUIT\r\n")
+                await self.reader.read(1, self.timeout)
+        except aiosmtplib.SMTPException:
+            pass
+        finally:
+            self.reader.close()
+
+
+def _checked(address: str) -> str:
+    """Refuse what could end a command line early or smuggle another one in."""
+    if _CONTROL.search(address):
+        raise ValueError(f"Address {address!r} contains a prohibited character")
+    return address

@@ -1,0 +1,533 @@
+"""Mail transactions on our own reply reader (``django_multismtp.pipelining``).
+
+aiosmtpd answers every command in turn and cannot be told to hold its replies, garble
+them or trickle them out, so most tests here talk to :class:`ScriptedServer`: a small
+SMTP server on 127.0.0.1, written out by hand, that answers what each test tells it to
+and records what the client really sent. Holding every reply until a whole group
+(MAIL, RCPT..., DATA) has arrived is how a test proves the client pipelines: a client
+that waited for each reply would stall, and time out.
+
+The aiosmtpd servers of the rest of the suite offer PIPELINING by default, so the whole
+fault matrix runs on the pipelined path too; the last tests here send through the
+backend to an aiosmtpd server that does not offer it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+
+import aiosmtplib
+import pytest
+from django.core import mail
+
+from django_multismtp.pipelining import Wire, dot_stuffed, wire_format
+from django_multismtp.replies import Outcome
+from django_multismtp.transport import AuthMethod, Security, ServerConfig, Session
+from tests.conftest import USERS
+from tests.factories import SmtpAccountFactory
+from tests.mailers import get_mailer
+from tests.smtp_servers import SMTPTestServer, TLSFiles
+
+#: Sent instead of a reply: the server hangs up there.
+DROP = "<drop>"
+
+# ---------------------------------------------------------------------------------------
+# The scripted server
+# ---------------------------------------------------------------------------------------
+
+
+class ScriptedServer:
+    """A hand-written SMTP server for one test's connection(s).
+
+    ``replies`` maps a verb ("MAIL", "RCPT", "DATA", "END" for the end of the message,
+    "RSET") to the replies to give, in turn; when they run out, the server answers as a
+    normal one would (DATA gets 354 only when MAIL and a RCPT were accepted).
+    ``hold_groups``: read commands until DATA (or RSET/QUIT) before answering any, as a
+    client that pipelines lets the server do. ``trickle``: write replies a byte at a time.
+    """
+
+    def __init__(
+        self,
+        *,
+        pipelining: bool = True,
+        size: bool = True,
+        hold_groups: bool = False,
+        trickle: bool = False,
+        replies: dict[str, Sequence[str]] | None = None,
+        ehlo_lines: Sequence[str] = (),
+    ) -> None:
+        self.pipelining = pipelining
+        self.size = size
+        self.hold_groups = hold_groups
+        self.trickle = trickle
+        self.replies = {verb: deque(lines) for verb, lines in (replies or {}).items()}
+        self.ehlo_lines = list(ehlo_lines)
+        self.commands: list[str] = []
+        self.messages: list[bytes] = []
+        #: The most commands the client had sent before getting a reply to the first.
+        self.most_unanswered = 0
+        self.port = 0
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[ScriptedServer]:
+        server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        try:
+            yield self
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    def config(self, timeout: float = 5.0) -> ServerConfig:
+        return ServerConfig(
+            host="127.0.0.1",
+            port=self.port,
+            security=Security.NONE,
+            auth_method=AuthMethod.NONE,
+            timeout=timeout,
+        )
+
+    def _answer(self, verb: str, default: str) -> str:
+        queued = self.replies.get(verb)
+        return queued.popleft() if queued else default
+
+    async def _write(self, writer: asyncio.StreamWriter, lines: list[str]) -> bool:
+        """Write replies; False when one of them was DROP (the connection is closed)."""
+        for line in lines:
+            if line == DROP:
+                writer.close()
+                return False
+            data = f"{line}\r\n".encode()
+            if self.trickle:
+                for index in range(len(data)):
+                    writer.write(data[index : index + 1])
+                    await writer.drain()
+            else:
+                writer.write(data)
+        await writer.drain()
+        return True
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._session(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._write(writer, ["220 scripted.test ESMTP"])
+        pending: list[str] = []
+        mail_ok = False
+        recipients = 0
+        while True:
+            line = await reader.readline()
+            if not line:
+                return
+            command = line.decode().rstrip("\r\n")
+            self.commands.append(command)
+            verb = command.split(" ", 1)[0].split(":", 1)[0].upper()
+            if verb == "EHLO":
+                features = [*self.ehlo_lines]
+                if self.pipelining:
+                    features.append("PIPELINING")
+                if self.size:
+                    features.append("SIZE 10000000")
+                lines = ["scripted.test", *features]
+                ehlo = [f"250-{text}" for text in lines[:-1]] + [f"250 {lines[-1]}"]
+                await self._write(writer, ehlo)
+                continue
+            if verb == "QUIT":
+                await self._write(writer, ["221 Bye"])
+                return
+            pending.append(verb)
+            if self.hold_groups and verb not in ("DATA", "RSET", "NOOP"):
+                continue
+            self.most_unanswered = max(self.most_unanswered, len(pending))
+            answers = []
+            for waiting in pending:
+                if waiting == "MAIL":
+                    answer = self._answer("MAIL", "250 2.1.0 Ok")
+                    mail_ok = answer.startswith("250")
+                    recipients = 0
+                elif waiting == "RCPT":
+                    answer = self._answer("RCPT", "250 2.1.5 Ok")
+                    recipients += answer.startswith("25")
+                elif waiting == "DATA":
+                    ready = mail_ok and recipients
+                    answer = self._answer("DATA", "354 End data with <CR><LF>.<CR><LF>")
+                    if not ready and answer == "354 End data with <CR><LF>.<CR><LF>":
+                        answer = "503 5.5.1 No valid recipients"
+                elif waiting == "RSET":
+                    answer = self._answer("RSET", "250 2.0.0 Ok")
+                    mail_ok, recipients = False, 0
+                else:
+                    answer = "500 5.5.2 Unknown command"
+                answers.append(answer)
+            pending = []
+            if not await self._write(writer, answers):
+                return
+            if answers and answers[-1] == DROP:
+                return
+            if answers and answers[-1].startswith("354"):
+                body = b""
+                while (data_line := await reader.readline()) != b".\r\n":
+                    if not data_line:
+                        return
+                    body += data_line[1:] if data_line.startswith(b"..") else data_line
+                self.messages.append(body)
+                mail_ok, recipients = False, 0
+                if not await self._write(writer, [self._answer("END", "250 2.0.0 Ok: queued")]):
+                    return
+
+
+async def _send_all(
+    server: ScriptedServer,
+    messages: Sequence[tuple[str, Sequence[str], bytes]],
+    reply_timeout: float = 5.0,
+) -> list:
+    session = Session(server.config(reply_timeout))
+    try:
+        return [await session.send(sender, rcpts, data) for sender, rcpts, data in messages]
+    finally:
+        await session.close()
+
+
+def run(coro):  # noqa: ANN001, ANN201
+    return asyncio.run(coro)
+
+
+MESSAGE = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: hi\r\n\r\nHello\r\n"
+
+
+# ---------------------------------------------------------------------------------------
+# Wire format
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "wire"),
+    [
+        (b"a\r\nb\r\n", b"a\r\nb\r\n"),
+        (b"a\nb", b"a\r\nb\r\n"),
+        (b"a\rb\r\n", b"a\r\nb\r\n"),
+        (b"a\r\n\nb\r", b"a\r\n\r\nb\r\n"),
+        (b"", b"\r\n"),
+    ],
+)
+def test_wire_format_makes_every_line_end_crlf(raw: bytes, wire: bytes) -> None:
+    assert wire_format(raw) == wire
+
+
+def test_dot_stuffing_doubles_leading_dots_only() -> None:
+    assert dot_stuffed(b".a\r\nb.c\r\n.\r\n") == b"..a\r\nb.c\r\n..\r\n.\r\n"
+    assert dot_stuffed(b"plain\r\n") == b"plain\r\n.\r\n"
+
+
+# ---------------------------------------------------------------------------------------
+# Pipelined and lock-step transactions
+# ---------------------------------------------------------------------------------------
+
+
+def test_pipelining_server_gets_the_envelope_in_one_group() -> None:
+    server = ScriptedServer(hold_groups=True)
+    recipients = ["b@example.com", "c@example.com", "d@example.com"]
+
+    async def scenario() -> list:
+        async with server.running():
+            return await _send_all(server, [("a@example.com", recipients, MESSAGE)] * 2)
+
+    first, second = run(scenario())
+    assert first.failure is None and second.failure is None
+    assert (first.code, first.reply) == (250, "2.0.0 Ok: queued")
+    # MAIL, three RCPTs and DATA were all sent before the server answered any of them.
+    assert server.most_unanswered == 5
+    assert server.messages == [MESSAGE, MESSAGE]
+    assert server.commands[1] == f"MAIL FROM:<a@example.com> SIZE={len(MESSAGE)}"
+
+
+def test_without_pipelining_each_command_waits_for_its_reply() -> None:
+    server = ScriptedServer(pipelining=False, size=False)
+
+    async def scenario() -> list:
+        async with server.running():
+            return await _send_all(server, [("a@example.com", ["b@example.com"], MESSAGE)])
+
+    [delivery] = run(scenario())
+    assert delivery.failure is None
+    assert server.most_unanswered == 1
+    assert server.commands[1:4] == ["MAIL FROM:<a@example.com>", "RCPT TO:<b@example.com>", "DATA"]
+
+
+def test_a_client_that_did_not_pipeline_would_stall_a_holding_server() -> None:
+    """The control for the test above: holding replies really does catch lock-step."""
+    server = ScriptedServer(pipelining=False, hold_groups=True)
+
+    async def scenario() -> list:
+        async with server.running():
+            return await _send_all(
+                server, [("a@example.com", ["b@example.com"], MESSAGE)], reply_timeout=0.3
+            )
+
+    [delivery] = run(scenario())
+    assert delivery.failure is not None
+    assert delivery.failure.outcome == Outcome.CONNECTION_FAILED
+    assert "Timed out" in delivery.failure.text
+
+
+def test_message_is_sent_in_wire_format_with_dots_stuffed() -> None:
+    server = ScriptedServer()
+    body = b"Subject: dots\n\n.leading dot\n..two\nlast line without newline"
+
+    async def scenario() -> list:
+        async with server.running():
+            return await _send_all(server, [("a@example.com", ["b@example.com"], body)])
+
+    [delivery] = run(scenario())
+    assert delivery.failure is None
+    assert server.messages == [wire_format(body)]
+
+
+def test_a_large_message_goes_through_flow_control_intact() -> None:
+    server = ScriptedServer()
+    body = b"Subject: big\r\n\r\n" + b"".join(b"%07d line of text\r\n" % n for n in range(60_000))
+
+    async def scenario() -> list:
+        async with server.running():
+            return await _send_all(server, [("a@example.com", ["b@example.com"], body)])
+
+    [delivery] = run(scenario())
+    assert delivery.failure is None
+    assert server.messages == [body]
+    assert server.commands[1].endswith(f"SIZE={len(body)}")
+
+
+def test_replies_trickled_a_byte_at_a_time_and_multiline_are_read_whole() -> None:
+    server = ScriptedServer(
+        trickle=True,
+        ehlo_lines=["8BITMIME", "ENHANCEDSTATUSCODES"],
+        replies={"END": ["250-2.0.0 Ok\r\n250-queued as ABC\r\n250 thanks"]},
+    )
+
+    async def scenario() -> list:
+        async with server.running():
+            return await _send_all(server, [("a@example.com", ["b@example.com"], MESSAGE)] * 2)
+
+    first, second = run(scenario())
+    assert first.failure is None and second.failure is None
+    assert first.reply == "2.0.0 Ok\nqueued as ABC\nthanks"
+    assert second.reply == "2.0.0 Ok: queued"
+
+
+# ---------------------------------------------------------------------------------------
+# Refusals keep the connection in step
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "lock-step"])
+def test_refused_sender_is_reported_and_the_next_message_goes_out(pipelining: bool) -> None:
+    server = ScriptedServer(
+        pipelining=pipelining, replies={"MAIL": ["550 5.7.1 Sender not allowed"]}
+    )
+
+    async def scenario() -> list:
+        async with server.running():
+            return await _send_all(server, [("a@example.com", ["b@example.com"], MESSAGE)] * 2)
+
+    refused, sent = run(scenario())
+    assert refused.failure is not None
+    assert (refused.failure.outcome, refused.failure.code) == (Outcome.PERMANENT, 550)
+    assert "Sender not allowed" in refused.failure.text
+    assert sent.failure is None
+    assert server.messages == [MESSAGE]
+    assert "RSET" in server.commands
+
+
+def test_data_accepted_for_a_refused_envelope_gets_an_empty_message() -> None:
+    """RFC 2920 3.1: a server may say 354 after refusing the envelope; end it at once."""
+    server = ScriptedServer(
+        replies={"MAIL": ["451 4.3.0 Try later"], "DATA": ["354 go"], "END": ["554 5.5.0 empty"]}
+    )
+
+    async def scenario() -> list:
+        async with server.running():
+            return await _send_all(server, [("a@example.com", ["b@example.com"], MESSAGE)] * 2)
+
+    refused, sent = run(scenario())
+    assert refused.failure is not None and refused.failure.code == 451
+    assert refused.failure.outcome == Outcome.TRANSIENT
+    assert server.messages == [b"", MESSAGE]  # the empty one never carried the message
+    assert sent.failure is None
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "lock-step"])
+def test_some_recipients_refused(pipelining: bool) -> None:
+    server = ScriptedServer(
+        pipelining=pipelining, replies={"RCPT": ["250 ok", "550 5.1.1 No such user", "251 ok"]}
+    )
+    recipients = ["b@example.com", "gone@example.com", "c@example.com"]
+
+    async def scenario() -> list:
+        async with server.running():
+            return await _send_all(server, [("a@example.com", recipients, MESSAGE)])
+
+    [delivery] = run(scenario())
+    assert delivery.failure is None
+    assert delivery.refused == {"gone@example.com": "550 5.1.1 No such user"}
+    assert server.messages == [MESSAGE]
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "lock-step"])
+def test_every_recipient_refused_sends_nothing_and_stays_in_step(pipelining: bool) -> None:
+    server = ScriptedServer(
+        pipelining=pipelining,
+        replies={"RCPT": ["550 5.1.1 No such user", "550 5.1.1 No such user"]},
+    )
+
+    async def scenario() -> list:
+        async with server.running():
+            return await _send_all(
+                server,
+                [
+                    ("a@example.com", ["x@example.com", "y@example.com"], MESSAGE),
+                    ("a@example.com", ["b@example.com"], MESSAGE),
+                ],
+            )
+
+    refused, sent = run(scenario())
+    assert refused.failure is not None
+    assert refused.failure.code == 550
+    assert "(2 refused)" in refused.failure.text
+    assert sent.failure is None
+    assert server.messages == [MESSAGE]
+    assert ("DATA" in server.commands[:6]) is pipelining  # lock-step never asks for DATA
+
+
+def test_end_of_data_refusal() -> None:
+    server = ScriptedServer(replies={"END": ["552 5.3.4 Message too big"]})
+
+    async def scenario() -> list:
+        async with server.running():
+            return await _send_all(server, [("a@example.com", ["b@example.com"], MESSAGE)] * 2)
+
+    refused, sent = run(scenario())
+    assert refused.failure is not None and refused.failure.code == 552
+    assert sent.failure is None
+
+
+# ---------------------------------------------------------------------------------------
+# Servers that hang up or talk nonsense
+# ---------------------------------------------------------------------------------------
+
+
+def test_last_words_before_hanging_up_explain_the_failure() -> None:
+    """421 to MAIL, then the connection closes before RCPT and DATA are answered."""
+    server = ScriptedServer(replies={"MAIL": ["421 4.7.0 Too many connections", DROP]})
+
+    async def scenario() -> tuple:
+        async with server.running():
+            session = Session(server.config())
+            try:
+                delivery = await session.send("a@example.com", ["b@example.com"], MESSAGE)
+                return delivery, session.connected
+            finally:
+                await session.close()
+
+    delivery, connected = run(scenario())
+    assert delivery.failure is not None
+    assert delivery.failure.code == 421
+    assert "Too many connections" in delivery.failure.text
+    assert not connected
+
+
+def test_hang_up_before_any_reply_is_a_disconnection() -> None:
+    server = ScriptedServer(replies={"MAIL": [DROP]})
+
+    async def scenario() -> list:
+        async with server.running():
+            return await _send_all(server, [("a@example.com", ["b@example.com"], MESSAGE)])
+
+    [delivery] = run(scenario())
+    assert delivery.failure is not None
+    assert delivery.failure.outcome == Outcome.CONNECTION_FAILED
+    assert delivery.failure.code is None
+
+
+@pytest.mark.parametrize(
+    ("reply", "text"),
+    [
+        ("hello there", "Malformed SMTP response line"),
+        ("250-" + "x" * 9000, "Response too long"),
+    ],
+)
+def test_nonsense_replies_close_the_connection(reply: str, text: str) -> None:
+    server = ScriptedServer(replies={"MAIL": [reply]})
+
+    async def scenario() -> tuple:
+        async with server.running():
+            session = Session(server.config())
+            try:
+                delivery = await session.send("a@example.com", ["b@example.com"], MESSAGE)
+                return delivery, session.connected
+            finally:
+                await session.close()
+
+    delivery, connected = run(scenario())
+    assert delivery.failure is not None
+    assert text in delivery.failure.text
+    assert not connected
+
+
+def test_addresses_that_could_inject_commands_are_refused() -> None:
+    server = ScriptedServer()
+
+    async def scenario() -> list:
+        async with server.running():
+            return await _send_all(
+                server, [("a@example.com>\r\nRCPT TO:<x@evil", ["b@example.com"], MESSAGE)]
+            )
+
+    [delivery] = run(scenario())
+    assert delivery.failure is not None
+    assert delivery.failure.outcome == Outcome.CONFIG_ERROR
+    assert not any("evil" in command for command in server.commands)
+
+
+def test_wire_refuses_a_closed_connection() -> None:
+    async def scenario() -> None:
+        server = ScriptedServer()
+        async with server.running():
+            client = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port, start_tls=False)
+            await client.connect()
+            client.close()
+            with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+                Wire(client, 1.0)
+
+    run(scenario())
+
+
+# ---------------------------------------------------------------------------------------
+# Through the backend, to aiosmtpd with and without PIPELINING
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "lock-step"])
+def test_backend_sends_a_batch_either_way(mailer, tls_files: TLSFiles, pipelining: bool) -> None:  # noqa: ANN001
+    with SMTPTestServer(
+        mode="starttls", tls=tls_files, users=USERS, pipelining=pipelining
+    ) as server:
+        SmtpAccountFactory.for_server(
+            server, name="main", auth_method="auto", username="alice", password="right-password"
+        )
+        messages = [
+            mail.EmailMessage(f"m{n}", "body", "site@example.com", [f"r{n}@example.com"])
+            for n in range(5)
+        ]
+        assert get_mailer().send_messages(messages) == 5
+        received = server.wait_for(5)
+    assert [message.rcpt_tos for message in received] == [[f"r{n}@example.com"] for n in range(5)]
+    assert {(message.login, message.tls) for message in received} == {("alice", True)}
