@@ -156,11 +156,26 @@ class ReplyReader(asyncio.Protocol):
             raise self._error or aiosmtplib.SMTPServerDisconnected("Connection lost")
         self.transport.write(data)
 
-    async def drain(self) -> None:
-        """Wait while the transport's write buffer is over its high-water mark."""
+    async def drain(self, within: float | None) -> None:
+        """Wait while the transport's write buffer is over its high-water mark.
+
+        Bounded like a reply: a server that stops reading in the middle of a message
+        would otherwise hold the connection (and the batch) for ever.
+        """
         if self._paused and self.transport is not None:
             self._drained = asyncio.get_running_loop().create_future()
-            await self._drained
+            try:
+                await asyncio.wait_for(self._drained, within)
+            except TimeoutError:
+                self.close()
+                raise aiosmtplib.SMTPTimeoutError("Timed out sending the message") from None
+
+    def discard_unsolicited(self) -> None:
+        """Forget replies nobody asked for (a server's notice between transactions).
+
+        aiosmtplib ignores them too; kept, they would be taken for the next answers.
+        """
+        self._replies.clear()
 
     async def read(
         self, count: int, within: float | None, *, partial: bool = False
@@ -265,6 +280,7 @@ class Wire:
         data: bytes,
     ) -> tuple[dict[str, aiosmtplib.SMTPResponse], aiosmtplib.SMTPResponse]:
         reader, timeout = self.reader, self.timeout
+        reader.discard_unsolicited()
         if self.pipelining:
             reader.write("".join(f"{command}\r\n" for command in commands).encode("ascii"))
             replies = await reader.read(len(commands), timeout, partial=True)
@@ -309,7 +325,7 @@ class Wire:
         if data_reply.code != 354:
             raise aiosmtplib.SMTPDataError(data_reply.code, data_reply.message)
         reader.write(dot_stuffed(data))
-        await reader.drain()
+        await reader.drain(timeout)
         (final,) = await reader.read(1, timeout)
         if final.code != 250:
             raise aiosmtplib.SMTPDataError(final.code, final.message)

@@ -58,6 +58,8 @@ class ScriptedServer:
         trickle: bool = False,
         replies: dict[str, Sequence[str]] | None = None,
         ehlo_lines: Sequence[str] = (),
+        deaf_after_354: bool = False,
+        chatter: Sequence[str] = (),
     ) -> None:
         self.pipelining = pipelining
         self.size = size
@@ -65,6 +67,11 @@ class ScriptedServer:
         self.trickle = trickle
         self.replies = {verb: deque(lines) for verb, lines in (replies or {}).items()}
         self.ehlo_lines = list(ehlo_lines)
+        #: After 354, stop reading: the client's writes back up.
+        self.deaf_after_354 = deaf_after_354
+        self._done = asyncio.Event()
+        #: Lines written, unasked, right after each end-of-data reply.
+        self.chatter = list(chatter)
         self.commands: list[str] = []
         self.messages: list[bytes] = []
         #: The most commands the client had sent before getting a reply to the first.
@@ -78,6 +85,7 @@ class ScriptedServer:
         try:
             yield self
         finally:
+            self._done.set()
             server.close()
             await server.wait_closed()
 
@@ -173,6 +181,9 @@ class ScriptedServer:
             if answers and answers[-1] == DROP:
                 return
             if answers and answers[-1].startswith("354"):
+                if self.deaf_after_354:
+                    await self._done.wait()
+                    return
                 body = b""
                 while (data_line := await reader.readline()) != b".\r\n":
                     if not data_line:
@@ -180,7 +191,8 @@ class ScriptedServer:
                     body += data_line[1:] if data_line.startswith(b"..") else data_line
                 self.messages.append(body)
                 mail_ok, recipients = False, 0
-                if not await self._write(writer, [self._answer("END", "250 2.0.0 Ok: queued")]):
+                end = [self._answer("END", "250 2.0.0 Ok: queued")]
+                if not await self._write(writer, end + self.chatter):
                     return
 
 
@@ -305,6 +317,23 @@ def test_a_large_message_goes_through_flow_control_intact() -> None:
     assert server.commands[1].endswith(f"SIZE={len(body)}")
 
 
+def test_a_server_that_stops_reading_mid_message_times_out() -> None:
+    server = ScriptedServer(deaf_after_354=True)
+    # Far more than the socket buffers hold, so the transport must wait to write.
+    body = b"Subject: big\r\n\r\n" + b"x" * 998 + b"\r\n" * 1 + (b"y" * 998 + b"\r\n") * 12_000
+
+    async def scenario() -> list:
+        async with server.running():
+            return await _send_all(
+                server, [("a@example.com", ["b@example.com"], body)], reply_timeout=0.3
+            )
+
+    [delivery] = run(scenario())
+    assert delivery.failure is not None
+    assert delivery.failure.outcome == Outcome.CONNECTION_FAILED
+    assert "Timed out sending the message" in delivery.failure.text
+
+
 def test_replies_trickled_a_byte_at_a_time_and_multiline_are_read_whole() -> None:
     server = ScriptedServer(
         trickle=True,
@@ -320,6 +349,18 @@ def test_replies_trickled_a_byte_at_a_time_and_multiline_are_read_whole() -> Non
     assert first.failure is None and second.failure is None
     assert first.reply == "2.0.0 Ok\nqueued as ABC\nthanks"
     assert second.reply == "2.0.0 Ok: queued"
+
+
+def test_replies_nobody_asked_for_are_not_taken_for_answers() -> None:
+    server = ScriptedServer(chatter=["550 5.0.0 unsolicited notice"])
+
+    async def scenario() -> list:
+        async with server.running():
+            return await _send_all(server, [("a@example.com", ["b@example.com"], MESSAGE)] * 3)
+
+    deliveries = run(scenario())
+    assert [delivery.failure for delivery in deliveries] == [None, None, None]
+    assert server.messages == [MESSAGE] * 3
 
 
 # ---------------------------------------------------------------------------------------
