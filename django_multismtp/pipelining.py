@@ -23,6 +23,7 @@ import asyncio
 import re
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import aiosmtplib
 
@@ -235,6 +236,15 @@ class ReplyReader(asyncio.Protocol):
             self.transport.close()
 
 
+@dataclass(frozen=True)
+class _Ahead:
+    """An envelope sent together with the previous message: its replies are unread."""
+
+    sender: str
+    recipients: tuple[str, ...]
+    replies: int
+
+
 class Wire:
     """Mail transactions on one connection that aiosmtplib has opened and logged in."""
 
@@ -246,6 +256,7 @@ class Wire:
         self.pipelining = client.supports_extension("pipelining")
         self.size = client.supports_extension("size")
         self.reader = ReplyReader(transport)
+        self._ahead: _Ahead | None = None
         # From here on every byte the server sends comes to our reader; aiosmtplib's
         # protocol, idle between commands, sees nothing more.
         transport.set_protocol(self.reader)
@@ -254,49 +265,97 @@ class Wire:
     def is_connected(self) -> bool:
         return self.reader.is_connected
 
+    def expects(self, sender: str, recipients: Sequence[str]) -> bool:
+        """False when another message's envelope was sent ahead (see :meth:`abandon`)."""
+        ahead = self._ahead
+        return ahead is None or (ahead.sender, ahead.recipients) == (sender, tuple(recipients))
+
     async def send(
-        self, sender: str, recipients: Sequence[str], message: bytes
-    ) -> tuple[dict[str, aiosmtplib.SMTPResponse], aiosmtplib.SMTPResponse]:
-        """One mail transaction: ``(refused recipients, the final reply)``, or raises.
-
-        Raises as aiosmtplib's ``sendmail`` does. After a refusal the server still holds
-        the envelope: the caller resets it (:meth:`reset`) before the next message.
-        """
-        if not recipients:
-            raise aiosmtplib.SMTPRecipientsRefused([])
-        data = wire_format(message)
-        mail = f"MAIL FROM:<{_checked(sender)}>"
-        if self.size:
-            mail += f" SIZE={len(data)}"
-        commands = [mail] + [f"RCPT TO:<{_checked(address)}>" for address in recipients]
-        commands.append("DATA")
-        return await self._transaction(sender, recipients, commands, data)
-
-    async def _transaction(
         self,
         sender: str,
         recipients: Sequence[str],
-        commands: list[str],
-        data: bytes,
+        message: bytes,
+        following: tuple[str, Sequence[str]] | None = None,
     ) -> tuple[dict[str, aiosmtplib.SMTPResponse], aiosmtplib.SMTPResponse]:
+        """One mail transaction: ``(refused recipients, the final reply)``, or raises.
+
+        Raises as aiosmtplib's ``sendmail`` does. After a refusal the server may still
+        hold the envelope: the caller resets it (:meth:`reset`) before the next message.
+
+        ``following``: the sender and recipients of the message that comes next on this
+        connection. With PIPELINING its envelope goes out in the same write as this
+        message's content (RFC 2920 allows content to start a group), so the next
+        message costs one round trip instead of two. The next call must be for that
+        message, or :meth:`abandon` it first.
+        """
+        if not recipients:
+            raise aiosmtplib.SMTPRecipientsRefused([])
+        if not self.expects(sender, recipients):
+            raise RuntimeError("another message's envelope is open: abandon() it first")
+        data = wire_format(message)
+        ahead, self._ahead = self._ahead, None
+        commands = None if ahead is not None else self._envelope(sender, recipients, len(data))
+        refused, data_reply = await self._open(sender, recipients, commands, ahead)
+        next_envelope = b""
+        if following is not None and self.pipelining:
+            try:
+                next_commands = self._envelope(following[0], following[1], None)
+            except ValueError:  # its own send() reports the bad address
+                next_commands = []
+            if next_commands:
+                next_envelope = b"".join(next_commands)
+                self._ahead = _Ahead(following[0], tuple(following[1]), len(next_commands))
+        reader = self.reader
+        reader.write(dot_stuffed(data) + next_envelope)
+        await reader.drain(self.timeout)
+        (final,) = await reader.read(1, self.timeout)
+        if final.code != 250:
+            raise aiosmtplib.SMTPDataError(final.code, final.message)
+        return refused, final
+
+    def _envelope(self, sender: str, recipients: Sequence[str], size: int | None) -> list[bytes]:
+        """MAIL, RCPT and DATA lines, encoded: a bad address raises before any is sent."""
+        mail = f"MAIL FROM:<{_checked(sender)}>"
+        if self.size and size is not None:
+            mail += f" SIZE={size}"
+        commands = [mail] + [f"RCPT TO:<{_checked(address)}>" for address in recipients]
+        commands.append("DATA")
+        return [f"{command}\r\n".encode("ascii") for command in commands]
+
+    async def _open(
+        self,
+        sender: str,
+        recipients: Sequence[str],
+        commands: list[bytes] | None,
+        ahead: _Ahead | None,
+    ) -> tuple[dict[str, aiosmtplib.SMTPResponse], aiosmtplib.SMTPResponse]:
+        """Send the envelope (unless it went ahead) and read its replies, up to DATA's 354.
+
+        Returns the refused recipients and the DATA reply; raises for a refused envelope.
+        """
         reader, timeout = self.reader, self.timeout
-        reader.discard_unsolicited()
-        if self.pipelining:
-            reader.write("".join(f"{command}\r\n" for command in commands).encode("ascii"))
-            replies = await reader.read(len(commands), timeout, partial=True)
-            if len(replies) < len(commands):  # the server hung up part-way
+        if ahead is None:
+            reader.discard_unsolicited()
+        if ahead is not None or self.pipelining:
+            expected = ahead.replies if ahead is not None else len(commands or ())
+            if commands is not None:
+                reader.write(b"".join(commands))
+            replies = await reader.read(expected, timeout, partial=True)
+            if len(replies) < expected:  # the server hung up part-way
                 if replies[0].code != 250:
                     raise aiosmtplib.SMTPSenderRefused(replies[0].code, replies[0].message, sender)
                 raise reader.error or aiosmtplib.SMTPServerDisconnected("Connection lost")
-            mail, *rcpts, data_reply = replies
+            mail, *rcpts = replies
+            data_reply: aiosmtplib.SMTPResponse | None = rcpts.pop()
         else:
-            reader.write(f"{commands[0]}\r\n".encode("ascii"))
+            assert commands is not None
+            reader.write(commands[0])
             (mail,) = await reader.read(1, timeout)
             if mail.code != 250:
                 raise aiosmtplib.SMTPSenderRefused(mail.code, mail.message, sender)
             rcpts = []
             for command in commands[1:-1]:
-                reader.write(f"{command}\r\n".encode("ascii"))
+                reader.write(command)
                 rcpts += await reader.read(1, timeout)
             data_reply = None
         refused = {
@@ -310,7 +369,8 @@ class Wire:
         if mail.code != 250 or len(refused) == len(recipients):
             if data_reply is not None and data_reply.code == 354:
                 # A pipelining server accepted DATA for an envelope it refused: it now
-                # waits for a message; an empty one ends it (RFC 2920, section 3.1).
+                # waits for a message; an empty one ends it (RFC 2920, section 3.1), and
+                # goes nowhere, for there is no recipient.
                 reader.write(b".\r\n")
                 await reader.read(1, timeout)
             if mail.code != 250:
@@ -324,15 +384,36 @@ class Wire:
         assert data_reply is not None
         if data_reply.code != 354:
             raise aiosmtplib.SMTPDataError(data_reply.code, data_reply.message)
-        reader.write(dot_stuffed(data))
-        await reader.drain(timeout)
-        (final,) = await reader.read(1, timeout)
-        if final.code != 250:
-            raise aiosmtplib.SMTPDataError(final.code, final.message)
-        return refused, final
+        return refused, data_reply
+
+    async def abandon(self) -> None:
+        """Give up an envelope sent ahead for a message that will not come next.
+
+        Its replies are read; if the server refused it, RSET clears it. If the server
+        accepted it and waits for content, nothing can withdraw it (an empty message
+        would be delivered), so the connection is closed: the server then drops it.
+        """
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return
+        try:
+            replies = await self.reader.read(ahead.replies, self.timeout)
+        except aiosmtplib.SMTPException:
+            self.reader.close()
+            return
+        if replies[-1].code == 354:
+            self.reader.close()
+        else:
+            await self.reset()
 
     async def reset(self) -> None:
-        """RSET; a server that does not take it loses the connection."""
+        """RSET; a server that does not take it loses the connection.
+
+        Not needed, and not sent, while the next message's envelope is open: a refusal
+        after the content has already ended its transaction.
+        """
+        if self._ahead is not None:
+            return
         try:
             self.reader.write(b"RSET\r\n")
             (reply,) = await self.reader.read(1, self.timeout)

@@ -177,19 +177,34 @@ class Session:
         if not self.connected:
             await self.open()
 
-    async def send(self, sender: str, recipients: Sequence[str], data: bytes) -> Delivery:
+    async def send(
+        self,
+        sender: str,
+        recipients: Sequence[str],
+        data: bytes,
+        following: tuple[str, Sequence[str]] | None = None,
+    ) -> Delivery:
         """Send one message, opening (or re-opening) the connection as needed.
 
         Never raises for SMTP problems: the failure is classified and returned, and a
         connection that is no longer usable is dropped so the next call reconnects.
+
+        ``following``: sender and recipients of the message this session sends next,
+        when the caller knows it; its envelope may then go out with this message's
+        content (see :meth:`~django_multismtp.pipelining.Wire.send`).
         """
         started = time.perf_counter()
         stage = "CONNECT"
         try:
+            if self.wire is not None and not self.wire.expects(sender, recipients):
+                await self.wire.abandon()
             await self.ensure_open()
             assert self.wire is not None
             stage = "DATA"
-            refused, reply = await self.wire.send(sender, recipients, data)
+            limit = self.config.max_messages_per_connection
+            if limit and self.sent_on_connection + 1 >= limit:
+                following = None  # this connection closes after this message
+            refused, reply = await self.wire.send(sender, recipients, data, following)
         except UndecryptablePassword as exc:
             failure = Failure(Outcome.CONFIG_ERROR, None, str(exc), HINTS["undecryptable"])
             return Delivery(failure, duration=time.perf_counter() - started)

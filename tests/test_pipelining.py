@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 
@@ -60,6 +61,7 @@ class ScriptedServer:
         ehlo_lines: Sequence[str] = (),
         deaf_after_354: bool = False,
         chatter: Sequence[str] = (),
+        hold_end: int = 0,
     ) -> None:
         self.pipelining = pipelining
         self.size = size
@@ -72,6 +74,12 @@ class ScriptedServer:
         self._done = asyncio.Event()
         #: Lines written, unasked, right after each end-of-data reply.
         self.chatter = list(chatter)
+        #: For the first ``hold_end`` messages, answer the end of the content only once
+        #: the next message's envelope (up to DATA) has arrived too.
+        self.hold_end = hold_end
+        self.connections = 0
+        #: What arrived of messages whose connection closed before their end.
+        self.aborted: list[bytes] = []
         self.commands: list[str] = []
         self.messages: list[bytes] = []
         #: The most commands the client had sent before getting a reply to the first.
@@ -127,8 +135,10 @@ class ScriptedServer:
             writer.close()
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         await self._write(writer, ["220 scripted.test ESMTP"])
         pending: list[str] = []
+        held: list[str] = []
         mail_ok = False
         recipients = 0
         while True:
@@ -152,7 +162,7 @@ class ScriptedServer:
                 await self._write(writer, ["221 Bye"])
                 return
             pending.append(verb)
-            if self.hold_groups and verb not in ("DATA", "RSET", "NOOP"):
+            if (self.hold_groups or held) and verb not in ("DATA", "RSET", "NOOP"):
                 continue
             self.most_unanswered = max(self.most_unanswered, len(pending))
             answers = []
@@ -176,8 +186,9 @@ class ScriptedServer:
                     answer = "500 5.5.2 Unknown command"
                 answers.append(answer)
             pending = []
-            if not await self._write(writer, answers):
+            if not await self._write(writer, held + answers):
                 return
+            held = []
             if answers and answers[-1] == DROP:
                 return
             if answers and answers[-1].startswith("354"):
@@ -187,12 +198,15 @@ class ScriptedServer:
                 body = b""
                 while (data_line := await reader.readline()) != b".\r\n":
                     if not data_line:
+                        self.aborted.append(body)
                         return
                     body += data_line[1:] if data_line.startswith(b"..") else data_line
                 self.messages.append(body)
                 mail_ok, recipients = False, 0
                 end = [self._answer("END", "250 2.0.0 Ok: queued")]
-                if not await self._write(writer, end + self.chatter):
+                if len(self.messages) <= self.hold_end:
+                    held = end
+                elif not await self._write(writer, end + self.chatter):
                     return
 
 
@@ -361,6 +375,161 @@ def test_replies_nobody_asked_for_are_not_taken_for_answers() -> None:
     deliveries = run(scenario())
     assert [delivery.failure for delivery in deliveries] == [None, None, None]
     assert server.messages == [MESSAGE] * 3
+
+
+# ---------------------------------------------------------------------------------------
+# The next envelope rides with the content
+# ---------------------------------------------------------------------------------------
+
+
+async def _send_chain(
+    server: ScriptedServer, messages: Sequence[tuple[str, Sequence[str], bytes]]
+) -> list:
+    """Send on one session as the backend does: each send names the message after it."""
+    session = Session(server.config(5.0))
+    try:
+        deliveries = []
+        for index, (sender, recipients, data) in enumerate(messages):
+            after = messages[index + 1] if index + 1 < len(messages) else None
+            following = (after[0], after[1]) if after else None
+            deliveries.append(await session.send(sender, recipients, data, following))
+        return deliveries
+    finally:
+        await session.close()
+
+
+def test_next_envelope_goes_out_with_the_content() -> None:
+    # The server answers a message's end only after the next envelope has arrived: a
+    # client that waited for that answer before sending the next MAIL would stall.
+    server = ScriptedServer(hold_end=2)
+    messages = [("a@example.com", [f"r{n}@example.com"], MESSAGE + b"%d\r\n" % n) for n in range(3)]
+
+    async def scenario() -> list:
+        async with server.running():
+            return await _send_chain(server, messages)
+
+    deliveries = run(scenario())
+    assert [delivery.failure for delivery in deliveries] == [None, None, None]
+    assert server.messages == [data for _, _, data in messages]
+    assert server.connections == 1
+    # Only the first envelope can know its size; the others went before theirs was read.
+    mails = [command for command in server.commands if command.startswith("MAIL")]
+    assert mails[0].endswith(f"SIZE={len(messages[0][2])}")
+    assert mails[1:] == ["MAIL FROM:<a@example.com>"] * 2
+
+
+def test_a_refusal_at_the_end_keeps_the_next_envelope() -> None:
+    server = ScriptedServer(replies={"END": ["552 5.3.4 Message too big"]})
+    messages = [("a@example.com", ["b@example.com"], MESSAGE)] * 3
+
+    async def scenario() -> list:
+        async with server.running():
+            return await _send_chain(server, messages)
+
+    refused, *sent = run(scenario())
+    assert refused.failure is not None and refused.failure.code == 552
+    assert [delivery.failure for delivery in sent] == [None, None]
+    assert server.messages == [MESSAGE] * 3  # it records the refused one too
+    assert "RSET" not in server.commands  # the transaction had ended; nothing to reset
+    assert server.connections == 1
+
+
+def test_a_refused_envelope_sent_ahead_is_reported_by_its_own_message() -> None:
+    server = ScriptedServer(replies={"RCPT": ["250 ok", "550 5.1.1 No such user"]})
+    messages = [
+        ("a@example.com", ["b@example.com"], MESSAGE),
+        ("a@example.com", ["gone@example.com"], MESSAGE),
+        ("a@example.com", ["c@example.com"], MESSAGE),
+    ]
+
+    async def scenario() -> list:
+        async with server.running():
+            return await _send_chain(server, messages)
+
+    first, refused, third = run(scenario())
+    assert first.failure is None and third.failure is None
+    assert refused.failure is not None and refused.failure.code == 550
+    assert server.messages == [MESSAGE, MESSAGE]
+    assert server.connections == 1
+
+
+def test_an_accepted_envelope_for_a_message_that_does_not_come_is_dropped_with_the_connection() -> (
+    None
+):
+    """Ending it with an empty message would deliver a blank email: hang up instead."""
+    server = ScriptedServer()
+
+    async def scenario() -> list:
+        async with server.running():
+            session = Session(server.config(5.0))
+            try:
+                first = await session.send(
+                    "a@example.com",
+                    ["b@example.com"],
+                    MESSAGE,
+                    ("a@example.com", ["next@example.com"]),
+                )
+                other = await session.send("a@example.com", ["other@example.com"], MESSAGE)
+                return [first, other]
+            finally:
+                await session.close()
+
+    first, other = run(scenario())
+    assert first.failure is None and other.failure is None
+    assert server.messages == [MESSAGE, MESSAGE]  # no empty message
+    assert server.aborted == [b""]  # hung up at once: nothing taken for its content
+    assert server.connections == 2
+    assert "RCPT TO:<next@example.com>" in server.commands
+
+
+def test_a_refused_envelope_for_a_message_that_does_not_come_is_reset() -> None:
+    server = ScriptedServer(replies={"RCPT": ["250 ok", "550 5.1.1 No such user"]})
+
+    async def scenario() -> list:
+        async with server.running():
+            session = Session(server.config(5.0))
+            try:
+                first = await session.send(
+                    "a@example.com",
+                    ["b@example.com"],
+                    MESSAGE,
+                    ("a@example.com", ["gone@example.com"]),
+                )
+                other = await session.send("a@example.com", ["other@example.com"], MESSAGE)
+                return [first, other]
+            finally:
+                await session.close()
+
+    first, other = run(scenario())
+    assert first.failure is None and other.failure is None
+    assert server.messages == [MESSAGE, MESSAGE]
+    assert server.connections == 1
+    assert "RSET" in server.commands
+
+
+def test_no_envelope_goes_ahead_onto_a_connection_that_closes_after_this_message() -> None:
+    server = ScriptedServer()
+    messages = [("a@example.com", [f"r{n}@example.com"], MESSAGE) for n in range(4)]
+
+    async def scenario() -> list:
+        async with server.running():
+            config = dataclasses.replace(server.config(5.0), max_messages_per_connection=2)
+            session = Session(config)
+            try:
+                deliveries = []
+                for index, (sender, recipients, data) in enumerate(messages):
+                    after = messages[index + 1] if index + 1 < len(messages) else None
+                    following = (after[0], after[1]) if after else None
+                    deliveries.append(await session.send(sender, recipients, data, following))
+                return deliveries
+            finally:
+                await session.close()
+
+    deliveries = run(scenario())
+    assert [delivery.failure for delivery in deliveries] == [None] * 4
+    assert server.connections == 2
+    # Each connection saw exactly its two envelopes: nothing was abandoned.
+    assert len([c for c in server.commands if c.startswith("MAIL")]) == 4
 
 
 # ---------------------------------------------------------------------------------------

@@ -722,12 +722,17 @@ async def _send_groups(groups: list[tuple[Session, Lane]], feed: Feed) -> None:
 
 async def _send_group(session: Session, lane: Lane, feed: Feed) -> None:
     """Send in order over one connection; stop at the first account-level failure."""
-    for attempt in lane.attempts:
+    attempts = lane.attempts
+    for index, attempt in enumerate(attempts):
         data = await feed.take(lane)
         if data is None:  # rendering a later message failed: the caller gets the error
             return
+        after = attempts[index + 1] if index + 1 < len(attempts) else None
         delivery: Delivery = await session.send(
-            attempt.sender, attempt.item.envelope_recipients, data
+            attempt.sender,
+            attempt.item.envelope_recipients,
+            data,
+            following=(after.sender, after.item.envelope_recipients) if after else None,
         )
         del data  # memory holds the messages in flight, not the whole batch
         attempt.delivery = delivery
