@@ -8,8 +8,9 @@ campaigns, so once a session is open :class:`Wire` takes its transport over
 (``transport.set_protocol``, plain asyncio) and runs the mail transactions itself:
 
 * with PIPELINING (RFC 2920, offered by Postfix, Exim, Gmail, Outlook, SES...), MAIL,
-  every RCPT and DATA go in one write and their replies are read together: two round
-  trips per message instead of three plus one per recipient;
+  every RCPT and DATA go in one write and their replies are read together; and a
+  message's content carries the next message's envelope, when the caller names it: one
+  round trip per message instead of three plus one per recipient;
 * without it, one command at a time, as aiosmtplib would, on the same reader.
 
 Failures raise aiosmtplib's own exceptions (``SMTPSenderRefused``,
