@@ -41,7 +41,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .sinks import SMTP_SINK, Sink, start_sink
+from .sinks import SMTP_SINK, AiosmtpdSink, Sink, start_sink
 
 ROOT = Path(__file__).resolve().parent.parent
 FROM_EMAIL = "Benchmark <bench@example.com>"
@@ -169,6 +169,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-pipelining",
         action="store_true",
         help="sinks do not offer PIPELINING (RFC 2920), as some older servers do not",
+    )
+    parser.add_argument(
+        "--delay-every-reply",
+        action="store_true",
+        help="the slow sink waits before every reply, one after another, not only before "
+        "the end of DATA's",
     )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument(
@@ -570,12 +576,14 @@ def profile(workload: Workload, sink: Sink) -> None:
 
 
 @contextlib.contextmanager
-def sinks(kind: str, delay_ms: float, pipelining: bool) -> Iterator[dict[float, Sink]]:
+def sinks(
+    kind: str, delay_ms: float, pipelining: bool, every_reply: bool
+) -> Iterator[dict[float, Sink]]:
     started: dict[float, Sink] = {}
     try:
         started[0.0] = start_sink(kind, 4, 0.0, pipelining)
         if delay_ms:
-            started[delay_ms] = start_sink("aiosmtpd", 4, delay_ms, pipelining)
+            started[delay_ms] = AiosmtpdSink(4, delay_ms, pipelining, every_reply)
         yield started
     finally:
         for sink in started.values():
@@ -612,7 +620,7 @@ def main(argv: list[str] | None = None) -> None:
 
     backends = BACKENDS + ([CEILING] if args.ceiling else [])
     results: list[Result] = []
-    with sinks(args.sink, args.delay_ms, not args.no_pipelining) as running:
+    with sinks(args.sink, args.delay_ms, not args.no_pipelining, args.delay_every_reply) as running:
         for sink in running.values():
             say(f"Sink      {sink.describe()}")
         if args.sink == "auto" and not SMTP_SINK.exists():

@@ -10,7 +10,8 @@ counters. It offers PIPELINING (RFC 2920), as ``smtp-sink`` and real servers do,
 unless ``--no-pipelining`` is given. ``--delay-ms`` waits that long before answering the
 end of DATA (the reply a real server takes longest to give: it queues the message, scans
 it, writes it to disk); the other commands are answered at once, as Postfix's
-``smtp-sink -w`` does.
+``smtp-sink -w`` does. With ``--every-reply`` it waits that long before every reply, one
+reply after another, as a server that takes its time over every command would.
 
 Once listening, the sink prints one line, ``READY <port> <port> ...``, and then reads
 commands on stdin, one per line, answering each on stdout:
@@ -42,10 +43,14 @@ class Counter:
 class SinkHandler:
     """aiosmtpd handler: every message is accepted after ``delay`` seconds."""
 
-    def __init__(self, counter: Counter, delay: float, pipelining: bool = True) -> None:
+    def __init__(
+        self, counter: Counter, delay: float, pipelining: bool = True, every_reply: bool = False
+    ) -> None:
         self.counter = counter
         self.delay = delay
         self.pipelining = pipelining
+        #: Wait before every reply (see CountingSMTP.push), not only the end of DATA's.
+        self.every_reply = every_reply
 
     async def handle_EHLO(  # noqa: N802
         self,
@@ -68,7 +73,7 @@ class SinkHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
         self.counter.messages += 1
         self.counter.bytes += len(envelope.original_content or b"")
-        if self.delay:
+        if self.delay and not self.every_reply:
             await asyncio.sleep(self.delay)
         return "250 2.0.0 Ok: queued"
 
@@ -77,15 +82,25 @@ class CountingSMTP(SMTP):
     def __init__(self, handler: SinkHandler, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._counter = handler.counter
+        self._delay_every_reply = handler.delay if handler.every_reply else 0.0
+
+    async def push(self, status: Any) -> None:
+        """With ``--every-reply``, wait before the last line of every reply."""
+        line = status.decode() if isinstance(status, bytes) else status
+        if self._delay_every_reply and line[3:4] != "-":
+            await asyncio.sleep(self._delay_every_reply)
+        await super().push(status)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._counter.connections += 1
         super().connection_made(transport)
 
 
-async def serve(ports: list[int], delay_ms: float, pipelining: bool = True) -> None:
+async def serve(
+    ports: list[int], delay_ms: float, pipelining: bool = True, every_reply: bool = False
+) -> None:
     counter = Counter()
-    handler = SinkHandler(counter, delay_ms / 1000, pipelining)
+    handler = SinkHandler(counter, delay_ms / 1000, pipelining, every_reply)
     loop = asyncio.get_running_loop()
     servers = []
     for port in ports:
@@ -135,10 +150,16 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="do not offer PIPELINING (RFC 2920), like an old or unusual server",
     )
+    parser.add_argument(
+        "--every-reply",
+        action="store_true",
+        help="wait --delay-ms before every reply (greeting, EHLO, MAIL, RCPT, DATA...), "
+        "one after another, not only before the end of DATA's",
+    )
     args = parser.parse_args(argv)
     # aiosmtpd logs every connection at INFO on "mail.log": far too much at this rate.
     logging.getLogger("mail.log").setLevel(logging.ERROR)
-    asyncio.run(serve(args.port or [0], args.delay_ms, not args.no_pipelining))
+    asyncio.run(serve(args.port or [0], args.delay_ms, not args.no_pipelining, args.every_reply))
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ class Sink:
     ports: list[int]
     delay_ms: float
     pipelining: bool = True
+    every_reply: bool = False
 
     def messages(self) -> int | None:
         """Messages received so far (None when the sink cannot tell)."""
@@ -76,7 +77,8 @@ class Sink:
         raise NotImplementedError
 
     def describe(self) -> str:
-        delay = f", {self.delay_ms:g} ms before each DATA reply" if self.delay_ms else ""
+        which = "every reply" if self.every_reply else "each DATA reply"
+        delay = f", {self.delay_ms:g} ms before {which}" if self.delay_ms else ""
         pipelining = "" if self.pipelining else ", PIPELINING not offered"
         return f"{self.name} on 127.0.0.1:{','.join(map(str, self.ports))}{delay}{pipelining}"
 
@@ -86,12 +88,17 @@ class AiosmtpdSink(Sink):
 
     name = "aiosmtpd sink (benchmarks/sink.py)"
 
-    def __init__(self, count: int, delay_ms: float, pipelining: bool = True) -> None:
+    def __init__(
+        self, count: int, delay_ms: float, pipelining: bool = True, every_reply: bool = False
+    ) -> None:
         self.delay_ms = delay_ms
         self.pipelining = pipelining
+        self.every_reply = every_reply
         command = [sys.executable, "-m", "benchmarks.sink", "--delay-ms", f"{delay_ms:g}"]
         if not pipelining:
             command.append("--no-pipelining")
+        if every_reply:
+            command.append("--every-reply")
         for _ in range(count):
             command += ["--port", "0"]
         self.process = subprocess.Popen(
