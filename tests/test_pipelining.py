@@ -383,10 +383,12 @@ def test_replies_nobody_asked_for_are_not_taken_for_answers() -> None:
 
 
 async def _send_chain(
-    server: ScriptedServer, messages: Sequence[tuple[str, Sequence[str], bytes]]
+    server: ScriptedServer,
+    messages: Sequence[tuple[str, Sequence[str], bytes]],
+    config: ServerConfig | None = None,
 ) -> list:
     """Send on one session as the backend does: each send names the message after it."""
-    session = Session(server.config(5.0))
+    session = Session(config or server.config(5.0))
     try:
         deliveries = []
         for index, (sender, recipients, data) in enumerate(messages):
@@ -514,16 +516,7 @@ def test_no_envelope_goes_ahead_onto_a_connection_that_closes_after_this_message
     async def scenario() -> list:
         async with server.running():
             config = dataclasses.replace(server.config(5.0), max_messages_per_connection=2)
-            session = Session(config)
-            try:
-                deliveries = []
-                for index, (sender, recipients, data) in enumerate(messages):
-                    after = messages[index + 1] if index + 1 < len(messages) else None
-                    following = (after[0], after[1]) if after else None
-                    deliveries.append(await session.send(sender, recipients, data, following))
-                return deliveries
-            finally:
-                await session.close()
+            return await _send_chain(server, messages, config)
 
     deliveries = run(scenario())
     assert [delivery.failure for delivery in deliveries] == [None] * 4
