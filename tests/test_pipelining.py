@@ -455,28 +455,27 @@ def test_a_refused_envelope_sent_ahead_is_reported_by_its_own_message() -> None:
     assert server.connections == 1
 
 
+async def _send_then_another(server: ScriptedServer, announced: str) -> list:
+    """Send a message naming ``announced`` as the next recipient, then send another."""
+    async with server.running():
+        session = Session(server.config(5.0))
+        try:
+            first = await session.send(
+                "a@example.com", ["b@example.com"], MESSAGE, ("a@example.com", [announced])
+            )
+            other = await session.send("a@example.com", ["other@example.com"], MESSAGE)
+            return [first, other]
+        finally:
+            await session.close()
+
+
 def test_an_accepted_envelope_for_a_message_that_does_not_come_is_dropped_with_the_connection() -> (
     None
 ):
     """Ending it with an empty message would deliver a blank email: hang up instead."""
     server = ScriptedServer()
 
-    async def scenario() -> list:
-        async with server.running():
-            session = Session(server.config(5.0))
-            try:
-                first = await session.send(
-                    "a@example.com",
-                    ["b@example.com"],
-                    MESSAGE,
-                    ("a@example.com", ["next@example.com"]),
-                )
-                other = await session.send("a@example.com", ["other@example.com"], MESSAGE)
-                return [first, other]
-            finally:
-                await session.close()
-
-    first, other = run(scenario())
+    first, other = run(_send_then_another(server, "next@example.com"))
     assert first.failure is None and other.failure is None
     assert server.messages == [MESSAGE, MESSAGE]  # no empty message
     assert server.aborted == [b""]  # hung up at once: nothing taken for its content
@@ -487,22 +486,7 @@ def test_an_accepted_envelope_for_a_message_that_does_not_come_is_dropped_with_t
 def test_a_refused_envelope_for_a_message_that_does_not_come_is_reset() -> None:
     server = ScriptedServer(replies={"RCPT": ["250 ok", "550 5.1.1 No such user"]})
 
-    async def scenario() -> list:
-        async with server.running():
-            session = Session(server.config(5.0))
-            try:
-                first = await session.send(
-                    "a@example.com",
-                    ["b@example.com"],
-                    MESSAGE,
-                    ("a@example.com", ["gone@example.com"]),
-                )
-                other = await session.send("a@example.com", ["other@example.com"], MESSAGE)
-                return [first, other]
-            finally:
-                await session.close()
-
-    first, other = run(scenario())
+    first, other = run(_send_then_another(server, "gone@example.com"))
     assert first.failure is None and other.failure is None
     assert server.messages == [MESSAGE, MESSAGE]
     assert server.connections == 1
