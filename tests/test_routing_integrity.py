@@ -67,7 +67,10 @@ def without_name_guard() -> Iterator[None]:
             finally:
                 cursor.execute("PRAGMA ignore_check_constraints = OFF")
         elif connection.vendor == "postgresql":  # DDL inside the test's transaction
+            # (ALTER TABLE waits for no deferred foreign-key check of the fixtures)
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
             cursor.execute(f'ALTER TABLE "{table}" DROP CONSTRAINT "{NAME_NOT_DIGITS.name}"')
+            cursor.execute("SET CONSTRAINTS ALL DEFERRED")
             yield
         else:  # pragma: no cover
             pytest.skip(f"no way to bypass a check constraint on {connection.vendor}")
@@ -293,11 +296,17 @@ def test_the_migration_renames_digit_names_and_resolves_text_hints():
         Account = apps.get_model("django_multismtp", "SmtpAccount")
         Outbox = apps.get_model("django_multismtp", "OutboxMessage")
 
-        def account(pk: int, name: str) -> None:
-            Account.objects.create(pk=pk, name=name, from_email="a@example.test", host="127.0.0.1")
+        owner = apps.get_model("auth", "User").objects.create(username="seven")
+
+        def account(pk: int, name: str, **fields: Any) -> None:
+            Account.objects.create(
+                pk=pk, name=name, from_email="a@example.test", host="127.0.0.1", **fields
+            )
 
         account(101, "news")
-        account(102, "7")  # a digit name; "account-7" is taken, so it gets "-2"
+        # A digit name; "account-7" is taken, so it gets "-2". Rows refer to it (its
+        # owner, an outbox row it sent): renaming must not trip their foreign keys.
+        account(102, "7", owner=owner)
         account(103, "account-7")
         account(104, "5")
         now = "2026-01-01T00:00:00Z"
@@ -310,6 +319,7 @@ def test_the_migration_renames_digit_names_and_resolves_text_hints():
                 account_hint=hint,
                 created_at=now,
                 next_attempt_at=now,
+                sent_by_id=102,
             )
     finally:
         executor = MigrationExecutor(connection)
