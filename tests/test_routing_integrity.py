@@ -251,6 +251,26 @@ def test_the_worker_refuses_a_queued_row_for_a_personal_account_not_sent_as_its_
     assert smtp_server.received == [] and second_server.received == []
 
 
+@pytest.mark.parametrize("deleted", [False, True], ids=["kept", "deleted"])
+def test_the_outbox_page_shows_the_hinted_account_even_once_deleted(
+    settings, admin_client, shared, deleted
+):
+    outbox_mode(settings, "always")
+    newsletter = SmtpAccountFactory(name="newsletter")
+    get_mailer().send_messages([hinted("news", "instance", newsletter)])
+    row = OutboxMessage.objects.get()
+    pk = newsletter.pk
+    if deleted:
+        newsletter.delete()
+    page = admin_client.get(f"/admin/django_multismtp/outboxmessage/{row.pk}/change/")
+    assert page.status_code == 200
+    body = page.content.decode()
+    assert 'name="hinted_account"' not in body  # read-only: nobody re-routes a message
+    assert "newsletter" in body
+    row.refresh_from_db()
+    assert row.hinted_account_id == pk  # kept: the worker reports it, never re-routes
+
+
 # -- rows queued before this release ------------------------------------------------------
 
 
