@@ -20,7 +20,11 @@ from django.db.migrations.executor import MigrationExecutor
 from django.test import Client
 
 from django_multismtp import worker
-from django_multismtp.exceptions import AccountNotAllowed, UnknownAccount
+from django_multismtp.exceptions import (
+    AccountNotAllowed,
+    MultiSMTPConfigurationError,
+    UnknownAccount,
+)
 from django_multismtp.models import OutboxMessage, SmtpAccount
 from django_multismtp.models.account import NAME_NOT_DIGITS
 from tests.factories import SmtpAccountFactory, UserFactory
@@ -366,3 +370,34 @@ def test_the_migration_renames_digit_names_and_resolves_text_hints():
 def test_an_unknown_account_hint_is_still_an_unknown_account(shared):
     # Code written for UnknownAccount keeps catching every refused hint.
     assert issubclass(AccountNotAllowed, UnknownAccount)
+
+
+def test_a_user_hint_of_digits_is_a_user_name_never_a_primary_key(
+    settings, mine, owner, smtp_server, second_server
+):
+    # Someone registers the user name "<owner's id>": text hints are user names only, so
+    # their mail never counts as sent by the owner (whose personal account it would use).
+    impostor = UserFactory(username=str(owner.pk))
+    outbox_mode(settings, "retry")
+    message = hinted("impostor", "instance", mine)
+    message.smtp_user = str(owner.pk)  # type: ignore[attr-defined]
+    with pytest.raises(AccountNotAllowed):
+        get_mailer().send_messages([message])
+    # The header is text too: the impostor's name, not the owner's key.
+    plain = hinted("by header", "pk", mine)
+    del plain.smtp_account  # type: ignore[attr-defined]
+    plain.extra_headers["X-MultiSMTP-User"] = str(owner.pk)
+    assert get_mailer().send_messages([plain]) == 1
+    assert subjects(smtp_server) == ["by header"] and second_server.received == []
+    # A digit string that names no user is an error, not a lookup by primary key.
+    impostor.delete()
+    lost = hinted("lost", "pk", mine)
+    del lost.smtp_account  # type: ignore[attr-defined]
+    lost.smtp_user = str(owner.pk)  # type: ignore[attr-defined]
+    with pytest.raises(MultiSMTPConfigurationError, match="names no user"):
+        get_mailer().send_messages([lost])
+    # The owner's own mail by primary key (an int) still uses their account.
+    theirs = hinted("theirs", "instance", mine)
+    theirs.smtp_user = owner.pk  # type: ignore[attr-defined]
+    assert get_mailer().send_messages([theirs]) == 1
+    assert subjects(second_server) == ["theirs"]
