@@ -174,7 +174,11 @@ class SecretFieldsMixin:
     ) -> HttpResponse:
         view = super().changeform_view  # type: ignore[misc]
         names = list(self._secret_displays())
-        if names:
+        inlines = getattr(self, "inlines", ())
+        if any(secret_fields(inline.model) for inline in inlines):
+            # Inline forms' parameters are prefixed ("smtp_accounts-0-password"): hide all.
+            view = sensitive_post_parameters()(view)
+        elif names:
             view = sensitive_post_parameters(*names)(view)
         return view(request, object_id, form_url, extra_context)  # type: ignore[no-any-return]
 

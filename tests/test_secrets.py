@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 from django.contrib import admin
 from django.contrib.admin.models import LogEntry
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.models import Permission
 from django.contrib.messages.storage.fallback import FallbackStorage
 from django.contrib.sessions.backends.db import SessionStore
@@ -34,10 +36,10 @@ from django.forms.models import model_to_dict
 from django.test import Client, RequestFactory
 from django.urls import reverse
 from django.utils import timezone
-from django.views.debug import ExceptionReporter
+from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
 
 from django_multismtp import urls as self_service_urls
-from django_multismtp.admin import STATE_FIELDS, SmtpAccountAdmin
+from django_multismtp.admin import STATE_FIELDS, SecretFieldsMixin, SmtpAccountAdmin
 from django_multismtp.fields import SERIALIZED_PREFIX, fernet_for, secret_field_names
 from django_multismtp.models import DeliveryLog, OutboxMessage, SmtpAccount
 from tests.factories import SmtpAccountFactory, UserFactory
@@ -177,6 +179,39 @@ class TestNeverDisplayed:
         assert leaked(change_html + list_html) == []
         shown = list_html if "list_display" in attrs else change_html
         assert re.search(r">set</(div|td)>", shown)
+
+    def test_a_read_only_inline(self, admin_user, owner, owned_account):
+        """Accounts shown inline on a user's page, to staff who may not change them."""
+        inline = type(
+            "AccountInline",
+            (SecretFieldsMixin, admin.StackedInline),
+            {
+                "model": SmtpAccount,
+                "fk_name": "owner",
+                "fields": ("name", "password"),
+                "has_change_permission": lambda self, request, obj=None: False,
+            },
+        )
+        user_admin = type("SiteUserAdmin", (SecretFieldsMixin, UserAdmin), {"inlines": [inline]})
+        model_admin = user_admin(get_user_model(), admin.site)
+        html = model_admin.change_view(request_for(admin_user), str(owner.pk)).render()
+        html = html.content.decode()
+        assert "Owned box" in html
+        assert leaked(html) == []
+        assert re.search(r">set</div>", html)
+        # The parent page's POST hides the inline forms' (prefixed) secrets in reports.
+        posted = request_for(admin_user, "post", data={"smtp_accounts-0-password": CANARY_TYPED})
+        model_admin.change_view(posted, str(owner.pk))
+        hidden = SafeExceptionReporterFilter().get_post_parameters(posted)
+        assert hidden["smtp_accounts-0-password"] != CANARY_TYPED
+
+    def test_a_password_the_keys_cannot_decrypt(self, viewer, site_account, settings):
+        before = stored_password(site_account)
+        settings.FERNET_KEYS = ["another-key"]
+        html = logged_in(viewer).get(admin_change_url(site_account)).content.decode()
+        assert "set, but the current FERNET_KEYS cannot decrypt it" in html
+        [row] = json.loads(dump("django_multismtp.smtpaccount"))
+        assert row["fields"]["password"] == SERIALIZED_PREFIX + before.decode()
 
     def test_the_change_form_input_carries_no_value(self, admin_client, site_account):
         html = admin_client.get(admin_change_url(site_account)).content.decode()
