@@ -44,6 +44,8 @@ from django_multismtp.fields import SERIALIZED_PREFIX, fernet_for, secret_field_
 from django_multismtp.models import DeliveryLog, OutboxMessage, SmtpAccount
 from tests.factories import SmtpAccountFactory, UserFactory
 from tests.smtp_servers import SMTPTestServer
+from tests.test_admin import ADD, add_data, change_data
+from tests.test_self_service import form_data
 
 pytestmark = pytest.mark.django_db
 
@@ -305,8 +307,6 @@ class TestSerialization:
     ):
         """Never decrypt what a person typed: a token of another account's password
         typed as a password must not make the server send that password anywhere."""
-        from tests.test_admin import change_data
-
         other = SmtpAccountFactory(name="Other", password="other-secret")
         token = json.loads(dump("django_multismtp.smtpaccount"))
         typed = next(r for r in token if r["fields"]["name"] == "Other")["fields"]["password"]
@@ -319,8 +319,6 @@ class TestSerialization:
         assert other.password == "other-secret"
 
     def test_log_entries_name_the_field_not_the_value(self, admin_client, site_account):
-        from tests.test_admin import change_data
-
         data = change_data(admin_client, site_account, password=CANARY_TYPED)
         assert admin_client.post(admin_change_url(site_account), data).status_code == 302
         entry = LogEntry.objects.latest("pk")
@@ -360,8 +358,6 @@ def error_report(caplog) -> str:
 
 class TestErrorReports:
     def test_admin_change(self, admin_user, site_account, failing_save, request_errors):
-        from tests.test_admin import change_data
-
         client = Client(raise_request_exception=False)
         client.force_login(admin_user)
         data = change_data(client, site_account, password=CANARY_TYPED)
@@ -371,8 +367,6 @@ class TestErrorReports:
         assert leaked(report) == []
 
     def test_admin_add(self, admin_user, failing_save, request_errors):
-        from tests.test_admin import ADD, add_data
-
         client = Client(raise_request_exception=False)
         client.force_login(admin_user)
         assert client.post(ADD, add_data(password=CANARY_TYPED)).status_code == 500
@@ -381,8 +375,6 @@ class TestErrorReports:
     def test_my_smtp_settings(
         self, allow_internal, owner, owned_account, failing_save, request_errors
     ):
-        from tests.test_self_service import form_data
-
         client = Client(raise_request_exception=False)
         client.force_login(owner)
         data = form_data(password=CANARY_TYPED, from_email="owner@example.test")
@@ -484,17 +476,22 @@ def world(allow_internal, site_account, owned_account, owner, viewer, admin_user
         created_at=now,
         sent_by=site_account,
     )
+    # A password changed through the admin: its LogEntry is on the history pages.
+    client = logged_in(admin_user)
+    data = change_data(client, site_account, password=CANARY_SITE)
+    assert client.post(admin_change_url(site_account), data).status_code == 302
+    assert LogEntry.objects.filter(object_id=str(site_account.pk)).exists()
     return {"superuser": admin_user, "viewer": viewer, "owner": owner}
 
 
 def walk(client: Client) -> list[tuple[str, str]]:
-    """Every page as this user: (what, response text)."""
+    """Every page as this user: ("METHOD url status", response text)."""
     seen: list[tuple[str, str]] = []
 
     def keep(what: str, response: Any) -> None:
-        seen.append((what, response.content.decode(errors="replace")))
-        for redirect, _status in getattr(response, "redirect_chain", []):
-            seen.append((f"{what} -> {redirect}", ""))
+        hops = "".join(f" -> {url}" for url, _ in getattr(response, "redirect_chain", []))
+        text = response.content.decode(errors="replace")
+        seen.append((f"{what}{hops} {response.status_code}", text))
 
     # Forms with a typed secret and an error, so they come back with what was typed.
     for model_admin in app_admins():
@@ -526,7 +523,8 @@ def walk(client: Client) -> list[tuple[str, str]]:
         }
         keep(f"POST {url}", client.post(url, data, follow=True))
     # Every admin page, the history included (it now lists the changes above).
-    for url in admin_urls():
+    site_pages = [reverse("admin:index"), reverse("admin:app_list", args=[APP])]
+    for url in [*site_pages, *admin_urls()]:
         keep(f"GET {url}", client.get(url, follow=True))
     return seen
 
