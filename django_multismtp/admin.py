@@ -128,42 +128,47 @@ class SecretFieldsMixin:
         # The change page of an object the user may not change shows every field read-only.
         return obj is not None and not self.has_change_permission(request, obj)  # type: ignore[attr-defined]
 
-    def _secrets_read_only(self, request: HttpRequest, obj: Any) -> set[str]:
-        readonly = super().get_readonly_fields(request, obj)  # type: ignore[misc]
-        if self._view_only(request, obj):
-            return set(self._secret_displays())
-        return {name for name in self._secret_displays() if name in readonly}
-
-    def _swap(self, fields: Sequence[Any], names: set[str]) -> list[Any]:
+    def _swap(self, fields: Sequence[Any], read_only: set[str]) -> list[Any]:
+        """Secrets shown read-only become their status; a status whose secret is an
+        input (or already listed) is dropped."""
         displays = self._secret_displays()
+        status_of = {display: name for name, display in displays.items()}
         swapped: list[Any] = []
         for item in fields:
             if isinstance(item, (list, tuple)):
-                swapped.append(tuple(self._swap(item, names)))
-            elif isinstance(item, str) and item in names:
-                if displays[item] not in fields:
-                    swapped.append(displays[item])
-            else:
+                swapped.append(tuple(self._swap(item, read_only)))
+                continue
+            if isinstance(item, str) and item in read_only:
+                item = displays[item]
+            elif callable(item) and status_of.get(item, "") not in read_only:
+                continue
+            if not (item in status_of and item in swapped):
                 swapped.append(item)
         return swapped
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # Every status is read-only (that keeps it out of the form); it is shown only
+        # where get_fieldsets() puts it instead of the secret.
         fields = list(super().get_readonly_fields(request, obj))  # type: ignore[misc]
-        displays = self._secret_displays()
-        for name in self._secrets_read_only(request, obj):
-            # The name keeps the field out of the form; the status is what is shown.
-            fields += [item for item in (name, displays[name]) if item not in fields]
-        return fields
+        return fields + [d for d in self._secret_displays().values() if d not in fields]
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
-        names = self._secrets_read_only(request, obj)
+        fieldsets = super().get_fieldsets(request, obj)  # type: ignore[misc]
+        displays = self._secret_displays()
+        if not displays:
+            return fieldsets
+        # self.get_readonly_fields: what the whole admin (subclasses too) makes read-only.
+        readonly = self.get_readonly_fields(request, obj)
+        view_only = self._view_only(request, obj)
+        read_only = {name for name in displays if view_only or name in readonly}
         return [
-            (title, {**options, "fields": self._swap(options["fields"], names)})
-            for title, options in super().get_fieldsets(request, obj)  # type: ignore[misc]
+            (title, {**options, "fields": self._swap(options["fields"], read_only)})
+            for title, options in fieldsets
         ]
 
     def get_list_display(self, request: HttpRequest) -> Any:
-        return self._swap(super().get_list_display(request), set(self._secret_displays()))  # type: ignore[misc]
+        secrets = set(self._secret_displays())
+        return self._swap(super().get_list_display(request), secrets)  # type: ignore[misc]
 
     def changeform_view(
         self,

@@ -31,6 +31,7 @@ from django.contrib.sessions.backends.db import SessionStore
 from django.core import serializers
 from django.core.cache import cache
 from django.core.management import call_command
+from django.core.serializers.base import DeserializationError
 from django.db import connection
 from django.forms.models import model_to_dict
 from django.test import Client, RequestFactory
@@ -166,10 +167,16 @@ class TestNeverDisplayed:
         "attrs",
         [
             {"readonly_fields": (*STATE_FIELDS, "password")},
+            {
+                "get_readonly_fields": lambda self, request, obj=None: [
+                    *SmtpAccountAdmin.get_readonly_fields(self, request, obj),
+                    "password",
+                ]
+            },
             {"has_change_permission": lambda self, request, obj=None: False},
             {"list_display": ("name", "password")},
         ],
-        ids=["readonly_fields", "no_change_permission", "list_display"],
+        ids=["readonly_fields", "get_readonly_fields", "no_change_permission", "list_display"],
     )
     def test_any_read_only_display_of_a_subclassed_admin(self, admin_user, site_account, attrs):
         """A site's subclass of the admin still never shows the value."""
@@ -301,6 +308,16 @@ class TestSerialization:
         account = SmtpAccount.objects.get(name="Old")
         assert account.password == "old-plain"
         assert stored_password(account).startswith(b"gAAAAA")
+
+    def test_a_malformed_token_is_refused_with_a_clear_error(self, tmp_path):
+        SmtpAccountFactory(name="Broken", password="x")
+        rows = json.loads(dump("django_multismtp.smtpaccount"))
+        rows[0]["fields"]["password"] = SERIALIZED_PREFIX + "not-a-token"
+        SmtpAccount.objects.all().delete()
+        fixture = tmp_path / "broken.json"
+        fixture.write_text(json.dumps(rows))
+        with pytest.raises(DeserializationError, match="is not an encrypted value"):
+            call_command("loaddata", str(fixture), verbosity=0)
 
     def test_a_typed_password_that_looks_like_a_token_is_a_password(
         self, admin_client, site_account
