@@ -140,7 +140,7 @@ class SecretFieldsMixin:
                 continue
             if isinstance(item, str) and item in read_only:
                 item = displays[item]
-            elif callable(item) and status_of.get(item, "") not in read_only:
+            elif item in status_of and status_of[item] not in read_only:
                 continue
             if not (item in status_of and item in swapped):
                 swapped.append(item)

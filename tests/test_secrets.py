@@ -189,6 +189,14 @@ class TestNeverDisplayed:
         shown = list_html if "list_display" in attrs else change_html
         assert re.search(r">set</(div|td)>", shown)
 
+    def test_other_columns_are_kept(self, admin_user, site_account):
+        column = admin.display(description="Mark")(lambda obj: "column-mark")
+        attrs = {"list_display": ("name", "password", column)}
+        model_admin = type("SiteAdmin", (SmtpAccountAdmin,), attrs)(SmtpAccount, admin.site)
+        html = model_admin.changelist_view(request_for(admin_user)).render().content.decode()
+        assert "column-mark" in html
+        assert leaked(html) == []
+
     def test_a_read_only_inline(self, admin_user, owner, owned_account):
         """Accounts shown inline on a user's page, to staff who may not change them."""
         inline = type(
