@@ -578,7 +578,7 @@ def dumps() -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("who", ["superuser", "viewer", "owner"])
-def test_no_canary_anywhere(world, who, all_logging, auth_server):
+def test_no_canary_anywhere(all_logging, world, who, auth_server):
     # The canaries really are stored and usable: the walk logs in with them.
     assert SmtpAccount.objects.get(name="Site box").password == CANARY_SITE
     seen = walk(logged_in(world[who]))
@@ -591,3 +591,9 @@ def test_no_canary_anywhere(world, who, all_logging, auth_server):
     assert found == []
     if who == "superuser":
         assert auth_server.auth_attempts, "the walk logged in to the server with the canaries"
+        # The superuser reached every admin page (only the log and outbox have no add).
+        refused = [w for w in pages if w.startswith("GET /admin") and not w.endswith(" 200")]
+        assert all("/add/" in w for w in refused), refused
+    if who == "viewer":
+        site = SmtpAccount.objects.get(name="Site box")
+        assert f"GET {admin_change_url(site)} 200" in pages  # the view-only page
