@@ -28,6 +28,7 @@ from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.models import Permission
 from django.contrib.messages.storage.fallback import FallbackStorage
 from django.contrib.sessions.backends.db import SessionStore
+from django.contrib.sessions.models import Session
 from django.core import serializers
 from django.core.cache import cache
 from django.core.management import call_command
@@ -515,7 +516,8 @@ def walk(client: Client) -> list[tuple[str, str]]:
 
     def keep(what: str, response: Any) -> None:
         hops = "".join(f" -> {url}" for url, _ in getattr(response, "redirect_chain", []))
-        text = response.content.decode(errors="replace")
+        text = response.content.decode(errors="replace") + str(response.cookies)
+        text += repr(dict(response.headers))
         seen.append((f"{what}{hops} {response.status_code}", text))
 
     # Forms with a typed secret and an error, so they come back with what was typed.
@@ -574,6 +576,8 @@ def dumps() -> list[tuple[str, str]]:
         (f"LogEntry {entry.pk}", entry.change_message + entry.get_change_message())
         for entry in LogEntry.objects.all()
     ]
+    # Session data is encoded in dumps: look at it decoded.
+    found += [(f"session {s.pk}", repr(s.get_decoded())) for s in Session.objects.all()]
     return found
 
 
