@@ -65,6 +65,8 @@ def tls_file_error(path: str, *, ca: bool = True) -> str | None:
         return f"{path} holds no PEM certificate ({exc.reason or exc})"
     except OSError as exc:
         return f"{path} cannot be read: {exc.strerror or exc}"
+    except ValueError as exc:  # a NUL byte in the path
+        return f"{path!r} is not a file name ({exc})"
     return None
 
 
