@@ -102,6 +102,10 @@ class ReplyReader(asyncio.Protocol):
         #: Replies kept that nobody asked for, and the bytes of text kept unread.
         self._unsolicited = 0
         self._kept = 0
+        #: While a message's content is being written: the bytes written after its final
+        #: dot (the next envelope). More than that still in our buffer means the server
+        #: cannot have read the dot yet, so it cannot have accepted the message.
+        self.content_tail: int | None = None
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._wanted = 0
@@ -182,7 +186,19 @@ class ReplyReader(asyncio.Protocol):
             start = 0
 
     def _keep(self, reply: aiosmtplib.SMTPResponse) -> None:
-        """Queue a reply for :meth:`read`; refuse to keep a flood."""
+        """Queue a reply for :meth:`read`; refuse to keep a flood, or a positive answer
+        to a message the server has not received yet."""
+        tail, transport = self.content_tail, self.transport
+        if (
+            tail is not None
+            and 200 <= reply.code < 400
+            and transport is not None
+            and transport.get_write_buffer_size() > tail
+        ):
+            raise ProtocolError(
+                f"The server answered {reply.code} {reply.message} before the end of the "
+                "message reached it"
+            )
         if self._owed:
             self._owed -= 1
         else:
@@ -395,11 +411,15 @@ class Wire:
                 next_envelope = b"".join(next_commands)
                 self._ahead = _Ahead(following[0], tuple(following[1]), len(next_commands))
         reader = self.reader
-        reader.write(
-            dot_stuffed(data) + next_envelope, 1 + (self._ahead.replies if self._ahead else 0)
-        )
-        await reader.drain(self.timeout)
-        (final,) = await reader.read(1, self.timeout)
+        reader.content_tail = len(next_envelope)
+        try:
+            reader.write(
+                dot_stuffed(data) + next_envelope, 1 + (self._ahead.replies if self._ahead else 0)
+            )
+            await reader.drain(self.timeout)
+            (final,) = await reader.read(1, self.timeout)
+        finally:
+            reader.content_tail = None
         # Only a 2xx to the end of the content means delivered.
         self._check(final, "the end of the message", _is_positive)
         if not _is_positive(final.code):

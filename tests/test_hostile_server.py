@@ -133,6 +133,7 @@ class HostileServer:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._stopped: asyncio.Event | None = None
         self._server: asyncio.Server | None = None
+        self._sessions: set[asyncio.Task[None]] = set()
 
     # -- life cycle ---------------------------------------------------------------------
     def __enter__(self) -> HostileServer:
@@ -161,17 +162,25 @@ class HostileServer:
         assert self._stopped is not None and self._server is not None
         self._stopped.set()
         self._server.close()
+        # Sessions still reading must end on this loop, before it closes.
+        for task in self._sessions:
+            task.cancel()
+        await asyncio.gather(*self._sessions, return_exceptions=True)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._server.wait_closed(), 2)
 
     # -- one connection -----------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._sessions.add(task)
         try:
             await self._session(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, ValueError):
             pass
         finally:
             writer.close()
+            self._sessions.discard(task)
 
     async def _play(
         self, stage: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -586,6 +595,37 @@ def test_a_flood_of_replies_while_the_client_waits_to_write_keeps_memory_bounded
     assert peak < 2 * len(data) + 2**20, f"peak {peak / 2**20:.1f} MiB"
     assert elapsed < 2  # closed at the bound, not at the timeout
     assert server.messages == []
+
+
+def test_a_250_before_the_end_of_the_message_reached_the_server_is_no_delivery(
+    hostile: Any,
+) -> None:
+    """The server reads a little of a large message, says 250, reads the rest and refuses
+    it: the early 250 answered nothing (the final dot was still in the client's buffer)."""
+    server = hostile(
+        {"DATA": [b"354 go\r\n", Read(2**16), b"250 2.0.0 Ok\r\n"], "END": b"554 5.7.1 No\r\n"},
+        receive_buffer=4096,
+    )
+    config = ServerConfig(
+        host=server.host,
+        port=server.port,
+        security=Security.NONE,
+        auth_method=AuthMethod.NONE,
+        timeout=2,
+    )
+    data = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 2**12
+
+    async def send() -> Any:
+        session = Session(config)
+        try:
+            return await session.send("a@example.test", ["b@example.test"], data)
+        finally:
+            await session.close()
+
+    delivery = asyncio.run(send())
+    assert delivery.failure is not None
+    assert (delivery.failure.outcome, delivery.code) == (Outcome.PROTOCOL_ERROR, None)
+    assert "before the end of the message" in delivery.failure.text
 
 
 # ---------------------------------------------------------------------------------------
