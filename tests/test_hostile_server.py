@@ -485,6 +485,39 @@ def test_an_over_long_reply_is_stored_bounded(mailer: None, hostile: Any, clock:
     assert len(log.reply_text) <= 2000
 
 
+def test_the_storage_layer_cleans_what_a_caller_forgot() -> None:
+    """Whatever path writes them (save, update, the bulk insert of the log), reply texts
+    are stored valid and NUL-free (PostgreSQL refuses NUL), and invalid codes as NULL."""
+    from django_multismtp.bulk import insert_rows
+    from django_multismtp.clock import now
+
+    raw = "5.7.1 Exp\udce9diteur\x00 " + "x" * 5000
+    insert_rows(
+        DeliveryLog,
+        [
+            DeliveryLog(
+                account_name="H",
+                message_id="<m@x>",
+                outcome="protocol_error",
+                reply_code=-1,
+                reply_text=raw,
+                created_at=now(),
+            )
+        ],
+    )
+    account = SmtpAccountFactory(last_error=raw, last_error_code=999)
+    SmtpAccount.objects.filter(pk=account.pk).update(last_error=raw, last_error_code=-1)
+    log = DeliveryLog.objects.get()
+    account.refresh_from_db()
+    for text, code in (
+        (log.reply_text, log.reply_code),
+        (account.last_error, account.last_error_code),
+    ):
+        assert code is None
+        assert text.startswith("5.7.1 Exp\ufffdditeur\ufffd x")
+        assert len(text) <= 2000
+
+
 # ---------------------------------------------------------------------------------------
 # Half-closed sockets and silence: bounded by the timeouts, queued
 # ---------------------------------------------------------------------------------------
