@@ -25,6 +25,7 @@ from django_multismtp.exceptions import MultiSMTPConfigurationError, MultiSMTPEr
 from django_multismtp.models import DeliveryLog
 from django_multismtp.replies import HINTS, Outcome
 from tests.conftest import USERS
+from tests.mailers import direct_construction
 from tests.smtp_servers import Fault, SMTPTestServer
 
 OURS = "django_multismtp.backends.EmailBackend"
@@ -33,7 +34,7 @@ DJANGO_61 = django.VERSION >= (6, 1)
 
 only_61 = pytest.mark.skipif(not DJANGO_61, reason="MAILERS is new in Django 6.1")
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, direct_construction]
 
 
 def free_port() -> int:
@@ -194,9 +195,21 @@ class TestMailersOptions:
         assert mail.mailers["default"].send_messages([message()]) == 1
         assert len(smtp_server.wait_for(1)) == 1
 
-    def test_missing_host_without_accounts_is_an_error_with_a_hint(self, settings):
-        """No "localhost" default under MAILERS: that came from EMAIL_HOST."""
+    def test_missing_host_is_invalid_mailer_as_in_django(self, settings):
+        """No "localhost" default under MAILERS (that came from EMAIL_HOST): like Django's
+        backend, ours refuses a mailer without host when it is created, and says how a
+        mailer that sends through accounts only declares it. (Before this contract the
+        error came at the first send.)"""
         use_mailers(settings)  # no OPTIONS at all
+        with pytest.raises(mail.InvalidMailer) as caught:
+            mail.mailers["default"]  # noqa: B018
+        assert isinstance(caught.value, MultiSMTPConfigurationError)
+        error = str(caught.value)
+        assert error.startswith("MAILERS['default']: OPTIONS must define 'host'.")
+        assert '"fallback": False' in error
+
+    def test_accounts_only_mailer_without_accounts_is_an_error_with_a_hint(self, settings):
+        use_mailers(settings, fallback=False)
         email = message()
         # Nowhere to send is a configuration error (InvalidMailer, ImproperlyConfigured),
         # not a transport failure: no back-off or retry would help.
@@ -209,8 +222,8 @@ class TestMailersOptions:
         assert email.multismtp_status.outcome == "config_error"
         assert DeliveryLog.objects.count() == 0
 
-    def test_missing_host_is_not_hidden_by_fail_silently(self, settings):
-        use_mailers(settings, fail_silently=True)
+    def test_accounts_only_mailer_error_is_not_hidden_by_fail_silently(self, settings):
+        use_mailers(settings, fallback=False, fail_silently=True)
         with pytest.raises(MultiSMTPConfigurationError, match="no fallback server"):
             mail.mailers["default"].send_messages([message()])
 
@@ -475,7 +488,9 @@ class TestDjangoSMTPBehaviours:
     def test_invalid_addresses_never_reach_the_server(self, smtp_server, address):
         with pytest.raises(ValueError, match="Invalid address"):
             backend(smtp_server).send_messages([EmailMessage(bcc=[address])])
-        assert smtp_server.connections == 0
+        # Like Django's backend, send_messages() connects (open()) before it looks at
+        # the addresses; nothing reaches the server.
+        assert smtp_server.received == []
 
     def test_lazy_addresses_and_subject(self, smtp_server):
         _ = gettext_lazy
@@ -561,7 +576,11 @@ class TestDjangoSMTPBehaviours:
         assert smtp_server.wait_for(1)[0].login is None
 
     def test_tls_and_ssl_options_are_mutually_exclusive(self, smtp_server):
-        with pytest.raises(django.core.exceptions.ImproperlyConfigured, match="mutually"):
+        # Django's words: "mutually exclusive" from the EMAIL_* path, "incompatible"
+        # where 6.1's MAILERS is configured.
+        with pytest.raises(
+            django.core.exceptions.ImproperlyConfigured, match="mutually|incompatible"
+        ):
             backend(smtp_server, use_tls=True, use_ssl=True)
 
     def test_timeout_raises_an_smtp_exception(self, smtp_server):
