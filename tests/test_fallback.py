@@ -254,6 +254,48 @@ def test_fallback_turned_off_without_accounts_is_an_error(settings, smtp_server)
     assert smtp_server.connections == 0
 
 
+def test_unreachable_fallback_is_queued_by_the_outbox_not_raised(clock):
+    """open() raises what Django's backend raises, but send_messages() with the outbox
+    on (the default) keeps the mail for later instead of losing it."""
+    connection = EmailBackend(host="127.0.0.1", port=free_port())
+    with pytest.raises(ConnectionRefusedError):
+        connection.open()
+    email = message()
+    assert connection.send_messages([email]) == 1
+    assert email.multismtp_status.outcome == "queued"
+    (row,) = DeliveryLog.objects.all()
+    assert (row.account_name, row.outcome) == ("fallback", "connection_failed")
+
+
+def test_worker_settles_rows_while_the_fallback_is_unreachable(settings, clock):
+    """The worker never calls open(): a server that is down fails each row (logged,
+    retried later); it must not raise and leave the batch claimed."""
+    from django_multismtp import worker
+    from django_multismtp.models import OutboxMessage
+
+    port = free_port()
+    if DJANGO_61:
+        settings.MAILERS = {
+            "default": {"BACKEND": OURS, "OPTIONS": {"host": "127.0.0.1", "port": port}}
+        }
+    else:
+        settings.EMAIL_BACKEND, settings.EMAIL_HOST, settings.EMAIL_PORT = OURS, "127.0.0.1", port
+    assert mail.send_mail("Hi", "Body", "from@example.com", ["to@example.com"]) == 1
+    clock.advance(hours=3)
+    worker.drain()  # must not raise
+    (row,) = OutboxMessage.objects.all()
+    assert row.status == OutboxMessage.Status.QUEUED and row.attempts == 2
+    assert DeliveryLog.objects.filter(outcome="connection_failed").count() == 2
+
+
+@pytest.mark.usefixtures("outbox_off")
+def test_unreachable_fallback_raises_at_once_with_the_outbox_off():
+    connection = EmailBackend(host="127.0.0.1", port=free_port())
+    with pytest.raises(ConnectionRefusedError) as caught:
+        connection.send_messages([message()])
+    assert isinstance(caught.value, SendFailed)
+
+
 # ---------------------------------------------------------------------------------------
 # EMAIL_BACKEND + EMAIL_* style (every version)
 # ---------------------------------------------------------------------------------------

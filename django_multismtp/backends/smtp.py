@@ -29,6 +29,7 @@ from ..engine import FALLBACK, QUEUED, Engine, account_config, load_accounts
 from ..eventloop import smtp_loop
 from ..exceptions import (
     MultiSMTPConfigurationError,
+    MultiSMTPError,
     MutuallyExclusiveOptions,
     SendFailed,
     send_error,
@@ -288,10 +289,17 @@ class EmailBackend(BaseEmailBackend):
 
     def _send_locked(self, messages: list[EmailMessage]) -> int:
         with self._lock:
-            # None: connecting failed and fail_silently swallowed it. Django's backend
-            # returns 0 here; the engine tries again and records the failure (the log,
-            # multismtp_status) and keeps what the outbox may retry, so nothing is lost.
-            created = self.open()
+            try:
+                created = self.open()
+            except MultiSMTPError:
+                if conf.outbox_mode() == "off":
+                    raise  # as Django's backend: the caller learns at once
+                # The outbox may keep this mail: the engine tries the server again,
+                # records the failure and queues what may be retried.
+                created = None
+            # None: connecting failed (fail_silently swallowed it, or the outbox may keep
+            # the mail). Django's backend returns 0 here; the engine instead records the
+            # failure (the log, multismtp_status) and keeps what the outbox may retry.
             try:
                 return self.engine.send(messages)
             finally:
@@ -306,7 +314,10 @@ class EmailBackend(BaseEmailBackend):
         """Send claimed outbox rows through this mailer's engine (see
         :meth:`Engine.send_queued`), reusing connections while the backend is open."""
         with self._lock:
-            created = self.open()
+            # Not open(): a worker must settle its rows whatever the server does, so the
+            # engine connects (and records failures) per row, never raising.
+            created = not self._is_open
+            self._is_open = True
             try:
                 return self.engine.send_queued(rows)
             finally:
