@@ -35,7 +35,8 @@ DEFAULTS: dict[str, Any] = {
     "THROTTLE_BACKOFF_MAX": dt.timedelta(hours=1),
     # Back-off after a daily-quota reply (Gmail 550 5.4.5, Microsoft SubmissionQuota...).
     "DAILY_QUOTA_BACKOFF": dt.timedelta(hours=24),
-    # Seconds; used for the fallback server when the site sets no timeout.
+    # Unused: the fallback server's timeout is Django's (the timeout option or
+    # EMAIL_TIMEOUT, None by default). Kept so settings naming it stay valid.
     "DEFAULT_TIMEOUT": 30,
     # Seconds a "Test connection" / "Test settings" / test message may take in all, whatever
     # the account's timeout: a person (a web worker) waits for it.

@@ -10,11 +10,13 @@ and the tests use it alone.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import re
+import smtplib
 import socket
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiosmtplib
 
@@ -60,6 +62,10 @@ class Failure:
     hint: str
     #: True for daily-quota replies: back off for a day, not minutes.
     daily_quota: bool = False
+    #: The exception class Django's SMTP backend (smtplib, ssl, socket) raises for the
+    #: same failure, so the error we raise can be caught as that class too (see
+    #: :func:`django_multismtp.exceptions.send_error`). None: no stock equivalent.
+    error: type[BaseException] | None = field(default=None, compare=False, repr=False)
 
     @property
     def account_level(self) -> bool:
@@ -245,8 +251,66 @@ def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
     return None
 
 
+#: aiosmtplib's exception classes -> what smtplib raises for the same failure. Order
+#: matters: subclasses before their bases.
+_SMTPLIB_CLASSES: tuple[tuple[type[BaseException], type[BaseException]], ...] = (
+    (aiosmtplib.SMTPRecipientsRefused, smtplib.SMTPRecipientsRefused),
+    (aiosmtplib.SMTPRecipientRefused, smtplib.SMTPRecipientsRefused),
+    (aiosmtplib.SMTPSenderRefused, smtplib.SMTPSenderRefused),
+    (aiosmtplib.SMTPAuthenticationError, smtplib.SMTPAuthenticationError),
+    (aiosmtplib.SMTPDataError, smtplib.SMTPDataError),
+    (aiosmtplib.SMTPHeloError, smtplib.SMTPHeloError),
+    (aiosmtplib.SMTPConnectResponseError, smtplib.SMTPConnectError),
+    (aiosmtplib.SMTPResponseException, smtplib.SMTPResponseException),
+    (aiosmtplib.SMTPTimeoutError, TimeoutError),
+    (aiosmtplib.SMTPServerDisconnected, smtplib.SMTPServerDisconnected),
+    (aiosmtplib.SMTPNotSupported, smtplib.SMTPNotSupportedError),
+)
+
+#: smtplib's wording where aiosmtplib words the same failure differently, so code (and
+#: Django's own tests) matching smtplib's messages keeps matching.
+AUTH_NOT_SUPPORTED = "SMTP AUTH extension not supported by server."
+
+
+def stock_error(exc: BaseException, *, stage: str = "DATA") -> type[BaseException] | None:
+    """The class Django's SMTP backend raises where ``exc`` was raised to us.
+
+    Django's backend talks smtplib over blocking sockets: refused connections, resolution
+    failures and TLS errors reach its callers as the socket's own ``OSError`` subclass or
+    ``ssl`` error, the SMTP conversation as smtplib's classes. aiosmtplib wraps the former
+    in its own ``SMTPConnectError``; the original is its cause.
+    """
+    ssl_error = _ssl_cause(exc)
+    if ssl_error is not None:
+        return type(ssl_error)
+    if isinstance(exc, aiosmtplib.SMTPConnectError) and not isinstance(
+        exc, aiosmtplib.SMTPTimeoutError | aiosmtplib.SMTPConnectResponseError
+    ):
+        cause = exc.__cause__
+        if isinstance(cause, aiosmtplib.SMTPServerDisconnected):
+            return smtplib.SMTPServerDisconnected  # closed before the greeting
+        if isinstance(cause, OSError) and not isinstance(cause, aiosmtplib.SMTPException):
+            return type(cause)
+        return ConnectionRefusedError
+    for theirs, ours in _SMTPLIB_CLASSES:
+        if isinstance(exc, theirs):
+            return ours
+    if isinstance(exc, aiosmtplib.SMTPException):
+        if "not supported" in str(exc).lower():
+            return smtplib.SMTPNotSupportedError
+        return smtplib.SMTPException
+    if isinstance(exc, OSError):  # the socket's own errors, as smtplib lets them through
+        return type(exc)
+    return None
+
+
 def classify_exception(exc: BaseException, *, stage: str = "DATA") -> Failure:
     """Classify an exception raised while talking to a server."""
+    failure = _classify_exception(exc, stage=stage)
+    return dataclasses.replace(failure, error=stock_error(exc, stage=stage))
+
+
+def _classify_exception(exc: BaseException, *, stage: str = "DATA") -> Failure:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, InternalAddressError):
         return Failure(Outcome.CONNECTION_FAILED, None, text, HINTS["internal_host"])
@@ -290,7 +354,7 @@ def classify_exception(exc: BaseException, *, stage: str = "DATA") -> Failure:
         isinstance(exc, aiosmtplib.SMTPException) and "not supported" in text.lower()
     ):
         if "auth" in text.lower():
-            return Failure(Outcome.AUTH_FAILED, None, text, HINTS["auth_not_offered"])
+            return Failure(Outcome.AUTH_FAILED, None, AUTH_NOT_SUPPORTED, HINTS["auth_not_offered"])
         if "starttls" in text.lower():
             return Failure(Outcome.TLS_FAILED, None, text, HINTS["not_supported"])
         return Failure(Outcome.CONFIG_ERROR, None, text, HINTS["not_supported"])

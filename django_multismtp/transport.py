@@ -80,7 +80,9 @@ class ServerConfig:
     verify_certificates: bool = True
     ca_file: str = ""
     ehlo_hostname: str = ""
-    timeout: float = 30.0
+    #: Seconds per connect and per reply; None waits as long as the server takes, as
+    #: Django's backend does with no timeout set.
+    timeout: float | None = 30.0
     auth_method: AuthMethod = AuthMethod.AUTO
     username: str = ""
     password: str = field(default="", repr=False)
@@ -94,6 +96,9 @@ class ServerConfig:
     public_only: bool = False
     #: Stable key for connection reuse (an account pk, or "fallback").
     key: str = ""
+    #: A ready TLS context to use instead of building one (a backend subclass's own
+    #: ``ssl_context``); not part of the server's identity.
+    ssl_context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
 
     @property
     def logs_in(self) -> bool:
@@ -106,6 +111,8 @@ class ServerConfig:
     def tls_context(self) -> ssl.SSLContext | None:
         if self.security == Security.NONE:
             return None
+        if self.ssl_context is not None:
+            return self.ssl_context
         if not self.verify_certificates:
             context = ssl.create_default_context()
             context.check_hostname = False
