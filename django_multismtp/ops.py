@@ -66,7 +66,9 @@ def _result(
 def _test_config(account: SmtpAccount) -> ServerConfig:
     """The account's server, with no step allowed more than ``TEST_TIMEOUT``."""
     config = account_config(account)
-    return dataclasses.replace(config, timeout=min(config.timeout, conf.test_timeout()))
+    limit = conf.test_timeout()
+    bound = limit if config.timeout is None else min(config.timeout, limit)
+    return dataclasses.replace(config, timeout=bound)
 
 
 def test_connection(account: SmtpAccount) -> CheckResult:

@@ -354,7 +354,8 @@ async def check_server(
     """
     if within is None:
         return await _check_server(config)
-    config = dataclasses.replace(config, timeout=min(config.timeout, within))
+    bound = within if config.timeout is None else min(config.timeout, within)
+    config = dataclasses.replace(config, timeout=bound)
     try:
         async with asyncio.timeout(within):
             return await _check_server(config)

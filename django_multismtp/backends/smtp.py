@@ -109,6 +109,8 @@ class EmailBackend(BaseEmailBackend):
         self._partial_connection: Any = None  # Django's name; we never keep one
         self.engine = self.engine_class(self)
         self._is_open = False
+        #: Set by open() when it swallowed a connection error under fail_silently.
+        self._open_failed_silently = False
         self._lock = threading.RLock()
 
     # -- configuration ----------------------------------------------------------------
@@ -261,6 +263,7 @@ class EmailBackend(BaseEmailBackend):
                     account=FALLBACK,
                 )
                 if self.fail_silently and isinstance(error, OSError):
+                    self._open_failed_silently = True
                     return None
                 raise error from exc
             self.connection = FallbackConnection(session)
@@ -289,6 +292,8 @@ class EmailBackend(BaseEmailBackend):
 
     def _send_locked(self, messages: list[EmailMessage]) -> int:
         with self._lock:
+            was_open = self._is_open
+            self._open_failed_silently = False
             try:
                 created = self.open()
             except MultiSMTPError:
@@ -296,14 +301,19 @@ class EmailBackend(BaseEmailBackend):
                     raise  # as Django's backend: the caller learns at once
                 # The outbox may keep this mail: the engine tries the server again,
                 # records the failure and queues what may be retried.
-                created = None
-            # None: connecting failed (fail_silently swallowed it, or the outbox may keep
-            # the mail). Django's backend returns 0 here; the engine instead records the
-            # failure (the log, multismtp_status) and keeps what the outbox may retry.
+                created = False
+            else:
+                if created is None and not self._open_failed_silently:
+                    # An open() of a subclass's (or a test's) says it failed silently:
+                    # as Django's backend, nothing is sent.
+                    return 0
+            # Our own open() failed (silently, or the outbox may keep the mail): the
+            # engine connects again, records the failure (the log, multismtp_status) and
+            # queues what may be retried, rather than dropping the batch unrecorded.
             try:
                 return self.engine.send(messages)
             finally:
-                if created is not False:
+                if not was_open:
                     self.close()
 
     async def asend_messages(self, email_messages: Iterable[EmailMessage]) -> int:
