@@ -35,8 +35,12 @@ def insert_rows(model: type[models.Model], objects: Sequence[models.Model]) -> N
         [f.get_db_prep_save(f.pre_save(obj, add=True), connection) for f in fields]
         for obj in objects
     ]
-    # One transaction: outside one, SQLite would commit (and sync) after every row.
-    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+    # One transaction: outside one, SQLite would commit (and sync) after every row. Inside
+    # one, no savepoint: a caller that wants to survive a failure has its own.
+    with (
+        transaction.atomic(using=connection.alias, savepoint=False),
+        connection.cursor() as cursor,
+    ):
         cursor.executemany(sql, rows)
 
 
@@ -76,7 +80,10 @@ def update_rows(
         + [obj.pk, *extra]
         for obj in objects
     ]
-    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+    with (
+        transaction.atomic(using=connection.alias, savepoint=False),
+        connection.cursor() as cursor,
+    ):
         cursor.executemany(sql, rows)
         return max(int(cursor.rowcount), 0)
 

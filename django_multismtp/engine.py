@@ -123,13 +123,16 @@ class _Batch:
                 self.handed.add(id(item))
                 self.finished.append(item)
 
-    def due(self) -> bool:
+    def due(self) -> int | None:
+        """How many finished items to write now (0: only log rows), or None."""
         if self.settle is None or not (self.finished or self.log):
-            return False
+            return None
         replies, seconds = self.every.replies, self.every.seconds
         if replies is not None and len(self.finished) >= replies:
-            return True
-        return seconds is not None and time.monotonic() - self.written_at >= seconds
+            return max(replies, 1)
+        if seconds is not None and time.monotonic() - self.written_at >= seconds:
+            return len(self.finished)
+        return None
 
 
 class Mailer(Protocol):
@@ -331,8 +334,8 @@ class Engine:
             self._record(attempt, batch, now)
             if attempt.item.done:
                 batch.finish([attempt.item])
-        if batch.due():
-            self._write(batch)
+        while (count := batch.due()) is not None:
+            self._write(batch, count)
 
     def _record(self, attempt: Attempt, batch: _Batch, now: Any) -> None:
         """Take one attempt's outcome into account; a fault is the message's alone."""
@@ -375,10 +378,11 @@ class Engine:
             limits.release(attempt.account, 1, attempt.reserved_at or now)
             attempt.item.tried.discard(attempt.account.pk)
 
-    def _write(self, batch: _Batch) -> None:
-        """Write the finished items (``settle``) with the log so far, in one
-        transaction, then report them: a crash loses neither or both."""
-        items, batch.finished = batch.finished, []
+    def _write(self, batch: _Batch, count: int | None = None) -> None:
+        """Write ``count`` finished items (default: all) with ``settle``, and the log so
+        far, in one transaction, then report them: a crash loses neither or both."""
+        count = len(batch.finished) if count is None else count
+        items, batch.finished = batch.finished[:count], batch.finished[count:]
         log, batch.log = batch.log, []
         batch.written_at = time.monotonic()
         if batch.settle is None or not (items or log):
