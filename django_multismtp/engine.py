@@ -233,30 +233,41 @@ class Engine:
             now = clock.now()
             accounts = load_accounts()
             for index, row in enumerate(rows):
-                item = Outgoing.from_row(index, row)
-                items.append(item)
-                try:
-                    item.choice = self._choose(item, accounts, now)
-                except UnknownAccount as exc:
-                    item.done = True
-                    item.failure = Failure(
-                        Outcome.CONFIG_ERROR,
-                        None,
-                        str(exc),
-                        _("Recreate the account, or cancel the message in the outbox."),
-                    )
+                items.append(self._queued_item(index, row, accounts, now))
             self._deliver([item for item in items if not item.done], now, batch)
         except Exception as exc:
             logger.exception("Sending a batch of %d queued messages failed", len(rows))
-            built = {id(item) for item in items}
-            items.extend(Outgoing.from_row(len(items), row) for row in rows[len(items) :])
+            built = len(items)
+            items.extend(_stub(index, row) for index, row in enumerate(rows) if index >= built)
             for item in items:
-                if id(item) not in built or not (item.done or _accepted(item)):
+                if not (item.done or _accepted(item)):
                     self._fault(item, _("sending the batch"), exc)
-            batch.finish(items)
         batch.finish(items)
         self._write(batch)
         return items
+
+    def _queued_item(self, index: int, row: Any, accounts: list[SmtpAccount], now: Any) -> Outgoing:
+        """An outbox row made ready to send; a row our code cannot read or route is a
+        fault of that row alone."""
+        try:
+            item = Outgoing.from_row(index, row)
+        except Exception as exc:
+            item = _stub(index, row)
+            self._fault(item, _("reading it from the outbox"), exc)
+            return item
+        try:
+            item.choice = self._choose(item, accounts, now)
+        except UnknownAccount as exc:
+            item.done = True
+            item.failure = Failure(
+                Outcome.CONFIG_ERROR,
+                None,
+                str(exc),
+                _("Recreate the account, or cancel the message in the outbox."),
+            )
+        except Exception as exc:
+            self._fault(item, _("choosing its account"), exc)
+        return item
 
     def _prepare(
         self, messages: Sequence[EmailMessage], accounts: list[SmtpAccount], now: Any
@@ -480,7 +491,7 @@ class Engine:
                     self._give_up(item, no_fallback=self.fallback is None)
                     continue
                 item.tried.add(FALLBACK)
-                attempts.append(Attempt(item, None, item.sender(None)))
+                attempts.extend(self._attempt(item, None, now))
                 continue
             account = next(
                 (
@@ -510,7 +521,7 @@ class Engine:
                             _("Raise the account's limits or add another account for this mail."),
                         )
                     continue
-                attempts.append(Attempt(item, account, item.sender(account), reserved_at=now))
+                attempts.extend(self._attempt(item, account, now, reserved=True))
             if granted < len(group):
                 excluded.setdefault(pk, None)
         # Signals may cancel single messages before anything goes on the wire.
@@ -546,6 +557,22 @@ class Engine:
                 continue
             kept.append(attempt)
         return kept
+
+    def _attempt(
+        self, item: Outgoing, account: SmtpAccount | None, now: Any, *, reserved: bool = False
+    ) -> list[Attempt]:
+        """The attempt of ``item`` on ``account`` (none if working out its envelope
+        sender raised: then, for queued mail, a fault of that message alone)."""
+        try:
+            sender = item.sender(account)
+        except Exception as exc:
+            if item.row is None:
+                raise
+            if account is not None and reserved:
+                limits.release(account, 1, now)
+            self._fault(item, _("preparing its envelope"), exc)
+            return []
+        return [Attempt(item, account, sender, reserved_at=now if reserved else None)]
 
     def transmit(self, attempts: list[Attempt]) -> None:
         """Do the SMTP work of one round (overridden by the test backend's engine)."""
@@ -697,6 +724,23 @@ class Engine:
         if failed and not self.fail_silently:
             raise _error_for(failed, sent)
         return sent
+
+
+def _stub(index: int, row: Any) -> Outgoing:
+    """An item for a row that could not be read: enough to settle it."""
+    return Outgoing(
+        index=index,
+        message=row,
+        hints=Hints(),
+        user_id=None,
+        from_address="",
+        uses_default_from=False,
+        envelope_recipients=[],
+        message_id=row.message_id,
+        base=None,
+        row=row,
+        attempts=row.smtp_attempts,
+    )
 
 
 def _accepted(item: Outgoing) -> bool:

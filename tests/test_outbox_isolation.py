@@ -1,10 +1,10 @@
 """One message's failure never poisons the worker's batch (issue #12, item 8).
 
-Whatever raises while the worker handles one message (rendering it, a pre_send receiver,
-classifying the server's reply, recording account state, writing the delivery log,
-settling the row), the other messages of the batch are delivered exactly once, the bad
-one is settled (its attempt counted, so OUTBOX_MAX_ATTEMPTS ends the loop) and no row
-stays claimed until the lease runs out.
+Whatever raises while the worker handles one message (reading its row, working out its
+envelope, rendering it, a pre_send receiver, classifying the server's reply, recording
+account state, writing the delivery log, settling the row), the other messages of the
+batch are delivered exactly once, the bad one is settled (its attempt counted, so
+OUTBOX_MAX_ATTEMPTS ends the loop) and no row stays claimed until the lease runs out.
 
 Faults are injected through real seams: a pre_send receiver, or one of our own functions
 monkeypatched to raise for the marked message. The SMTP server (``tests/smtp_servers.py``)
@@ -52,6 +52,30 @@ def marked(text: Any) -> bool:
 
 def refuse_the_marked_recipient(server: SMTPTestServer) -> None:
     server.add_fault(Fault.reply(451, REFUSAL, stage="RCPT", recipient=POISON, times=None))
+
+
+def fault_in_reading(monkeypatch: pytest.MonkeyPatch, server: SMTPTestServer) -> str:
+    from_row = Outgoing.from_row.__func__  # type: ignore[attr-defined]
+
+    def raising(cls: type[Outgoing], index: int, row: OutboxMessage) -> Outgoing:
+        if POISON in row.recipients():
+            raise Injected("reading")
+        return from_row(cls, index, row)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(Outgoing, "from_row", classmethod(raising))
+    return "Injected('reading')"
+
+
+def fault_in_envelope(monkeypatch: pytest.MonkeyPatch, server: SMTPTestServer) -> str:
+    sender = Outgoing.sender
+
+    def raising(self: Outgoing, account: Any) -> str:
+        if POISON in self.envelope_recipients:
+            raise Injected("envelope")
+        return sender(self, account)
+
+    monkeypatch.setattr(Outgoing, "sender", raising)
+    return "Injected('envelope')"
 
 
 def fault_in_render(monkeypatch: pytest.MonkeyPatch, server: SMTPTestServer) -> str:
@@ -130,6 +154,8 @@ def fault_in_settle(monkeypatch: pytest.MonkeyPatch, server: SMTPTestServer) -> 
 
 
 STAGES: dict[str, Callable[[pytest.MonkeyPatch, SMTPTestServer], str]] = {
+    "read-row": fault_in_reading,
+    "envelope": fault_in_envelope,
     "render": fault_in_render,
     "pre_send": fault_in_pre_send,
     "classify": fault_in_classify,
