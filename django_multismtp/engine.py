@@ -462,14 +462,15 @@ class Engine:
             return None  # an anonymous visitor (e.g. a password reset) is no user hint
         if getattr(user, "pk", None) is not None:
             return int(user.pk)
-        if isinstance(user, int):
+        if isinstance(user, int) and not isinstance(user, bool):
             return user
+        # Text is a user name and nothing else: user names may be all digits (phone
+        # numbers, staff numbers), so "12" must never fall back to the user whose
+        # primary key is 12 (whose personal account that would unlock).
         key = str(user)
         if key not in cache:
             model = get_user_model()
             found = model._default_manager.filter(**{model.USERNAME_FIELD: key}).first()
-            if found is None and key.isdigit():
-                found = model._default_manager.filter(pk=int(key)).first()
             cache[key] = found.pk if found is not None else None
             if found is None:
                 raise MultiSMTPConfigurationError(
