@@ -419,7 +419,10 @@ def _store(rows: list[OutboxMessage], *, worker: str) -> int:
             if row.status == Status.SENT:  # keep it sent: only the row's details are lost
                 row.sent_by = None
             else:  # the error text may be what it refused: keep the outcome, not the text
-                row.last_error = f"Internal error while storing the outcome: {type(exc).__name__}"
+                gave_up = row.last_error.split(". ", 1)[0] + ". "
+                row.last_error = (gave_up if row.last_error.startswith("Gave up") else "") + (
+                    f"Internal error while storing the outcome: {type(exc).__name__}"
+                )
                 row.last_error_code = None
             try:
                 updated += write([row], []) if row.status == Status.SENT else write([], [row])

@@ -2,9 +2,9 @@
 
 Whatever raises while the worker handles one message (reading its row, working out its
 envelope, rendering it, a pre_send receiver, classifying the server's reply, recording
-account state, writing the delivery log, settling the row), the other messages of the
-batch are delivered exactly once, the bad one is settled (its attempt counted, so
-OUTBOX_MAX_ATTEMPTS ends the loop) and no row stays claimed until the lease runs out.
+account state, writing the delivery log, settling or storing the row), the other
+messages of the batch are delivered exactly once, the bad one is settled (its attempt
+counted, so OUTBOX_MAX_ATTEMPTS ends the loop) and no row stays claimed until the lease runs out.
 
 Faults are injected through real seams: a pre_send receiver, or one of our own functions
 monkeypatched to raise for the marked message. The SMTP server (``tests/smtp_servers.py``)
@@ -125,6 +125,21 @@ def fault_in_record_state(monkeypatch: pytest.MonkeyPatch, server: SMTPTestServe
     return "Injected('record state')"
 
 
+def fault_in_store(monkeypatch: pytest.MonkeyPatch, server: SMTPTestServer) -> str:
+    """The database refuses the row's update (as PostgreSQL refuses a NUL in its error
+    text): the others are written, and this one without the text it refused."""
+    refuse_the_marked_recipient(server)
+    update_rows = outbox.update_rows
+
+    def raising(model: Any, objects: Any, fields: Any, **kwargs: Any) -> int:
+        if any(marked(row.last_error) for row in objects):
+            raise Injected("store")
+        return update_rows(model, objects, fields, **kwargs)
+
+    monkeypatch.setattr(outbox, "update_rows", raising)
+    return "Internal error while storing the outcome: Injected"
+
+
 def fault_in_write_log(monkeypatch: pytest.MonkeyPatch, server: SMTPTestServer) -> str:
     """The log insert fails for a row the database refuses (as PostgreSQL refuses a NUL
     in a reply text): the log is a record, so the message's own outcome stands."""
@@ -162,6 +177,7 @@ STAGES: dict[str, Callable[[pytest.MonkeyPatch, SMTPTestServer], str]] = {
     "record-state": fault_in_record_state,
     "write-log": fault_in_write_log,
     "settle": fault_in_settle,
+    "store": fault_in_store,
 }
 
 
