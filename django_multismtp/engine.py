@@ -391,12 +391,15 @@ class Engine:
 
     def _write(self, batch: _Batch, count: int | None = None) -> None:
         """Write ``count`` finished items (default: all) with ``settle``, and the log so
-        far, in one transaction, then report them: a crash loses neither or both."""
+        far, in one transaction, then report them: a crash keeps both or neither."""
         count = len(batch.finished) if count is None else count
         items, batch.finished = batch.finished[:count], batch.finished[count:]
         log, batch.log = batch.log, []
         batch.written_at = time.monotonic()
-        if batch.settle is None or not (items or log):
+        if not (items or log):
+            return
+        if batch.settle is None:  # the caller settles; the log of a failed batch stays
+            _write_log(log, guarded=True)
             return
         with transaction.atomic(using=router.db_for_write(OutboxMessage)):
             _write_log(log, guarded=True)
