@@ -19,6 +19,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_variables
 
 from . import conf
 from .models import SmtpAccount
@@ -114,11 +115,13 @@ class AccountFormMixin(forms.ModelForm):  # type: ignore[type-arg]
         self.initial.pop("password", None)
         if "host" in self.fields:
             self.fields["host"].required = False
-        if self.instance.pk and self.instance.password:
+        # (The admin leaves the field out where it shows the password read-only.)
+        if "password" in self.fields and self.instance.pk and self.instance.password:
             self.fields["password"].help_text = _(
                 "A password is stored. Leave empty to keep it, or type a new one."
             )
 
+    @sensitive_variables("data")
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         preset = PRESETS.get(data.get("preset") or "")
@@ -169,6 +172,7 @@ class AccountFormMixin(forms.ModelForm):  # type: ignore[type-arg]
             )
         return value
 
+    @sensitive_variables("password")
     def _post_clean(self) -> None:
         # Apply what clean() filled in from a preset before the model validates it.
         for name in ("host", "port", "security", "username"):

@@ -16,6 +16,7 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Length, Replace
 from django.db.models.lookups import GreaterThan
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_variables
 
 from .. import conf
 from ..fields import EncryptedPasswordField, Undecryptable
@@ -207,7 +208,8 @@ class SmtpAccount(models.Model):
         _("authentication"), max_length=20, choices=AUTH_CHOICES, default=AuthMethod.AUTO.value
     )
     username = models.CharField(_("user name"), max_length=254, blank=True)
-    # Typed as Any: a str, or Undecryptable when the current keys cannot read it.
+    # Typed as Any: a str, or Undecryptable when the current keys cannot read it (or the
+    # Ciphertext loaddata leaves in memory). A secret: never displayed or dumped in clear.
     password: Any = EncryptedPasswordField(_("password"), max_length=255, blank=True, default="")
 
     # Limits
@@ -345,8 +347,11 @@ class SmtpAccount(models.Model):
     def has_undecryptable_password(self) -> bool:
         return isinstance(self.password, Undecryptable)
 
+    @sensitive_variables("password")
     def server_config(self) -> ServerConfig:
-        password = self.password
+        field = self._meta.get_field("password")
+        assert isinstance(field, EncryptedPasswordField)
+        password = field.reveal(self.password)
         return ServerConfig(
             host=self.host,
             port=self.port,
