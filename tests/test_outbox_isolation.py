@@ -1,4 +1,5 @@
-"""One message's failure never poisons the worker's batch (issue #12, item 8).
+"""One message's failure never poisons the worker's batch (issue #12, item 8), and rows
+are settled while the batch is still being sent (item 9).
 
 Whatever raises while the worker handles one message (reading its row, working out its
 envelope, rendering it, a pre_send receiver, classifying the server's reply, recording
@@ -21,7 +22,7 @@ import pytest
 from django.core.mail import EmailMessage
 
 from django_multismtp import outbox, signals, state, transport, worker
-from django_multismtp.models import DeliveryLog, OutboxMessage
+from django_multismtp.models import DeliveryLog, OutboxMessage, SmtpAccount
 from django_multismtp.outgoing import Outgoing
 from tests.factories import SmtpAccountFactory
 from tests.mailers import get_mailer
@@ -303,3 +304,35 @@ def test_a_failed_log_write_still_settles_the_sent_rows_as_sent(
     clock.advance(hours=1)
     assert worker.drain().sent == 0
     assert received(smtp_server) == Counter(queued)
+
+
+# -- settled as the replies arrive (item 9) -----------------------------------------------
+
+
+def test_rows_are_settled_while_the_batch_is_still_being_sent(smtp_server, clock, queued):
+    """The first chunk is written (and reported) while the server still holds a later
+    message: a worker killed then would send again only what was not written."""
+    from django_multismtp.engine import SettleEvery
+
+    OutboxMessage.objects.update(next_attempt_at=clock())
+    smtp_server.add_fault(Fault.stall(2, on_message=15))  # the 15th waits 2 s for its 250
+    seen: list[tuple[int, int]] = []
+
+    def receiver(sender: Any, message: Any, status: Any, **kwargs: Any) -> None:
+        if not seen:  # the first report: the first chunk was just written
+            sent = OutboxMessage.objects.filter(status=Status.SENT).count()
+            seen.append((sent, len(smtp_server.received)))
+
+    signals.post_send.connect(receiver, weak=False, dispatch_uid=RECEIVER)
+    try:
+        # One connection, so the messages go out in order and the 15th holds the rest.
+        SmtpAccount.objects.update(max_connections=1)
+        result = worker.drain(every=SettleEvery(replies=5, seconds=None))
+    finally:
+        signals.post_send.disconnect(dispatch_uid=RECEIVER)
+
+    assert (result.sent, result.retrying) == (BATCH, 0)
+    sent_then, received_then = seen[0]
+    assert sent_then == 5  # one chunk, written before the batch was over
+    assert received_then < 15
+    assert claimed() == []
