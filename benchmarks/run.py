@@ -353,7 +353,8 @@ def make_backend(backend: str, ports: list[int]) -> Any:
         )
     from django_multismtp.backends import EmailBackend
 
-    return EmailBackend()
+    # As mail.mailers builds it (an alias): Django 6.1 deprecates direct construction.
+    return EmailBackend(alias="default")
 
 
 # -- measuring -------------------------------------------------------------------------

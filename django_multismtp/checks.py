@@ -11,11 +11,13 @@ django_multismtp.W002  the cache cannot back django-ratelimit across processes
 django_multismtp.W003  no mailer uses django_multismtp.backends.EmailBackend
 django_multismtp.E004  MULTISMTP is not a dict / PURPOSES is not a dict
 django_multismtp.E005  an OUTBOX setting has a value it cannot take
+django_multismtp.E006  a mailer's OPTIONS name an option our backend does not take
 =====================  ========================================================
 """
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from django.conf import settings
@@ -29,6 +31,23 @@ BACKEND_PATHS = {
     "django_multismtp.backends.smtp.EmailBackend",
     "django_multismtp.backends.test.EmailBackend",
 }
+#: Every option our backend takes: Django's SMTP backend's, then ours.
+BACKEND_OPTIONS = (
+    "host",
+    "port",
+    "username",
+    "password",
+    "use_tls",
+    "use_ssl",
+    "timeout",
+    "ssl_keyfile",
+    "ssl_certfile",
+    "fail_silently",
+    "account",
+    "user",
+    "purpose",
+    "fallback",
+)
 UNSHARED_CACHES = {
     "django.core.cache.backends.locmem.LocMemCache",
     "django.core.cache.backends.filebased.FileBasedCache",
@@ -104,6 +123,19 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     backends = compat.configured_backends()
     ours = {alias: options for alias, (path, options) in backends.items() if path in BACKEND_PATHS}
     for alias, options in ours.items():
+        # Django raises InvalidMailer for these when the mailer is first used (and
+        # before 6.1 ignores them): name the likely typo before any mail is lost.
+        for name in sorted(set(options) - set(BACKEND_OPTIONS)):
+            close = difflib.get_close_matches(name, BACKEND_OPTIONS, n=1)
+            errors.append(
+                Error(
+                    f"MAILERS[{alias!r}] OPTIONS name the unknown option {name!r}.",
+                    hint=(f"Did you mean {close[0]!r}? " if close else "")
+                    + "Known options: "
+                    + ", ".join(BACKEND_OPTIONS),
+                    id="django_multismtp.E006",
+                )
+            )
         purpose = options.get("purpose")
         if purpose is not None and purpose not in purposes:
             errors.append(

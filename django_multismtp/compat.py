@@ -106,3 +106,28 @@ def configured_backends() -> dict[str, tuple[str, dict[str, Any]]]:
             result[alias] = (str(backend), dict(options) if isinstance(options, dict) else {})
         return result
     return {"default": (str(email_setting("EMAIL_BACKEND", "")), {})}
+
+
+#: Django 6.1's words for constructing its SMTP backend directly (not via mail.mailers).
+DIRECT_CONSTRUCTION = (
+    "Directly creating EmailBackend instances is deprecated. Use mail.mailers instead."
+)
+
+
+def warn_direct_construction() -> None:
+    """Warn as Django 6.1's SMTP backend does when built without ``mail.mailers``.
+
+    Only for callers outside Django and this package: ``get_connection()`` warns on its
+    own, and our worker and test backend are not the user's deprecated code. Older
+    Djangos deprecate nothing here.
+    """
+    if not DJANGO_61:
+        return
+    from django.utils.deprecation import warn_about_external_use
+
+    warn_about_external_use(
+        DIRECT_CONSTRUCTION,
+        EmailSettingsWarning,
+        skip_frames=1,  # the backend's __init__: its caller decides
+        internal_modules=("django", "django_multismtp"),
+    )

@@ -35,8 +35,12 @@ DEFAULTS: dict[str, Any] = {
     "THROTTLE_BACKOFF_MAX": dt.timedelta(hours=1),
     # Back-off after a daily-quota reply (Gmail 550 5.4.5, Microsoft SubmissionQuota...).
     "DAILY_QUOTA_BACKOFF": dt.timedelta(hours=24),
-    # Seconds; used for the fallback server when the site sets no timeout.
+    # Unused: the fallback server's timeout is Django's (the timeout option or
+    # EMAIL_TIMEOUT, None by default). Kept so settings naming it stay valid.
     "DEFAULT_TIMEOUT": 30,
+    # Seconds a "Test connection" / "Test settings" / test message may take in all, whatever
+    # the account's timeout: a person (a web worker) waits for it.
+    "TEST_TIMEOUT": 15,
     # Write one DeliveryLog row per attempt.
     "DELIVERY_LOG": True,
     # Dotted path to a callable returning an aware datetime (tests, simulations).
@@ -120,6 +124,11 @@ def outbox_mode() -> str:
     if mode is False or mode is None:
         return "off"
     return str(mode) if mode in OUTBOX_MODES else "retry"
+
+
+def test_timeout() -> float:
+    """``MULTISMTP["TEST_TIMEOUT"]`` in seconds (a number or a timedelta)."""
+    return as_timedelta(get_setting("TEST_TIMEOUT")).total_seconds()
 
 
 def get_clock() -> Callable[[], dt.datetime] | None:

@@ -51,6 +51,7 @@ from .exceptions import (
     NoAccountAvailable,
     SendFailed,
     UnknownAccount,
+    send_error,
 )
 from .feed import Feed, Lane
 from .hints import Hints, context_hints, message_hints
@@ -141,8 +142,11 @@ class Mailer(Protocol):
 
     alias: str | None
     hints: Hints
-    fallback: ServerConfig | None
     fail_silently: bool
+
+    @property
+    def fallback(self) -> ServerConfig | None:
+        """The mailer's own server, built from its current attributes (None: none)."""
 
 
 class ConnectionPool:
@@ -812,9 +816,14 @@ def _error_for(failed: list[Outgoing], sent: int) -> MultiSMTPError:
     more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
     account = first.failed_on
     text = f"{first.message_id}: {failure.summary().rstrip('.')}{more}. {failure.hint}".strip()
-    return cls(
+    # Also an instance of what Django's backend raises for the first failure
+    # (SMTPAuthenticationError, SMTPRecipientsRefused, ConnectionRefusedError...).
+    return send_error(
+        cls,
         text,
         failure=failure,
+        sender=first.from_address,
+        recipients=first.envelope_recipients,
         account=account,
         failures=[(item.message_id, item.failure) for item in failed if item.failure],
         sent_count=sent,

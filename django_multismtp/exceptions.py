@@ -2,14 +2,19 @@
 
 Send-time failures derive from :class:`MultiSMTPError`, itself a
 :class:`smtplib.SMTPException`, so code written for Django's SMTP backend
-(``except smtplib.SMTPException``) keeps working. Configuration errors derive from
-Django's ``InvalidMailer`` (``ImproperlyConfigured`` before 6.1) on purpose: a wrong
-setting must never be hidden by ``fail_silently``.
+(``except smtplib.SMTPException``) keeps working. Where Django's backend would raise a
+more precise class for the same failure (``SMTPAuthenticationError`` for a 535,
+``SMTPRecipientsRefused``, ``ConnectionRefusedError``, ``ssl.SSLCertVerificationError``,
+``TimeoutError``...), the error raised is an instance of that class *and* of ours: see
+:func:`send_error`. Configuration errors derive from Django's ``InvalidMailer``
+(``ImproperlyConfigured`` before 6.1) on purpose: a wrong setting must never be hidden by
+``fail_silently``.
 """
 
 from __future__ import annotations
 
 import smtplib
+import threading
 from typing import TYPE_CHECKING, Any
 
 from .compat import InvalidMailer
@@ -30,7 +35,9 @@ class MultiSMTPError(smtplib.SMTPException):
         failures: list[tuple[str, Failure]] | None = None,
         sent_count: int = 0,
     ) -> None:
-        super().__init__(message)
+        # OSError's own initialiser, never a stock subclass's (SMTPResponseException
+        # wants a code, SMTPRecipientsRefused a dict): send_error() sets their attributes.
+        OSError.__init__(self, message)
         self.failure = failure
         self.account = account
         #: ``(Message-ID, failure)`` for every message of the batch that failed.
@@ -54,6 +61,56 @@ class SendFailed(MultiSMTPError):
     """Every candidate account failed, or the server refused the message for good."""
 
 
+_flavoured: dict[tuple[type[MultiSMTPError], type[BaseException]], type[MultiSMTPError]] = {}
+_flavoured_lock = threading.Lock()
+
+
+def flavoured(
+    base: type[MultiSMTPError], stock: type[BaseException] | None
+) -> type[MultiSMTPError]:
+    """``base`` combined with the class Django's backend raises, created once per pair.
+
+    Every stock class is an ``OSError`` (smtplib's included), so the combination is a
+    sound exception class: ``except SMTPAuthenticationError`` and ``except SendFailed``
+    both catch it.
+    """
+    if stock is None or not issubclass(stock, OSError) or issubclass(base, stock):
+        return base
+    key = (base, stock)
+    with _flavoured_lock:
+        cls = _flavoured.get(key)
+        if cls is None:
+            cls = type(
+                f"{base.__name__}[{stock.__name__}]",
+                (base, stock),
+                {"__module__": __name__, "__doc__": f"{base.__doc__} (a {stock.__name__})"},
+            )
+            _flavoured[key] = cls
+    return cls
+
+
+def send_error(
+    base: type[MultiSMTPError],
+    message: str,
+    *,
+    failure: Failure,
+    sender: str = "",
+    recipients: list[str] | None = None,
+    **kwargs: Any,
+) -> MultiSMTPError:
+    """The error for ``failure``: ``base`` (and its status, hint, account), as an
+    instance of the class Django's backend would raise, with that class's attributes
+    (``smtp_code``/``smtp_error``, ``sender``, ``recipients``)."""
+    error = flavoured(base, failure.error)(message, failure=failure, **kwargs)
+    # (``args`` stay our message: str(error) reads it, with the hint.)
+    if isinstance(error, smtplib.SMTPSenderRefused):
+        error.sender = sender
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        reply = (failure.code or 550, failure.text.encode("utf-8", "replace"))
+        error.recipients = {address: reply for address in recipients or []}
+    return error
+
+
 class MultiSMTPConfigurationError(InvalidMailer):
     """A setting, an option or an account refers to something that does not exist."""
 
@@ -62,6 +119,11 @@ class MultiSMTPConfigurationError(InvalidMailer):
             super().__init__(message, *args, alias=alias)
         except TypeError:  # Django < 6.1: ImproperlyConfigured takes no alias
             super().__init__(message if alias is None else f"MAILERS[{alias!r}]: {message}")
+
+
+class MutuallyExclusiveOptions(MultiSMTPConfigurationError, ValueError):
+    """``use_tls`` and ``use_ssl`` both set: a ValueError, as Django's backend raises
+    when it reads them from the ``EMAIL_*`` settings."""
 
 
 class UnknownAccount(MultiSMTPConfigurationError):

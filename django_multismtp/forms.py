@@ -27,6 +27,7 @@ from .models.account import _is_host
 from .netguard import InternalAddressError, public_addresses
 from .presets import PRESETS, preset_choices
 from .throttling import too_many
+from .transport import tls_file_error
 from .verification import Confirmation, confirm_code
 
 RESOLVE_TIMEOUT = 3.0
@@ -160,6 +161,16 @@ class AccountFormMixin(forms.ModelForm):  # type: ignore[type-arg]
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
             raise forms.ValidationError(
                 _("The from name cannot contain line breaks or other control characters.")
+            )
+        return value
+
+    def clean_ca_file(self) -> str:
+        # A path on this server, read when connecting: a missing file must be reported
+        # now, not later as a server that refuses connections.
+        value = str(self.cleaned_data.get("ca_file") or "").strip()
+        if value and (problem := tls_file_error(value)):
+            raise forms.ValidationError(
+                _("This CA file cannot be used: %(problem)s.") % {"problem": problem}
             )
         return value
 

@@ -10,11 +10,13 @@ and the tests use it alone.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import re
+import smtplib
 import socket
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiosmtplib
 
@@ -31,6 +33,7 @@ class Outcome(enum.StrEnum):
     CONNECTION_FAILED = "connection_failed"
     CONFIG_ERROR = "config_error"  # our side: undecryptable password, missing host...
     CANCELLED = "cancelled"  # a pre_send receiver cancelled it
+    PROTOCOL_ERROR = "protocol_error"  # not SMTP, or a reply out of place: no valid code
 
 
 #: Outcomes that say something about the account rather than the message: the rest
@@ -42,6 +45,8 @@ ACCOUNT_OUTCOMES = frozenset(
         Outcome.TLS_FAILED,
         Outcome.CONNECTION_FAILED,
         Outcome.CONFIG_ERROR,
+        # Nothing that server says can be trusted for the rest of the batch.
+        Outcome.PROTOCOL_ERROR,
     }
 )
 
@@ -57,6 +62,10 @@ class Failure:
     hint: str
     #: True for daily-quota replies: back off for a day, not minutes.
     daily_quota: bool = False
+    #: The exception class Django's SMTP backend (smtplib, ssl, socket) raises for the
+    #: same failure, so the error we raise can be caught as that class too (see
+    #: :func:`django_multismtp.exceptions.send_error`). None: no stock equivalent.
+    error: type[BaseException] | None = field(default=None, compare=False, repr=False)
 
     @property
     def account_level(self) -> bool:
@@ -161,6 +170,12 @@ HINTS = {
         "removed or changed). Restore the old key in FERNET_KEYS or enter the password again."
     ),
     "not_supported": "The server does not support a feature the account's settings require.",
+    "protocol": (
+        "The server's answer is not SMTP, or not the answer to what was asked: maybe this "
+        "port does not speak SMTP; check the port and security mode (implicit TLS is "
+        "usually port 465, STARTTLS port 587). Nothing was counted as sent; another "
+        "account is tried, or the message is tried again later."
+    ),
     "internal_host": (
         "The host resolves to an internal address (loopback, private or link-local network), "
         "which this site does not allow for accounts users enter themselves. Use the "
@@ -236,8 +251,66 @@ def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
     return None
 
 
+#: aiosmtplib's exception classes -> what smtplib raises for the same failure. Order
+#: matters: subclasses before their bases.
+_SMTPLIB_CLASSES: tuple[tuple[type[BaseException], type[BaseException]], ...] = (
+    (aiosmtplib.SMTPRecipientsRefused, smtplib.SMTPRecipientsRefused),
+    (aiosmtplib.SMTPRecipientRefused, smtplib.SMTPRecipientsRefused),
+    (aiosmtplib.SMTPSenderRefused, smtplib.SMTPSenderRefused),
+    (aiosmtplib.SMTPAuthenticationError, smtplib.SMTPAuthenticationError),
+    (aiosmtplib.SMTPDataError, smtplib.SMTPDataError),
+    (aiosmtplib.SMTPHeloError, smtplib.SMTPHeloError),
+    (aiosmtplib.SMTPConnectResponseError, smtplib.SMTPConnectError),
+    (aiosmtplib.SMTPResponseException, smtplib.SMTPResponseException),
+    (aiosmtplib.SMTPTimeoutError, TimeoutError),
+    (aiosmtplib.SMTPServerDisconnected, smtplib.SMTPServerDisconnected),
+    (aiosmtplib.SMTPNotSupported, smtplib.SMTPNotSupportedError),
+)
+
+#: smtplib's wording where aiosmtplib words the same failure differently, so code (and
+#: Django's own tests) matching smtplib's messages keeps matching.
+AUTH_NOT_SUPPORTED = "SMTP AUTH extension not supported by server."
+
+
+def stock_error(exc: BaseException, *, stage: str = "DATA") -> type[BaseException] | None:
+    """The class Django's SMTP backend raises where ``exc`` was raised to us.
+
+    Django's backend talks smtplib over blocking sockets: refused connections, resolution
+    failures and TLS errors reach its callers as the socket's own ``OSError`` subclass or
+    ``ssl`` error, the SMTP conversation as smtplib's classes. aiosmtplib wraps the former
+    in its own ``SMTPConnectError``; the original is its cause.
+    """
+    ssl_error = _ssl_cause(exc)
+    if ssl_error is not None:
+        return type(ssl_error)
+    if isinstance(exc, aiosmtplib.SMTPConnectError) and not isinstance(
+        exc, aiosmtplib.SMTPTimeoutError | aiosmtplib.SMTPConnectResponseError
+    ):
+        cause = exc.__cause__
+        if isinstance(cause, aiosmtplib.SMTPServerDisconnected):
+            return smtplib.SMTPServerDisconnected  # closed before the greeting
+        if isinstance(cause, OSError) and not isinstance(cause, aiosmtplib.SMTPException):
+            return type(cause)
+        return ConnectionRefusedError
+    for theirs, ours in _SMTPLIB_CLASSES:
+        if isinstance(exc, theirs):
+            return ours
+    if isinstance(exc, aiosmtplib.SMTPException):
+        if "not supported" in str(exc).lower():
+            return smtplib.SMTPNotSupportedError
+        return smtplib.SMTPException
+    if isinstance(exc, OSError):  # the socket's own errors, as smtplib lets them through
+        return type(exc)
+    return None
+
+
 def classify_exception(exc: BaseException, *, stage: str = "DATA") -> Failure:
     """Classify an exception raised while talking to a server."""
+    failure = _classify_exception(exc, stage=stage)
+    return dataclasses.replace(failure, error=stock_error(exc, stage=stage))
+
+
+def _classify_exception(exc: BaseException, *, stage: str = "DATA") -> Failure:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, InternalAddressError):
         return Failure(Outcome.CONNECTION_FAILED, None, text, HINTS["internal_host"])
@@ -281,7 +354,7 @@ def classify_exception(exc: BaseException, *, stage: str = "DATA") -> Failure:
         isinstance(exc, aiosmtplib.SMTPException) and "not supported" in text.lower()
     ):
         if "auth" in text.lower():
-            return Failure(Outcome.AUTH_FAILED, None, text, HINTS["auth_not_offered"])
+            return Failure(Outcome.AUTH_FAILED, None, AUTH_NOT_SUPPORTED, HINTS["auth_not_offered"])
         if "starttls" in text.lower():
             return Failure(Outcome.TLS_FAILED, None, text, HINTS["not_supported"])
         return Failure(Outcome.CONFIG_ERROR, None, text, HINTS["not_supported"])

@@ -9,6 +9,7 @@ the admin's *test connection* and the commands.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import socket
 import ssl
@@ -19,8 +20,9 @@ from dataclasses import dataclass, field
 import aiosmtplib
 
 from .netguard import public_addresses
-from .pipelining import Wire
+from .pipelining import ProtocolError, Wire
 from .replies import HINTS, Failure, Outcome, classify_exception
+from .safetext import safe_text
 
 
 class Security(enum.StrEnum):
@@ -42,6 +44,32 @@ class UndecryptablePassword(Exception):  # noqa: N818
     """The stored password could not be decrypted (see ``fields.EncryptedPasswordField``)."""
 
 
+class InvalidSetting(ValueError):
+    """A stored setting cannot be used (a CA file that is not there): our side, not the
+    server's, so it is reported as a configuration error naming the setting."""
+
+
+def tls_file_error(path: str, *, ca: bool = True) -> str | None:
+    """Why ``path`` cannot be used as a CA bundle (``ca``) or a PEM file; None if it can.
+
+    For the account's validation and for connecting: a missing CA file must not look
+    like a server that refuses connections.
+    """
+    try:
+        if ca:
+            ssl.create_default_context(cafile=path)
+        else:
+            with open(path, "rb") as file:
+                file.read(1)
+    except ssl.SSLError as exc:
+        return f"{path} holds no PEM certificate ({exc.reason or exc})"
+    except OSError as exc:
+        return f"{path} cannot be read: {exc.strerror or exc}"
+    except ValueError as exc:  # a NUL byte in the path
+        return f"{path!r} is not a file name ({exc})"
+    return None
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything needed to reach and log in to one SMTP server."""
@@ -52,7 +80,9 @@ class ServerConfig:
     verify_certificates: bool = True
     ca_file: str = ""
     ehlo_hostname: str = ""
-    timeout: float = 30.0
+    #: Seconds per connect and per reply; None waits as long as the server takes, as
+    #: Django's backend does with no timeout set.
+    timeout: float | None = 30.0
     auth_method: AuthMethod = AuthMethod.AUTO
     username: str = ""
     password: str = field(default="", repr=False)
@@ -66,6 +96,9 @@ class ServerConfig:
     public_only: bool = False
     #: Stable key for connection reuse (an account pk, or "fallback").
     key: str = ""
+    #: A ready TLS context to use instead of building one (a backend subclass's own
+    #: ``ssl_context``); not part of the server's identity.
+    ssl_context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
 
     @property
     def logs_in(self) -> bool:
@@ -78,14 +111,25 @@ class ServerConfig:
     def tls_context(self) -> ssl.SSLContext | None:
         if self.security == Security.NONE:
             return None
+        if self.ssl_context is not None:
+            return self.ssl_context
         if not self.verify_certificates:
             context = ssl.create_default_context()
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         else:
-            context = ssl.create_default_context(cafile=self.ca_file or None)
+            try:
+                context = ssl.create_default_context(cafile=self.ca_file or None)
+            except OSError as exc:  # ssl.SSLError too
+                problem = tls_file_error(self.ca_file) or str(exc)
+                raise InvalidSetting(f"The CA file {problem}") from exc
         if self.client_cert:
-            context.load_cert_chain(self.client_cert, self.client_key or None)
+            try:
+                context.load_cert_chain(self.client_cert, self.client_key or None)
+            except OSError as exc:
+                raise InvalidSetting(
+                    f"The client certificate {self.client_cert} or its key cannot be used: {exc}"
+                ) from exc
         return context
 
 
@@ -209,7 +253,7 @@ class Session:
             failure = Failure(Outcome.CONFIG_ERROR, None, str(exc), HINTS["undecryptable"])
             return Delivery(failure, duration=time.perf_counter() - started)
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
-            failure = classify_exception(exc, stage=stage)
+            failure = classify(exc, stage=stage)
             if failure.account_level or not self.connected:
                 await self.close()
             else:
@@ -222,7 +266,7 @@ class Session:
             )
         except ValueError as exc:  # a stored setting aiosmtplib refuses (e.g. the EHLO name)
             # (after the handler above: certificate errors are ValueErrors too)
-            failure = Failure(Outcome.CONFIG_ERROR, None, str(exc), HINTS["invalid_setting"])
+            failure = _invalid_setting(exc)
             return Delivery(failure, duration=time.perf_counter() - started)
         self.sent_on_connection += 1
         return Delivery(
@@ -252,6 +296,33 @@ class Session:
                 client.close()
 
 
+def classify(exc: BaseException, *, stage: str) -> Failure:
+    """:func:`~django_multismtp.replies.classify_exception`, guarded for any server.
+
+    A server that breaks the protocol (our reader's :class:`ProtocolError`; in
+    aiosmtplib's hands, during the greeting, EHLO or AUTH, a malformed line, code -1, or a
+    positive code where a refusal was due) is a ``protocol_error`` with no reply code:
+    never a refusal of the message, never a success. The text is made safe to store and
+    show (:func:`~django_multismtp.safetext.safe_text`), and a code outside 400-599 is
+    not kept.
+    """
+    if isinstance(exc, ProtocolError):
+        failure = Failure(Outcome.PROTOCOL_ERROR, None, str(exc), HINTS["protocol"])
+    elif isinstance(exc, aiosmtplib.SMTPResponseException) and not 400 <= exc.code < 600:
+        text = exc.message if exc.code < 0 else f"The server answered {exc.code} {exc.message}"
+        failure = Failure(Outcome.PROTOCOL_ERROR, None, text, HINTS["protocol"])
+    else:
+        failure = classify_exception(exc, stage=stage)
+        if failure.outcome == Outcome.SENT:  # a success is never a failure
+            failure = Failure(Outcome.PROTOCOL_ERROR, None, failure.text, HINTS["protocol"])
+    code = failure.code if failure.code is not None and 400 <= failure.code < 600 else None
+    return dataclasses.replace(failure, code=code, text=safe_text(failure.text))
+
+
+def _invalid_setting(exc: ValueError) -> Failure:
+    return Failure(Outcome.CONFIG_ERROR, None, safe_text(str(exc)), HINTS["invalid_setting"])
+
+
 async def _connect_public(config: ServerConfig) -> socket.socket:
     """Resolve once, refuse internal addresses, and connect to a checked address."""
     loop = asyncio.get_running_loop()
@@ -270,20 +341,38 @@ async def _connect_public(config: ServerConfig) -> socket.socket:
     raise error
 
 
-async def check_server(config: ServerConfig) -> tuple[Failure | None, str]:
+async def check_server(
+    config: ServerConfig, within: float | None = None
+) -> tuple[Failure | None, str]:
     """Connect, negotiate TLS and authenticate without sending; for *test connection*.
 
     Returns ``(None, server greeting/EHLO summary)`` on success.
+
+    ``within``: seconds the whole test may take, when a person (a web request) waits for
+    it. The account's timeout bounds each step (connect, each reply); a test has several
+    steps, and an account may allow minutes for each, so the test has its own bound.
     """
+    if within is None:
+        return await _check_server(config)
+    config = dataclasses.replace(config, timeout=min(config.timeout, within))
+    try:
+        async with asyncio.timeout(within):
+            return await _check_server(config)
+    except TimeoutError:
+        text = f"No complete answer within {within:g} seconds, the time a test may take"
+        return Failure(Outcome.CONNECTION_FAILED, None, text, HINTS["timeout"]), ""
+
+
+async def _check_server(config: ServerConfig) -> tuple[Failure | None, str]:
     session = Session(config)
     try:
         await session.open()
     except UndecryptablePassword as exc:
         return Failure(Outcome.CONFIG_ERROR, None, str(exc), HINTS["undecryptable"]), ""
     except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
-        return classify_exception(exc, stage="CONNECT"), ""
+        return classify(exc, stage="CONNECT"), ""
     except ValueError as exc:  # after SSL errors, which are ValueErrors too
-        return Failure(Outcome.CONFIG_ERROR, None, str(exc), HINTS["invalid_setting"]), ""
+        return _invalid_setting(exc), ""
     assert session.client is not None
     client = session.client
     extensions = ", ".join(sorted(client.esmtp_extensions)) if client.esmtp_extensions else ""
@@ -294,4 +383,4 @@ async def check_server(config: ServerConfig) -> tuple[Failure | None, str]:
     if extensions:
         summary += f"; extensions: {extensions}"
     await session.close()
-    return None, summary
+    return None, safe_text(summary)

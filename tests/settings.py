@@ -79,7 +79,9 @@ MULTISMTP = {"PURPOSES": {"billing": "Billing"}}
 
 BACKEND = "django_multismtp.backends.EmailBackend"
 if django.VERSION >= (6, 1):
-    MAILERS = {"default": {"BACKEND": BACKEND}}
+    # No host: like Django's backend, ours requires one under MAILERS unless the mailer
+    # says it sends through accounts only.
+    MAILERS = {"default": {"BACKEND": BACKEND, "OPTIONS": {"fallback": False}}}
 else:
     EMAIL_BACKEND = BACKEND
 

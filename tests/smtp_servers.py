@@ -64,6 +64,7 @@ __all__ = [
     "ReceivedMessage",
     "SMTPTestServer",
     "TLSFiles",
+    "make_client_tls_files",
     "make_tls_files",
 ]
 
@@ -183,6 +184,65 @@ def make_tls_files(directory: str | os.PathLike[str]) -> TLSFiles:
     )
     key_path.chmod(0o600)
     return TLSFiles(cert_path=str(cert_path), key_path=str(key_path))
+
+
+def make_client_tls_files(directory: str | os.PathLike[str]) -> TLSFiles:
+    """A throw-away self-signed *client* certificate (clientAuth), CN ``multismtp-client``.
+
+    For servers that ask the client for a certificate (``client_ca=``): the server trusts
+    exactly this certificate, the client presents it (``ssl_certfile``/``ssl_keyfile``).
+    """
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    public_key = key.public_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CLIENT_CERT_NAME)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path = folder / "smtp-client-cert.pem"
+    key_path = folder / "smtp-client-key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    return TLSFiles(cert_path=str(cert_path), key_path=str(key_path))
+
+
+CLIENT_CERT_NAME: Final = "multismtp-client"
 
 
 # --------------------------------------------------------------------------------------
@@ -472,6 +532,8 @@ class _TestSMTP(SMTP):
         """Note whether the socket itself is TLS: aiosmtpd only knows about STARTTLS."""
         if self.transport is None:
             self.implicit_tls = transport.get_extra_info("ssl_object") is not None
+            if self.implicit_tls and self.owner.client_ca is not None:
+                self.owner._record_client_cert(transport.get_extra_info("peercert"))
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -748,7 +810,10 @@ class SMTPTestServer:
         hostname: str = LOCALHOST,
         data_size_limit: int | None = None,
         pipelining: bool = True,
+        client_ca: str | None = None,
     ) -> None:
+        if client_ca is not None and mode != "implicit":
+            raise ValueError("client_ca (asking for a client certificate) needs mode='implicit'")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         if mode != "plain" and tls is None:
@@ -788,6 +853,13 @@ class SMTPTestServer:
         self._controller: _TestController | None = None
         # Built once: loading the chain is the slow part of a TLS context.
         self._server_context = tls.server_context() if tls is not None else None
+        #: CA file of the client certificates to require (implicit TLS only); the
+        #: subjects presented are kept in ``client_certificates``.
+        self.client_ca = client_ca
+        self.client_certificates: list[dict[str, Any]] = []
+        if client_ca is not None and self._server_context is not None:
+            self._server_context.verify_mode = ssl.CERT_REQUIRED
+            self._server_context.load_verify_locations(cafile=client_ca)
         if mode == "implicit" and self._server_context is not None:
             # The handshake runs before aiosmtpd sees the connection; this callback is
             # the one hook inside it.
@@ -944,6 +1016,10 @@ class SMTPTestServer:
         if self._take_fault("TLS", self.connections, self._upcoming()) is None:
             return None
         return ssl.ALERT_DESCRIPTION_HANDSHAKE_FAILURE
+
+    def _record_client_cert(self, certificate: dict[str, Any] | None) -> None:
+        with self._lock:
+            self.client_certificates.append(certificate or {})
 
     def _forget(self, smtp: _TestSMTP) -> None:
         self._live.discard(smtp)

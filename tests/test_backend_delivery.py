@@ -22,10 +22,10 @@ from django_multismtp.message import MultiSMTPMessage
 from django_multismtp.models import DeliveryLog, SmtpAccount
 from tests.conftest import USERS
 from tests.factories import SmtpAccountFactory
-from tests.mailers import get_mailer
+from tests.mailers import direct_construction, get_mailer
 from tests.smtp_servers import Fault, SMTPTestServer, TLSFiles
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, direct_construction]
 
 THROTTLE = "4.7.0 Throttling failure: Maximum sending rate exceeded"
 GMAIL_DAILY = (

@@ -12,6 +12,9 @@ from django_multismtp.backends import EmailBackend
 from django_multismtp.backends import test as test_backend
 from django_multismtp.models import DeliveryLog
 from tests.factories import SmtpAccountFactory
+from tests.mailers import direct_construction
+
+pytestmark = direct_construction
 
 
 def messages(count: int) -> list[EmailMessage]:

@@ -42,9 +42,14 @@ from playwright.sync_api import (
 
 from tests.conftest import USERS
 from tests.factories import SmtpAccountFactory, UserFactory
+from tests.mailers import direct_construction
 from tests.smtp_servers import SMTPTestServer, TLSFiles
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+    direct_construction,
+]
 
 DOCS_STATIC = Path(__file__).resolve().parent.parent / "docs" / "_static"
 CODE_RE = re.compile(r"is:\s+([A-Z0-9]{8})\b")

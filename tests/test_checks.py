@@ -128,6 +128,22 @@ def test_mailer_option_with_unknown_purpose(wired):
 
 
 @pytest.mark.skipif(not DJANGO_61, reason="MAILERS OPTIONS are new in Django 6.1")
+def test_mailer_option_with_a_typo_names_the_likely_option(wired):
+    """Django raises InvalidMailer for it only when the mailer is first used; the check
+    reports it at start-up, with the option meant."""
+    wired.MAILERS = {
+        "default": {"BACKEND": OURS, "OPTIONS": {"host": "smtp.example.com", "purpse": "x"}},
+        "plain": {"BACKEND": OURS, "OPTIONS": {"host": "smtp.example.com", "zzz": 1}},
+    }
+    typo, unknown = check_settings()
+    assert (typo.id, unknown.id) == ("django_multismtp.E006", "django_multismtp.E006")
+    assert "MAILERS['default']" in typo.msg and "'purpse'" in typo.msg
+    assert typo.hint.startswith("Did you mean 'purpose'?")
+    assert "MAILERS['plain']" in unknown.msg and not unknown.hint.startswith("Did you")
+    assert "fallback" in unknown.hint  # the known options are listed
+
+
+@pytest.mark.skipif(not DJANGO_61, reason="MAILERS OPTIONS are new in Django 6.1")
 def test_other_backends_options_are_not_ours_to_check(wired):
     wired.MAILERS = {
         "default": {"BACKEND": OURS},

@@ -25,6 +25,7 @@ from django_multismtp.exceptions import MultiSMTPConfigurationError, MultiSMTPEr
 from django_multismtp.models import DeliveryLog
 from django_multismtp.replies import HINTS, Outcome
 from tests.conftest import USERS
+from tests.mailers import direct_construction
 from tests.smtp_servers import Fault, SMTPTestServer
 
 OURS = "django_multismtp.backends.EmailBackend"
@@ -33,7 +34,7 @@ DJANGO_61 = django.VERSION >= (6, 1)
 
 only_61 = pytest.mark.skipif(not DJANGO_61, reason="MAILERS is new in Django 6.1")
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, direct_construction]
 
 
 def free_port() -> int:
@@ -194,9 +195,21 @@ class TestMailersOptions:
         assert mail.mailers["default"].send_messages([message()]) == 1
         assert len(smtp_server.wait_for(1)) == 1
 
-    def test_missing_host_without_accounts_is_an_error_with_a_hint(self, settings):
-        """No "localhost" default under MAILERS: that came from EMAIL_HOST."""
+    def test_missing_host_is_invalid_mailer_as_in_django(self, settings):
+        """No "localhost" default under MAILERS (that came from EMAIL_HOST): like Django's
+        backend, ours refuses a mailer without host when it is created, and says how a
+        mailer that sends through accounts only declares it. (Before this contract the
+        error came at the first send.)"""
         use_mailers(settings)  # no OPTIONS at all
+        with pytest.raises(mail.InvalidMailer) as caught:
+            mail.mailers["default"]  # noqa: B018
+        assert isinstance(caught.value, MultiSMTPConfigurationError)
+        error = str(caught.value)
+        assert error.startswith("MAILERS['default']: OPTIONS must define 'host'.")
+        assert '"fallback": False' in error
+
+    def test_accounts_only_mailer_without_accounts_is_an_error_with_a_hint(self, settings):
+        use_mailers(settings, fallback=False)
         email = message()
         # Nowhere to send is a configuration error (InvalidMailer, ImproperlyConfigured),
         # not a transport failure: no back-off or retry would help.
@@ -209,8 +222,8 @@ class TestMailersOptions:
         assert email.multismtp_status.outcome == "config_error"
         assert DeliveryLog.objects.count() == 0
 
-    def test_missing_host_is_not_hidden_by_fail_silently(self, settings):
-        use_mailers(settings, fail_silently=True)
+    def test_accounts_only_mailer_error_is_not_hidden_by_fail_silently(self, settings):
+        use_mailers(settings, fallback=False, fail_silently=True)
         with pytest.raises(MultiSMTPConfigurationError, match="no fallback server"):
             mail.mailers["default"].send_messages([message()])
 
@@ -239,6 +252,48 @@ def test_fallback_turned_off_without_accounts_is_an_error(settings, smtp_server)
         connection.send_messages([message()])
     assert "Create an SMTP account" in str(caught.value)
     assert smtp_server.connections == 0
+
+
+def test_unreachable_fallback_is_queued_by_the_outbox_not_raised(clock):
+    """open() raises what Django's backend raises, but send_messages() with the outbox
+    on (the default) keeps the mail for later instead of losing it."""
+    connection = EmailBackend(host="127.0.0.1", port=free_port())
+    with pytest.raises(ConnectionRefusedError):
+        connection.open()
+    email = message()
+    assert connection.send_messages([email]) == 1
+    assert email.multismtp_status.outcome == "queued"
+    (row,) = DeliveryLog.objects.all()
+    assert (row.account_name, row.outcome) == ("fallback", "connection_failed")
+
+
+def test_worker_settles_rows_while_the_fallback_is_unreachable(settings, clock):
+    """The worker never calls open(): a server that is down fails each row (logged,
+    retried later); it must not raise and leave the batch claimed."""
+    from django_multismtp import worker
+    from django_multismtp.models import OutboxMessage
+
+    port = free_port()
+    if DJANGO_61:
+        settings.MAILERS = {
+            "default": {"BACKEND": OURS, "OPTIONS": {"host": "127.0.0.1", "port": port}}
+        }
+    else:
+        settings.EMAIL_BACKEND, settings.EMAIL_HOST, settings.EMAIL_PORT = OURS, "127.0.0.1", port
+    assert mail.send_mail("Hi", "Body", "from@example.com", ["to@example.com"]) == 1
+    clock.advance(hours=3)
+    worker.drain()  # must not raise
+    (row,) = OutboxMessage.objects.all()
+    assert row.status == OutboxMessage.Status.QUEUED and row.attempts == 2
+    assert DeliveryLog.objects.filter(outcome="connection_failed").count() == 2
+
+
+@pytest.mark.usefixtures("outbox_off")
+def test_unreachable_fallback_raises_at_once_with_the_outbox_off():
+    connection = EmailBackend(host="127.0.0.1", port=free_port())
+    with pytest.raises(ConnectionRefusedError) as caught:
+        connection.send_messages([message()])
+    assert isinstance(caught.value, SendFailed)
 
 
 # ---------------------------------------------------------------------------------------
@@ -475,7 +530,9 @@ class TestDjangoSMTPBehaviours:
     def test_invalid_addresses_never_reach_the_server(self, smtp_server, address):
         with pytest.raises(ValueError, match="Invalid address"):
             backend(smtp_server).send_messages([EmailMessage(bcc=[address])])
-        assert smtp_server.connections == 0
+        # Like Django's backend, send_messages() connects (open()) before it looks at
+        # the addresses; nothing reaches the server.
+        assert smtp_server.received == []
 
     def test_lazy_addresses_and_subject(self, smtp_server):
         _ = gettext_lazy
@@ -561,7 +618,11 @@ class TestDjangoSMTPBehaviours:
         assert smtp_server.wait_for(1)[0].login is None
 
     def test_tls_and_ssl_options_are_mutually_exclusive(self, smtp_server):
-        with pytest.raises(django.core.exceptions.ImproperlyConfigured, match="mutually"):
+        # Django's words: "mutually exclusive" from the EMAIL_* path, "incompatible"
+        # where 6.1's MAILERS is configured.
+        with pytest.raises(
+            django.core.exceptions.ImproperlyConfigured, match="mutually|incompatible"
+        ):
             backend(smtp_server, use_tls=True, use_ssl=True)
 
     def test_timeout_raises_an_smtp_exception(self, smtp_server):

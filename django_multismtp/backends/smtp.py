@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import ssl
 import threading
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -21,13 +22,23 @@ from asgiref.sync import sync_to_async
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.utils import DNS_NAME
 from django.db import connections
+from django.utils.functional import cached_property
 
-from .. import compat, conf
+from .. import addresses, compat, conf
 from ..engine import FALLBACK, QUEUED, Engine, account_config, load_accounts
-from ..exceptions import MultiSMTPConfigurationError
+from ..eventloop import smtp_loop
+from ..exceptions import (
+    MultiSMTPConfigurationError,
+    MultiSMTPError,
+    MutuallyExclusiveOptions,
+    SendFailed,
+    send_error,
+)
 from ..hints import Hints
+from ..models import SmtpAccount
 from ..outgoing import Outgoing
-from ..transport import AuthMethod, Security, ServerConfig
+from ..replies import classify_exception
+from ..transport import AuthMethod, Security, ServerConfig, Session
 
 if TYPE_CHECKING:
     from django.core.mail import EmailMessage
@@ -36,40 +47,46 @@ __all__ = ["FALLBACK", "QUEUED", "EmailBackend", "account_config", "load_account
 
 
 class EmailBackend(BaseEmailBackend):
-    """Send each message through the SMTP account chosen for it (see :mod:`selection`)."""
+    """Send each message through the SMTP account chosen for it (see :mod:`selection`).
+
+    With no account for a message it sends to the mailer's own server (the fallback),
+    configured and reached as Django's SMTP backend does: the same options and defaults,
+    the same attributes (``host``, ``port``, ``username``, ``password``, ``use_tls``,
+    ``use_ssl``, ``timeout``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_context``,
+    ``connection``), ``open()`` connecting and logging in, and the same exception classes.
+    See docs/migrating.rst for what differs.
+    """
 
     #: The engine that sends; the test backend swaps in one that records instead.
     engine_class: type[Engine] = Engine
+    #: Whether ``open()`` connects to the fallback server and a ``MAILERS`` alias needs
+    #: a host, as Django's backend; the test backend, which never connects, needs neither.
+    uses_network = True
 
     def __init__(
         self,
-        *,
-        fail_silently: bool = False,
-        account: Any = None,
-        user: Any = None,
-        purpose: str | None = None,
         host: str | None = None,
         port: int | None = None,
         username: str | None = None,
         password: str | None = None,
         use_tls: bool | None = None,
+        fail_silently: bool = False,
         use_ssl: bool | None = None,
         timeout: float | None = None,
         ssl_keyfile: str | None = None,
         ssl_certfile: str | None = None,
+        *,
+        account: Any = None,
+        user: Any = None,
+        purpose: str | None = None,
+        fallback: bool = True,
         **kwargs: Any,
     ) -> None:
-        # Django 6.1 rejects unknown OPTIONS itself; 5.2 and 6.0 drop them silently, so a
-        # typo ("purpse") would route mail wrongly without a word. Refuse them everywhere.
-        ignored = set(kwargs.get("_ignore_unknown_kwargs") or ())
-        unknown = sorted(set(kwargs) - {"alias", "_ignore_unknown_kwargs"} - ignored)
-        if unknown:
-            raise MultiSMTPConfigurationError(
-                "Unknown options " + ", ".join(repr(name) for name in unknown) + ". Known: "
-                "account, user, purpose, fail_silently, host, port, username, password, "
-                "use_tls, use_ssl, timeout, ssl_keyfile, ssl_certfile.",
-                alias=kwargs.get("alias"),
-            )
+        if "alias" not in kwargs and self.uses_network:
+            compat.warn_direct_construction()  # as Django 6.1 for its SMTP backend
+        # Unknown options go to Django, which treats them as it does for its own
+        # backend: InvalidMailer under MAILERS (6.1), a deprecation warning when built
+        # directly (6.1), ignored before. Our system check names the likely typo.
         super().__init__(**kwargs)
         self.fail_silently = bool(fail_silently)
         self.alias: str | None = getattr(self, "alias", None)
@@ -80,104 +97,189 @@ class EmailBackend(BaseEmailBackend):
                 alias=self.alias,
             )
         self.hints = Hints(account=account, user=user, purpose=purpose)
-        self.fallback = self._fallback_server(
-            host=host,
-            port=port,
-            username=username,
-            password=password,
-            use_tls=use_tls,
-            use_ssl=use_ssl,
-            timeout=timeout,
-            ssl_keyfile=ssl_keyfile,
-            ssl_certfile=ssl_certfile,
+        #: ``"fallback": False`` in OPTIONS: this mailer sends through accounts only,
+        #: so it needs no host.
+        self.uses_fallback = fallback is not False
+        self._configure_server(
+            host, port, username, password, use_tls, use_ssl, timeout, ssl_keyfile, ssl_certfile
         )
+        #: The fallback server's open connection, as Django's ``connection``: set by
+        #: :meth:`open`, None otherwise (see :class:`FallbackConnection`).
+        self.connection: FallbackConnection | None = None
+        self._partial_connection: Any = None  # Django's name; we never keep one
         self.engine = self.engine_class(self)
         self._is_open = False
         self._lock = threading.RLock()
 
     # -- configuration ----------------------------------------------------------------
-    def _fallback_server(self, **options: Any) -> ServerConfig | None:
-        """The server used when no account matches: OPTIONS, else Django's EMAIL_*."""
-        if not conf.get_setting("USE_FALLBACK_SERVER"):
-            return None
+    def _configure_server(
+        self,
+        host: str | None,
+        port: int | None,
+        username: str | None,
+        password: str | None,
+        use_tls: bool | None,
+        use_ssl: bool | None,
+        timeout: float | None,
+        ssl_keyfile: str | None,
+        ssl_certfile: str | None,
+    ) -> None:
+        """Set the stock attributes exactly as Django's SMTP backend on this line does.
+
+        Built directly or by ``get_connection()`` (every line before 6.1, and 6.1
+        without ``MAILERS``): unset options come from the ``EMAIL_*`` settings. Under
+        ``MAILERS``: from OPTIONS alone, the port following the security option.
+        """
         if self.alias is None and not compat.mailers_configured():
-            defaults = {
-                "host": "EMAIL_HOST",
-                "port": "EMAIL_PORT",
-                "username": "EMAIL_HOST_USER",
-                "password": "EMAIL_HOST_PASSWORD",
-                "use_tls": "EMAIL_USE_TLS",
-                "use_ssl": "EMAIL_USE_SSL",
-                "timeout": "EMAIL_TIMEOUT",
-                "ssl_keyfile": "EMAIL_SSL_KEYFILE",
-                "ssl_certfile": "EMAIL_SSL_CERTFILE",
-            }
-            for option, setting in defaults.items():
-                if options[option] is None:
-                    options[option] = compat.email_setting(setting)
-            if not options["host"]:
-                options["host"] = "localhost"
-        if options["use_tls"] and options["use_ssl"]:
-            raise MultiSMTPConfigurationError(
-                "The 'use_tls' and 'use_ssl' options are mutually exclusive: set at most one "
-                "of them to True.",
-                alias=self.alias,
+            setting = compat.email_setting
+            self.host = host or setting("EMAIL_HOST", "localhost")
+            self.port = port or setting("EMAIL_PORT", 25)
+            self.username = setting("EMAIL_HOST_USER", "") if username is None else username
+            self.password = setting("EMAIL_HOST_PASSWORD", "") if password is None else password
+            self.use_tls = setting("EMAIL_USE_TLS", False) if use_tls is None else use_tls
+            self.use_ssl = setting("EMAIL_USE_SSL", False) if use_ssl is None else use_ssl
+            self.timeout = setting("EMAIL_TIMEOUT") if timeout is None else timeout
+            self.ssl_keyfile = setting("EMAIL_SSL_KEYFILE") if ssl_keyfile is None else ssl_keyfile
+            self.ssl_certfile = (
+                setting("EMAIL_SSL_CERTFILE") if ssl_certfile is None else ssl_certfile
             )
-        if not options["host"]:
-            return None
-        port = options["port"]
-        if port is None:
-            port = 465 if options["use_ssl"] else 587 if options["use_tls"] else 25
+            if self.use_ssl and self.use_tls:
+                raise MutuallyExclusiveOptions(
+                    "EMAIL_USE_TLS/EMAIL_USE_SSL are mutually exclusive, so only set one "
+                    "of those settings to True."
+                )
+        else:
+            self.host = host
+            self.port = port
+            self.username = username
+            self.password = password
+            self.use_tls = use_tls if use_tls is not None else False
+            self.use_ssl = use_ssl if use_ssl is not None else False
+            self.timeout = timeout
+            self.ssl_keyfile = ssl_keyfile
+            self.ssl_certfile = ssl_certfile
+            needs_host = self.uses_fallback and self.uses_network and self.alias is not None
+            if self.host is None and needs_host and conf.get_setting("USE_FALLBACK_SERVER"):
+                raise MultiSMTPConfigurationError(
+                    "OPTIONS must define 'host'. (A mailer that sends through SMTP accounts "
+                    'only says so with "fallback": False.)',
+                    alias=self.alias,
+                )
+            if self.use_ssl and self.use_tls:
+                raise MultiSMTPConfigurationError(
+                    "The 'use_ssl' and 'use_tls' OPTIONS are incompatible. "
+                    "Set at most one of them to True.",
+                    alias=self.alias,
+                )
+            if self.port is None:
+                self.port = 465 if self.use_ssl else 587 if self.use_tls else 25
         try:
-            port = int(port)
+            valid_port = 0 < int(self.port) < 65536
         except (TypeError, ValueError):
-            port = -1
-        if not 0 < port < 65536:
+            valid_port = False
+        if not valid_port:
             raise MultiSMTPConfigurationError(
-                f"Port {options['port']!r} is not a TCP port (1-65535).", alias=self.alias
+                f"Port {self.port!r} is not a TCP port (1-65535).", alias=self.alias
             )
-        username, password = options["username"] or "", options["password"] or ""
+
+    @cached_property
+    def ssl_context(self) -> ssl.SSLContext:
+        """Django's: with a client certificate, a TLS client context holding it."""
+        if self.ssl_certfile or self.ssl_keyfile:
+            context = ssl.SSLContext(protocol=ssl.PROTOCOL_TLS_CLIENT)
+            context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+            return context
+        return ssl.create_default_context()
+
+    @property
+    def fallback(self) -> ServerConfig | None:
+        """The server used when no account matches, from the attributes above (None:
+        this mailer has none). Read when sending, so changed attributes apply."""
+        if not self.uses_fallback or not conf.get_setting("USE_FALLBACK_SERVER"):
+            return None
+        if not self.host:
+            return None
+        username, password = self.username or "", self.password or ""
+        # A subclass's own ssl_context (Django's documented way to trust a private CA)
+        # is used as it is; otherwise the transport builds the same context, plus the
+        # system's CAs, which Django's context for a client certificate lacks.
+        own_context = type(self).ssl_context is not EmailBackend.ssl_context
+        secure = self.use_ssl or self.use_tls
         return ServerConfig(
-            host=str(options["host"]),
-            port=port,
+            host=str(self.host),
+            port=int(self.port),
             security=Security.TLS
-            if options["use_ssl"]
+            if self.use_ssl
             else Security.STARTTLS
-            if options["use_tls"]
+            if self.use_tls
             else Security.NONE,
-            timeout=float(options["timeout"] or conf.get_setting("DEFAULT_TIMEOUT")),
+            timeout=None if self.timeout is None else float(self.timeout),
             auth_method=AuthMethod.AUTO if username and password else AuthMethod.NONE,
             username=username,
             password=password,
-            client_cert=options["ssl_certfile"] or "",
-            client_key=options["ssl_keyfile"] or "",
+            client_cert=self.ssl_certfile or "",
+            client_key=self.ssl_keyfile or "",
             ehlo_hostname=DNS_NAME.get_fqdn(),
+            ssl_context=self.ssl_context if own_context and secure else None,
             key=FALLBACK,
         )
 
-    # -- Django's contract ------------------------------------------------------------
-    def open(self) -> bool:
-        """Start reusing connections until :meth:`close`; True if this call started it.
+    def prep_address(self, address: Any, force_ascii: bool = True) -> str:
+        """Django 6.0's ``prep_address``: the addr-spec, IDNA-encoded, or ValueError."""
+        return addresses.prep_address(address, force_ascii=force_ascii)
 
-        Connections themselves are made lazily, per account, when a message needs one.
+    # -- Django's contract ------------------------------------------------------------
+    def open(self) -> bool | None:
+        """Open the backend for connection reuse until :meth:`close`, as Django's does.
+
+        When every message will go to the fallback server (the mailer has one and the
+        database holds no active account), connect to it now, with TLS and login, as
+        Django's backend: True when this call opened the connection, False when it was
+        open already; connection, TLS and login errors are raised (None under
+        ``fail_silently``). Otherwise nothing is known yet about where mail goes: the
+        connection to each account (and to the fallback) is made when a message needs
+        it, and True means this call opened the backend.
         """
         with self._lock:
-            if self._is_open:
+            if self.connection:
                 return False
+            config = self.fallback
+            if config is None or not self.uses_network or _accounts_exist():
+                if self._is_open:
+                    return False
+                self._is_open = True
+                return True
+            session = self.engine.pool.sessions(config, 1)[0]
+            try:
+                smtp_loop.run(session.ensure_open())
+            except Exception as exc:
+                failure = classify_exception(exc, stage="CONNECT")
+                error = send_error(
+                    SendFailed,
+                    f"{failure.summary().rstrip('.')}. {failure.hint}".strip(),
+                    failure=failure,
+                    account=FALLBACK,
+                )
+                if self.fail_silently and isinstance(error, OSError):
+                    return None
+                raise error from exc
+            self.connection = FallbackConnection(session)
             self._is_open = True
             return True
 
     def close(self) -> None:
+        """Quit every open connection (the fallback's and the accounts')."""
         with self._lock:
             self._is_open = False
+            self.connection = None
             self.engine.pool.close()
 
     def send_messages(self, email_messages: Iterable[EmailMessage]) -> int:
         if not email_messages:
             return 0
         messages = list(email_messages)
-        if not messages:
-            return 0
+        if not any(message.recipients() for message in messages):
+            return 0  # nothing to send: no connection, no query
         if _event_loop_running():
             # Sync code called from a coroutine (an async view, an async test): the ORM
             # refuses to run in this thread, so the batch runs in a worker thread while
@@ -187,11 +289,21 @@ class EmailBackend(BaseEmailBackend):
 
     def _send_locked(self, messages: list[EmailMessage]) -> int:
         with self._lock:
-            created = self.open()
+            try:
+                created = self.open()
+            except MultiSMTPError:
+                if conf.outbox_mode() == "off":
+                    raise  # as Django's backend: the caller learns at once
+                # The outbox may keep this mail: the engine tries the server again,
+                # records the failure and queues what may be retried.
+                created = None
+            # None: connecting failed (fail_silently swallowed it, or the outbox may keep
+            # the mail). Django's backend returns 0 here; the engine instead records the
+            # failure (the log, multismtp_status) and keeps what the outbox may retry.
             try:
                 return self.engine.send(messages)
             finally:
-                if created:
+                if created is not False:
                     self.close()
 
     async def asend_messages(self, email_messages: Iterable[EmailMessage]) -> int:
@@ -203,12 +315,42 @@ class EmailBackend(BaseEmailBackend):
         :meth:`Engine.send_queued`, which takes the ``options``), reusing connections
         while the backend is open."""
         with self._lock:
-            created = self.open()
+            # Not open(): a worker must settle its rows whatever the server does, so the
+            # engine connects (and records failures) per row, never raising.
+            created = not self._is_open
+            self._is_open = True
             try:
                 return self.engine.send_queued(rows, **options)
             finally:
                 if created:
                     self.close()
+
+
+class FallbackConnection:
+    """What ``backend.connection`` holds while the fallback server's connection is open.
+
+    Django's backend keeps an ``smtplib.SMTP`` there; ours talks SMTP through
+    aiosmtplib on its own event loop, so this offers what callers read from it: the
+    server, the timeout, and whether it is still connected.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.host = session.config.host
+        self.port = session.config.port
+        self.timeout = session.config.timeout
+
+    @property
+    def connected(self) -> bool:
+        return self.session.connected
+
+    def __repr__(self) -> str:
+        state = "open" if self.connected else "closed"
+        return f"<FallbackConnection {self.host}:{self.port} {state}>"
+
+
+def _accounts_exist() -> bool:
+    return SmtpAccount.objects.filter(is_active=True).exists()
 
 
 def _event_loop_running() -> bool:

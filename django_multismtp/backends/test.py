@@ -53,3 +53,5 @@ class RecordingEngine(Engine):
 
 class EmailBackend(SMTPEmailBackend):
     engine_class = RecordingEngine
+    #: Never connects: open() connects nothing, and a mailer needs no host.
+    uses_network = False

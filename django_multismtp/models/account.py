@@ -20,7 +20,8 @@ from django.views.decorators.debug import sensitive_variables
 
 from .. import conf
 from ..fields import EncryptedPasswordField, Undecryptable
-from ..transport import AuthMethod, Security, ServerConfig
+from ..transport import AuthMethod, Security, ServerConfig, tls_file_error
+from .fields import ReplyCodeField, ReplyTextField
 
 __all__ = ["AuthMethod", "Security", "SmtpAccount"]
 
@@ -240,8 +241,8 @@ class SmtpAccount(models.Model):
     )
     rate_limited_until = models.DateTimeField(_("rate limited until"), null=True, blank=True)
     consecutive_throttles = models.PositiveIntegerField(default=0, editable=False)
-    last_error = models.TextField(_("last error"), blank=True)
-    last_error_code = models.PositiveIntegerField(_("last error code"), null=True, blank=True)
+    last_error = ReplyTextField(_("last error"), blank=True)
+    last_error_code = ReplyCodeField(_("last error code"), null=True, blank=True)
     last_error_at = models.DateTimeField(_("last error at"), null=True, blank=True)
     last_success_at = models.DateTimeField(_("last success at"), null=True, blank=True)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
@@ -437,6 +438,10 @@ class SmtpAccount(models.Model):
                     "allowed_senders",
                     _("%(entry)r is neither an email address nor a domain.") % {"entry": entry},
                 )
+        if self.ca_file and (problem := tls_file_error(self.ca_file)):
+            # Checked here too, not only when connecting: there it would look like a
+            # server that refuses connections.
+            add("ca_file", _("This CA file cannot be used: %(problem)s.") % {"problem": problem})
         if self.ehlo_hostname and not _is_host(self.ehlo_hostname.strip()):
             add("ehlo_hostname", _("Enter a host name such as mail.example.com, or leave empty."))
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in self.from_name or ""):
