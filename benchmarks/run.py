@@ -176,6 +176,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the slow sink waits before every reply, one after another, not only before "
         "the end of DATA's",
     )
+    parser.add_argument(
+        "--worker",
+        action="store_true",
+        help="also queue text messages in the outbox and drain them with the worker: "
+        "queries per batch of 10 and 200, and per settle write",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument(
         "--profile",
@@ -435,6 +441,42 @@ def measure(
     return list(results.values())
 
 
+def worker_figures(sink: Sink, say: Callable[[str], None]) -> dict[str, Any]:
+    """The outbox worker's database work: queries of one drained batch of 10 and of 200
+    messages written once at its end, and of 200 settled as the replies arrive
+    (``SETTLE_EVERY``): the difference over the number of writes is the cost of one."""
+    from django.conf import settings
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext, override_settings
+
+    from django_multismtp import worker
+    from django_multismtp.engine import SETTLE_EVERY, SettleEvery
+
+    once = SettleEvery(replies=None, seconds=None)
+    figures: dict[str, Any] = {}
+    with override_settings(MULTISMTP={**settings.MULTISMTP, "OUTBOX": "always"}):
+        for key, size, every in (
+            ("warm-up", 2, once),
+            ("batch of 10, one write", 10, once),
+            ("batch of 200, one write", 200, once),
+            ("batch of 200, SETTLE_EVERY", 200, SETTLE_EVERY),
+        ):
+            make_backend("one", sink.ports).send_messages(
+                build_messages(Workload("text", size, 0, 0.0), "one")
+            )
+            clear_log()
+            before = sink.messages()
+            started = time.perf_counter()
+            with CaptureQueriesContext(db) as queries:
+                result = worker.drain(batch_size=size, every=every)
+            elapsed = time.perf_counter() - started
+            check_delivered("worker", result.sent, size, before, sink)
+            if key != "warm-up":
+                figures[key] = {"queries": len(queries), "msg_per_s": round(size / elapsed, 1)}
+                say(f"  {key:<28} {len(queries):>5} queries {size / elapsed:9.1f} msg/s")
+    return figures
+
+
 # -- reporting -------------------------------------------------------------------------
 def machine() -> dict[str, Any]:
     import django
@@ -637,6 +679,12 @@ def main(argv: list[str] | None = None) -> None:
             delay = f"{workload.delay_ms:g} ms delay" if workload.delay_ms else "no delay"
             say(f"{workload.label}, {delay}")
             results += measure(workload, sink, args.runs, backends, say)
+        drained: dict[str, Any] = {}
+        if args.worker:
+            point_accounts_at(running[0.0].ports)
+            say("")
+            say("Outbox worker (1 account, 1 connection), no delay")
+            drained = worker_figures(running[0.0], say)
         if args.profile:
             point_accounts_at(running[0.0].ports)
             profile(workloads[0], running[0.0])
@@ -664,6 +712,7 @@ def main(argv: list[str] | None = None) -> None:
             "sinks": {f"{d:g}": s.describe() for d, s in running.items()},
             "arguments": vars(args),
             "results": [result.as_dict() for result in results],
+            "worker": drained,
             "targets": verdicts,
             "seconds": round(elapsed, 1),
         }

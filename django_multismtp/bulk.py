@@ -1,4 +1,4 @@
-"""Insert many rows with one statement, whatever their number.
+"""Insert or update many rows with one statement, whatever their number.
 
 ``bulk_create`` splits rows by the backend's parameter cap (Django 5.2 assumes 999 for
 SQLite: 13 INSERTs for 1,000 delivery-log rows, 25 for 1,000 outbox rows), so the number
@@ -9,6 +9,7 @@ call on every version, and psycopg 3 pipelines it into one round trip.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from django.db import connections, models, router, transaction
 
@@ -34,6 +35,61 @@ def insert_rows(model: type[models.Model], objects: Sequence[models.Model]) -> N
         [f.get_db_prep_save(f.pre_save(obj, add=True), connection) for f in fields]
         for obj in objects
     ]
-    # One transaction: outside one, SQLite would commit (and sync) after every row.
-    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+    # One transaction: outside one, SQLite would commit (and sync) after every row. Inside
+    # one, no savepoint: a caller that wants to survive a failure has its own.
+    with (
+        transaction.atomic(using=connection.alias, savepoint=False),
+        connection.cursor() as cursor,
+    ):
         cursor.executemany(sql, rows)
+
+
+def update_rows(
+    model: type[models.Model],
+    objects: Sequence[models.Model],
+    fields: Sequence[str],
+    *,
+    where: Sequence[tuple[str, str, object]] = (),
+) -> int:
+    """Write ``fields`` of each of ``objects`` to its row with one prepared statement
+    (``bulk_update`` would split the rows by SQLite's parameter cap, so its queries
+    would grow with their number); return the number of rows changed.
+
+    ``where``: extra conditions ``(field name, "=" or "<>", value)`` every row must meet
+    (a row that does not is left alone and not counted).
+    """
+    if not objects:
+        return 0
+    connection = connections[router.db_for_write(model)]
+    quote = connection.ops.quote_name
+    opts = model._meta
+    columns = [_concrete(model, name) for name in fields]
+    conditions = [(_concrete(model, name), op, value) for name, op, value in where]
+    if any(op not in ("=", "<>") for _field, op, _value in conditions):
+        raise ValueError("update_rows compares with = or <> only")
+    # Only quoted table and column names of our own models are formatted in: no user data.
+    sql = "UPDATE {} SET {} WHERE {} = %s{}".format(  # noqa: S608
+        quote(opts.db_table),
+        ", ".join(f"{quote(str(f.column))} = %s" for f in columns),
+        quote(str(opts.pk.column)),
+        "".join(f" AND {quote(str(f.column))} {op} %s" for f, op, _value in conditions),
+    )
+    extra = [f.get_db_prep_save(value, connection) for f, _op, value in conditions]
+    rows = [
+        [f.get_db_prep_save(getattr(obj, f.attname), connection) for f in columns]
+        + [obj.pk, *extra]
+        for obj in objects
+    ]
+    with (
+        transaction.atomic(using=connection.alias, savepoint=False),
+        connection.cursor() as cursor,
+    ):
+        cursor.executemany(sql, rows)
+        return max(int(cursor.rowcount), 0)
+
+
+def _concrete(model: type[models.Model], name: str) -> models.Field[Any, Any]:
+    field = model._meta.get_field(name)
+    if not isinstance(field, models.Field) or not field.concrete:
+        raise ValueError(f"{model.__name__}.{name} is not a column")
+    return field

@@ -13,18 +13,33 @@ database; then the SMTP work of the round runs on the private event loop (up to
 calling thread, the results are recorded and messages that failed on one account move
 to the next. Database work therefore stays in synchronous code and grows with the
 number of rounds, not with the number of messages.
+
+Mail from the outbox is settled as its replies arrive, not when the batch ends: the
+calling thread records each reply the loop hands back (see :mod:`feed`) and writes the
+finished rows and their log entries every :data:`SETTLE_EVERY` (a few replies or a few
+milliseconds, whichever comes first; a fixed number of queries each time). A worker
+killed mid-batch has therefore written the outcome of all but the messages in flight
+and the last unwritten chunk; only those can be sent twice.
+
+One message never poisons a worker's batch: whatever our own code raises while
+rendering, sending, classifying or recording one message makes that message a failed
+attempt with the error (:attr:`Outgoing.faulted`), and the batch goes on. A direct
+send still raises, as Django's backends do.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
+import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from django.contrib.auth import get_user_model
 from django.core.mail.utils import DNS_NAME
+from django.db import router, transaction
 from django.utils.translation import gettext as _
 
 from . import clock, conf, limits, outbox, selection, signals, state
@@ -41,7 +56,7 @@ from .exceptions import (
 from .feed import Feed, Lane
 from .hints import Hints, context_hints, message_hints
 from .message import SendStatus
-from .models import DeliveryLog, SmtpAccount
+from .models import DeliveryLog, OutboxMessage, SmtpAccount
 from .outgoing import Attempt, Outgoing
 from .replies import Failure, Outcome
 from .transport import Delivery, ServerConfig, Session
@@ -53,6 +68,72 @@ if TYPE_CHECKING:
 FALLBACK = "fallback"
 #: The outcome of a message kept in the outbox for later delivery.
 QUEUED = "queued"
+
+logger = logging.getLogger("django_multismtp.engine")
+
+
+@dataclasses.dataclass(frozen=True)
+class SettleEvery:
+    """How often a worker writes the outcomes of its batch while it sends: once
+    ``replies`` messages are finished, or ``seconds`` after the last write, whichever
+    comes first (None: never on that account; the end of the batch always writes).
+
+    After a crash, the messages that can go out twice are those in flight plus at most
+    one unwritten chunk; each write costs the same few queries whatever its size."""
+
+    replies: int | None = 20
+    seconds: float | None = 0.05
+
+
+SETTLE_EVERY = SettleEvery()
+
+#: Receives finished queued items, writes their rows (the worker: outbox.settle).
+Settle = Callable[[list[Outgoing]], Any]
+
+
+def internal_failure(doing: str, exc: BaseException) -> Failure:
+    """Our own code raised while ``doing`` something with one message: a failure of
+    that message only (retryable, not the account's), the error kept for the admin."""
+    return Failure(
+        Outcome.TRANSIENT,
+        None,
+        _("Internal error while %(doing)s: %(error)s") % {"doing": doing, "error": repr(exc)},
+        _("A bug or a database problem, not the server's reply; see the worker's log."),
+    )
+
+
+@dataclasses.dataclass(eq=False)
+class _Batch:
+    """One batch's bookkeeping, shared by its rounds and the replies as they arrive."""
+
+    settle: Settle | None
+    every: SettleEvery
+    #: Accounts not to use again in this batch -> the failure that excluded them
+    #: (None when only their own sending limit was reached).
+    excluded: dict[Any, Failure | None] = dataclasses.field(default_factory=dict)
+    succeeded: dict[Any, SmtpAccount] = dataclasses.field(default_factory=dict)
+    log: list[DeliveryLog] = dataclasses.field(default_factory=list)
+    #: Finished items not yet written, and every item handed to ``finished`` so far.
+    finished: list[Outgoing] = dataclasses.field(default_factory=list)
+    handed: set[int] = dataclasses.field(default_factory=set)
+    written_at: float = dataclasses.field(default_factory=time.monotonic)
+
+    def finish(self, items: Iterable[Outgoing]) -> None:
+        for item in items:
+            if id(item) not in self.handed:
+                self.handed.add(id(item))
+                self.finished.append(item)
+
+    def due(self) -> int | None:
+        """How many finished items to write now (0: only log rows), or None."""
+        if self.settle is None or not (self.finished or self.log):
+            return None
+        replies, seconds = self.every.replies, self.every.seconds
+        if replies is not None and len(self.finished) >= replies:
+            return max(replies, 1)
+        if seconds is not None and time.monotonic() - self.written_at >= seconds:
+            return len(self.finished)
+        return None
 
 
 class Mailer(Protocol):
@@ -94,6 +175,7 @@ class Engine:
     def __init__(self, owner: Mailer) -> None:
         self.owner = owner
         self.pool = ConnectionPool()
+        self._batch: _Batch | None = None
 
     @property
     def alias(self) -> str | None:
@@ -131,28 +213,65 @@ class Engine:
                 queued = set(waiting)
         return self._finish(items, queued=queued)
 
-    def send_queued(self, rows: Sequence[Any]) -> list[Outgoing]:
+    def send_queued(
+        self,
+        rows: Sequence[Any],
+        *,
+        settle: Settle | None = None,
+        every: SettleEvery | None = None,
+    ) -> list[Outgoing]:
         """Send claimed outbox rows by the same rules as a direct send; return the
-        items with their outcomes for :func:`outbox.settle` and :meth:`report`
-        (nothing is raised)."""
-        now = clock.now()
-        accounts = load_accounts()
-        items = []
-        for index, row in enumerate(rows):
-            item = Outgoing.from_row(index, row)
-            try:
-                item.choice = self._choose(item, accounts, now)
-            except UnknownAccount as exc:
-                item.done = True
-                item.failure = Failure(
-                    Outcome.CONFIG_ERROR,
-                    None,
-                    str(exc),
-                    _("Recreate the account, or cancel the message in the outbox."),
-                )
-            items.append(item)
-        self._deliver([item for item in items if not item.done], now)
+        items with their outcomes.
+
+        With ``settle``, finished items are handed to it as their replies arrive (every
+        ``every``, default :data:`SETTLE_EVERY`), each chunk in one transaction with its
+        delivery log rows, then reported (``post_send``). Without it the caller settles
+        and reports the returned items itself.
+
+        Whatever our own code raises for the batch as a whole (loading the accounts,
+        say), every message not finished yet becomes a failed attempt with the error;
+        only ``settle`` itself failing (the database gone) is raised."""
+        items: list[Outgoing] = []
+        batch = _Batch(settle, every or SETTLE_EVERY)
+        try:
+            now = clock.now()
+            accounts = load_accounts()
+            for index, row in enumerate(rows):
+                items.append(self._queued_item(index, row, accounts, now))
+            self._deliver([item for item in items if not item.done], now, batch)
+        except Exception as exc:
+            logger.exception("Sending a batch of %d queued messages failed", len(rows))
+            built = len(items)
+            items.extend(_stub(index, row) for index, row in enumerate(rows) if index >= built)
+            for item in items:
+                if not (item.done or _accepted(item)):
+                    self._fault(item, _("sending the batch"), exc)
+        batch.finish(items)
+        self._write(batch)
         return items
+
+    def _queued_item(self, index: int, row: Any, accounts: list[SmtpAccount], now: Any) -> Outgoing:
+        """An outbox row made ready to send; a row our code cannot read or route is a
+        fault of that row alone."""
+        try:
+            item = Outgoing.from_row(index, row)
+        except Exception as exc:
+            item = _stub(index, row)
+            self._fault(item, _("reading it from the outbox"), exc)
+            return item
+        try:
+            item.choice = self._choose(item, accounts, now)
+        except UnknownAccount as exc:
+            item.done = True
+            item.failure = Failure(
+                Outcome.CONFIG_ERROR,
+                None,
+                str(exc),
+                _("Recreate the account, or cancel the message in the outbox."),
+            )
+        except Exception as exc:
+            self._fault(item, _("choosing its account"), exc)
+        return item
 
     def _prepare(
         self, messages: Sequence[EmailMessage], accounts: list[SmtpAccount], now: Any
@@ -184,25 +303,118 @@ class Engine:
             default_purpose=conf.default_purpose(),
         )
 
-    def _deliver(self, items: list[Outgoing], now: Any) -> None:
-        """Send ``items`` in rounds (failover included); record state and the log."""
-        log: list[DeliveryLog] = []
-        # Accounts not to use again in this batch -> the failure that excluded them
-        # (None when only their own sending limit was reached).
-        excluded: dict[Any, Failure | None] = {}
-        succeeded: dict[Any, SmtpAccount] = {}
+    def _deliver(self, items: list[Outgoing], now: Any, batch: _Batch | None = None) -> None:
+        """Send ``items`` in rounds (failover included); record state and the log.
+
+        With a ``batch`` that settles (the worker's), finished items are written while
+        the rounds go on, and the rest once they are over (by the caller)."""
+        batch = batch or _Batch(None, SETTLE_EVERY)
         pending = list(items)
-        while pending:
-            attempts = self._plan_round(pending, excluded, now)
-            if not attempts:
-                break
-            self.transmit(attempts)
-            now = clock.now()
-            for attempt in attempts:
-                self._settle(attempt, excluded, succeeded, log, now)
-            pending = [item for item in pending if not item.done]
-        state.record_successes(list(succeeded.values()), now)
-        state.write_log(log)
+        self._batch = batch
+        try:
+            while pending:
+                attempts = self._plan_round(pending, batch.excluded, now)
+                batch.finish(item for item in pending if item.done)
+                if not attempts:
+                    break
+                self.transmit(attempts)
+                # Replies not recorded as they came (the test engine's), and the
+                # attempts a failed account never got to.
+                self._on_replies(attempts)
+                pending = [item for item in pending if not item.done]
+        finally:
+            self._batch = None
+        now = clock.now()
+        queued = any(item.row is not None for item in items)
+        try:
+            state.record_successes(list(batch.succeeded.values()), now)
+        except Exception:
+            if not queued:
+                raise
+            logger.exception("Recording the accounts' successes failed")
+        if batch.settle is None:
+            log, batch.log = batch.log, []
+            _write_log(log, guarded=queued)
+
+    def _on_replies(self, attempts: list[Attempt]) -> None:
+        """Record replied attempts (in the calling thread); write what is due."""
+        batch = self._batch
+        if batch is None:
+            return
+        now = clock.now() if attempts else None
+        for attempt in attempts:
+            if attempt.recorded:
+                continue
+            attempt.recorded = True
+            self._record(attempt, batch, now)
+            if attempt.item.done:
+                batch.finish([attempt.item])
+        while (count := batch.due()) is not None:
+            self._write(batch, count)
+
+    def _record(self, attempt: Attempt, batch: _Batch, now: Any) -> None:
+        """Take one attempt's outcome into account; a fault is the message's alone."""
+        item = attempt.item
+        try:
+            if attempt.fault is not None:
+                if item.row is None:
+                    raise attempt.fault  # a direct send raises, as Django's backends do
+                if attempt.delivery is None:  # rendering failed: it never went out
+                    self._release(attempt, now)
+                    self._fault(item, _("rendering it"), attempt.fault)
+                else:  # sending or classifying the reply failed: it reached the server
+                    item.attempts += 1
+                    batch.log.append(self._log_entry(attempt, attempt.delivery, now))
+                    self._fault(item, _("sending it"), attempt.fault)
+                return
+            self._settle(attempt, batch.excluded, batch.succeeded, batch.log, now)
+        except Exception as exc:
+            if item.row is None:
+                raise
+            if attempt.delivery is not None and attempt.delivery.failure is None:
+                # The server took it: it is sent, whatever failed in recording that.
+                logger.exception("Recording the delivery of %s failed", item.message_id)
+                item.done, item.failure = True, None
+                if attempt.account is not None:
+                    item.sent_by = attempt.account
+                else:
+                    item.sent_by_fallback = True
+                return
+            self._fault(item, _("recording its outcome"), exc)
+
+    def _fault(self, item: Outgoing, doing: str, exc: BaseException) -> None:
+        logger.error("Internal error while %s (%s)", doing, item.message_id, exc_info=exc)
+        item.failure = internal_failure(doing, exc)
+        item.faulted = item.done = True
+
+    def _release(self, attempt: Attempt, now: Any) -> None:
+        """Give back the limits reserved for an attempt that never reached the server."""
+        if attempt.account is not None:
+            limits.release(attempt.account, 1, attempt.reserved_at or now)
+            attempt.item.tried.discard(attempt.account.pk)
+
+    def _write(self, batch: _Batch, count: int | None = None) -> None:
+        """Write ``count`` finished items (default: all) with ``settle``, and the log so
+        far, in one transaction, then report them: a crash keeps both or neither."""
+        count = len(batch.finished) if count is None else count
+        items, batch.finished = batch.finished[:count], batch.finished[count:]
+        log, batch.log = batch.log, []
+        batch.written_at = time.monotonic()
+        if not (items or log):
+            return
+        if batch.settle is None:  # the caller settles; the log of a failed batch stays
+            _write_log(log, guarded=True)
+            return
+        with transaction.atomic(using=router.db_for_write(OutboxMessage)):
+            _write_log(log, guarded=True)
+            if items:
+                batch.settle(items)
+        for item in items:  # post_send, now that each row's fate is stored
+            try:
+                queued = item.row is not None and item.row.status == OutboxMessage.Status.QUEUED
+                self.report(item, queued=queued)
+            except Exception:
+                logger.exception("Reporting %s (post_send) failed", item.message_id)
 
     def report(self, item: Outgoing, *, queued: bool) -> SendStatus:
         """Set ``multismtp_status`` on the message and send ``post_send``. For mail from
@@ -287,7 +499,7 @@ class Engine:
                     self._give_up(item, no_fallback=self.fallback is None)
                     continue
                 item.tried.add(FALLBACK)
-                attempts.append(Attempt(item, None, item.sender(None)))
+                attempts.extend(self._attempt(item, None, now))
                 continue
             account = next(
                 (
@@ -317,7 +529,7 @@ class Engine:
                             _("Raise the account's limits or add another account for this mail."),
                         )
                     continue
-                attempts.append(Attempt(item, account, item.sender(account), reserved_at=now))
+                attempts.extend(self._attempt(item, account, now, reserved=True))
             if granted < len(group):
                 excluded.setdefault(pk, None)
         # Signals may cancel single messages before anything goes on the wire.
@@ -339,8 +551,9 @@ class Engine:
                 if attempt.item.row is None:
                     raise  # the caller's own receiver failed in the caller's request
                 # In a worker, one receiver's bug must not stop the batch (its rows would
-                # wait out the lease): this message waits for a fixed receiver instead.
-                attempt.item.done = True
+                # wait out the lease): this message waits for a fixed receiver instead,
+                # and the pass counts as an attempt, so it ends after the maximum.
+                attempt.item.done = attempt.item.faulted = True
                 attempt.item.failure = Failure(
                     Outcome.CONFIG_ERROR,
                     None,
@@ -352,6 +565,22 @@ class Engine:
                 continue
             kept.append(attempt)
         return kept
+
+    def _attempt(
+        self, item: Outgoing, account: SmtpAccount | None, now: Any, *, reserved: bool = False
+    ) -> list[Attempt]:
+        """The attempt of ``item`` on ``account`` (none if working out its envelope
+        sender raised: then, for queued mail, a fault of that message alone)."""
+        try:
+            sender = item.sender(account)
+        except Exception as exc:
+            if item.row is None:
+                raise
+            if account is not None and reserved:
+                limits.release(account, 1, now)
+            self._fault(item, _("preparing its envelope"), exc)
+            return []
+        return [Attempt(item, account, sender, reserved_at=now if reserved else None)]
 
     def transmit(self, attempts: list[Attempt]) -> None:
         """Do the SMTP work of one round (overridden by the test backend's engine)."""
@@ -378,7 +607,7 @@ class Engine:
         # The connections send on our loop while this thread renders their next messages
         # (see feed.py): rendering overlaps the waits for the servers.
         feed = Feed(smtp_loop.loop(), [lane for _, lane in lanes])
-        feed.run(_send_groups(lanes, feed), _render)
+        feed.run(_send_groups(lanes, feed), _render, self._on_replies)
 
     def _settle(
         self,
@@ -390,29 +619,12 @@ class Engine:
     ) -> None:
         item, account, delivery = attempt.item, attempt.account, attempt.delivery
         if delivery is None:  # not attempted: an earlier message failed the account
-            if account is not None:
-                limits.release(account, 1, attempt.reserved_at or now)
-                item.tried.discard(account.pk)
+            self._release(attempt, now)
             return
         item.attempts += 1
         name = account.name if account is not None else FALLBACK
         failure = delivery.failure
-        log.append(
-            DeliveryLog(
-                account=account,
-                account_name=name,
-                message_id=item.message_id[:255],
-                from_email=attempt.sender[:254],
-                recipient_count=len(item.envelope_recipients),
-                recipient_domains=item.recipient_domains(),
-                outcome=failure.outcome.value if failure else Outcome.SENT.value,
-                reply_code=delivery.code,
-                reply_text=(failure.summary() if failure else _sent_reply(item, delivery))[:2000],
-                duration_ms=int(delivery.duration * 1000),
-                attempt=item.attempts,
-                created_at=now,
-            )
-        )
+        log.append(self._log_entry(attempt, delivery, now))
         if failure is None:
             item.done, item.failure = True, None
             item.refused = dict(delivery.refused)
@@ -444,6 +656,23 @@ class Engine:
         state.record_failover(account, following, failure)
         if following is None:
             item.done = True
+
+    def _log_entry(self, attempt: Attempt, delivery: Delivery, now: Any) -> DeliveryLog:
+        item, account, failure = attempt.item, attempt.account, delivery.failure
+        return DeliveryLog(
+            account=account,
+            account_name=account.name if account is not None else FALLBACK,
+            message_id=item.message_id[:255],
+            from_email=attempt.sender[:254],
+            recipient_count=len(item.envelope_recipients),
+            recipient_domains=item.recipient_domains(),
+            outcome=failure.outcome.value if failure else Outcome.SENT.value,
+            reply_code=delivery.code,
+            reply_text=(failure.summary() if failure else _sent_reply(item, delivery))[:2000],
+            duration_ms=int(delivery.duration * 1000),
+            attempt=item.attempts,
+            created_at=now,
+        )
 
     def _give_up(
         self,
@@ -503,6 +732,52 @@ class Engine:
         if failed and not self.fail_silently:
             raise _error_for(failed, sent)
         return sent
+
+
+def _stub(index: int, row: Any) -> Outgoing:
+    """An item for a row that could not be read: enough to settle it."""
+    return Outgoing(
+        index=index,
+        message=row,
+        hints=Hints(),
+        user_id=None,
+        from_address="",
+        uses_default_from=False,
+        envelope_recipients=[],
+        message_id=row.message_id,
+        base=None,
+        row=row,
+        attempts=row.smtp_attempts,
+    )
+
+
+def _accepted(item: Outgoing) -> bool:
+    return item.sent_by is not None or item.sent_by_fallback
+
+
+def _write_log(entries: list[DeliveryLog], *, guarded: bool) -> None:
+    """Insert the log rows in one statement. ``guarded`` (a worker): if the database
+    refuses that, insert them one by one and drop (and report) the ones it refuses,
+    so one bad row neither stops the batch nor loses the others; a log row is a
+    record of what happened, not what decides a message's fate."""
+    if not guarded:
+        state.write_log(entries)
+        return
+    alias = router.db_for_write(DeliveryLog)
+    try:
+        with transaction.atomic(using=alias):
+            state.write_log(entries)
+        return
+    except Exception:
+        if len(entries) <= 1:
+            logger.exception("Writing %d delivery log rows failed", len(entries))
+            return
+    for entry in entries:
+        try:
+            with transaction.atomic(using=alias):
+                state.write_log([entry])
+        except Exception:
+            logger.exception("Writing the delivery log row of %s failed", entry.message_id)
 
 
 def _sent_reply(item: Outgoing, delivery: Delivery) -> str:
@@ -575,7 +850,15 @@ def account_config(account: SmtpAccount) -> ServerConfig:
 
 
 def _render(attempt: Attempt) -> bytes:
-    return attempt.item.render(attempt.account)
+    """The attempt's bytes. For queued mail a failure is that message's alone: it is
+    marked (the lane skips it) rather than raised (which would stop every lane)."""
+    try:
+        return attempt.item.render(attempt.account)
+    except Exception as exc:
+        if attempt.item.row is None:
+            raise
+        attempt.fault = exc
+        return b""
 
 
 async def _send_groups(groups: list[tuple[Session, Lane]], feed: Feed) -> None:
@@ -589,16 +872,25 @@ async def _send_group(session: Session, lane: Lane, feed: Feed) -> None:
         data = await feed.take(lane)
         if data is None:  # rendering a later message failed: the caller gets the error
             return
+        if attempt.fault is not None:  # rendering this one failed: the others go on
+            feed.sent(lane, attempt)
+            continue
         after = attempts[index + 1] if index + 1 < len(attempts) else None
-        delivery: Delivery = await session.send(
-            attempt.sender,
-            attempt.item.envelope_recipients,
-            data,
-            following=(after.sender, after.item.envelope_recipients) if after else None,
-        )
+        try:
+            delivery: Delivery = await session.send(
+                attempt.sender,
+                attempt.item.envelope_recipients,
+                data,
+                following=(after.sender, after.item.envelope_recipients) if after else None,
+            )
+        except Exception as exc:  # ours: a server's doing is classified, never raised
+            attempt.fault = exc
+            delivery = Delivery(internal_failure(_("sending it"), exc))
+            # Where the conversation stands is unknown: start the next one afresh.
+            await _close_sessions([session])
         del data  # memory holds the messages in flight, not the whole batch
         attempt.delivery = delivery
-        feed.sent(lane)
+        feed.sent(lane, attempt)
         if delivery.failure is not None and delivery.failure.account_level:
             feed.stop(lane)
             return

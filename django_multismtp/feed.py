@@ -11,6 +11,12 @@ Memory stays bounded: each lane holds at most ``ahead`` rendered messages that a
 on the wire yet. A lane that stops early (its server failed the account) drops what it
 holds and takes nothing more; if rendering raises, every lane stops after the messages it
 already has, and the error reaches the caller once the loop is done with them.
+
+The traffic goes the other way too: each reply the loop receives is handed back
+(:meth:`Feed.sent`), and the calling thread passes the replied attempts to its
+``on_replies`` callback between renders and while it waits, at least every ``tick``
+seconds. The outbox worker settles its rows there, as the replies arrive, so a worker
+killed mid-batch has written what it sent (see :mod:`django_multismtp.engine`).
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from typing import Any
 
 #: Rendered messages a connection may have waiting, beyond the one it is sending.
 AHEAD = 4
+#: Seconds the calling thread waits at most before calling ``on_replies`` again.
+TICK = 0.05
 
 
 class Lane:
@@ -51,24 +59,49 @@ class Feed:
         self.ahead = max(ahead, 1)
         self.closed = False
         self._changed = threading.Condition()
+        #: Attempts whose reply arrived, not yet passed to ``on_replies`` (guarded).
+        self._replied: list[Any] = []
+        self._on_replies: Callable[[list[Any]], Any] = _ignore
 
     # -- the calling thread ------------------------------------------------------------
     def run(
         self,
         send: Coroutine[Any, Any, None],
         render: Callable[[Any], bytes],
+        on_replies: Callable[[list[Any]], Any] | None = None,
     ) -> None:
-        """Start ``send`` on the loop, render every attempt for it, wait until it is done."""
+        """Start ``send`` on the loop, render every attempt for it, wait until it is done.
+
+        ``on_replies`` runs in this thread with the attempts replied to since its last
+        call (possibly none: it is also a clock tick), until the loop is done."""
+        self._on_replies = on_replies or _ignore
         future = asyncio.run_coroutine_threadsafe(send, self.loop)
+        future.add_done_callback(lambda _future: self._notify())
         try:
             self._render_all(render, future)
+            while not future.done():
+                with self._changed:
+                    if not self._replied and not future.done():
+                        self._changed.wait(timeout=TICK)
+                self._pass_replies()
         finally:
             self._close()
             future.result()
+        self._pass_replies()
+
+    def _pass_replies(self) -> None:
+        with self._changed:
+            replied, self._replied = self._replied, []
+        self._on_replies(replied)
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
 
     def _render_all(self, render: Callable[[Any], bytes], future: Future[None]) -> None:
         pending = list(self.lanes)
         while pending:
+            self._pass_replies()
             progressed = False
             for lane in list(pending):
                 with self._changed:
@@ -86,8 +119,10 @@ class Feed:
             if progressed or not pending:
                 continue
             with self._changed:
-                if not any(lane.held <= self.ahead or lane.stopped for lane in pending):
-                    self._changed.wait(timeout=1.0)
+                if not self._replied and not any(
+                    lane.held <= self.ahead or lane.stopped for lane in pending
+                ):
+                    self._changed.wait(timeout=TICK)
             if future.done():  # the loop side ended (or failed): nothing will take more
                 return
 
@@ -123,9 +158,11 @@ class Feed:
             finally:
                 lane.waiter = None
 
-    def sent(self, lane: Lane) -> None:
+    def sent(self, lane: Lane, attempt: Any) -> None:
+        """``attempt`` (taken from ``lane``) is done with: replied to, or skipped."""
         with self._changed:
             lane.held -= 1
+            self._replied.append(attempt)
             self._changed.notify()
 
     def stop(self, lane: Lane) -> None:
@@ -135,6 +172,10 @@ class Feed:
             lane.held -= len(lane.ready)
             lane.ready.clear()
             self._changed.notify()
+
+
+def _ignore(replied: list[Any]) -> None:
+    pass
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

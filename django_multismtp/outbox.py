@@ -3,10 +3,18 @@
 Delivery is at least once. A worker claims due rows by writing its id and a lease end
 into them (``SELECT ... FOR UPDATE SKIP LOCKED`` on databases that have it, so workers
 on many machines never wait for each other; one conditional ``UPDATE`` elsewhere), sends
-them, and settles them with updates that only touch rows it still holds. A worker that
-dies leaves its rows claimed until the lease ends; the next claim of such a row marks it
-a *possible duplicate*, because the dead worker may have sent it before dying. The
-Message-ID never changes, so the receiving side can recognise the copy.
+them, and settles them with updates that only touch rows it still holds. It settles
+them as their replies arrive, in small chunks, not when the batch is over (see
+:mod:`django_multismtp.engine`). A worker that dies leaves the rest claimed until the
+lease ends; the next claim of such a row marks it a *possible duplicate*, because the
+dead worker may have sent it before dying: those are at most the messages in flight and
+one unwritten chunk. The Message-ID never changes, so the receiving side can recognise
+the copy.
+
+No row is left claimed because of an error of ours: settling one row that raises makes
+it a failed attempt with the error (:func:`settle`), and a batch that fails as a whole
+gives its rows back with the attempt counted (:func:`give_back`), so
+OUTBOX_MAX_ATTEMPTS and OUTBOX_MAX_AGE end every loop.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from django.db.models import Case, F, Q, Value, When
 from django.utils.module_loading import import_string
 
 from . import clock, conf, limits
-from .bulk import insert_rows
+from .bulk import insert_rows, update_rows
 from .models import OutboxMessage
 from .replies import Failure
 
@@ -250,64 +258,61 @@ class Settlement:
         self.errors.extend(other.errors)
 
 
+@dataclass
+class _Limits:
+    """When to give up, read once per settlement."""
+
+    now: dt.datetime
+    max_attempts: int = 0
+    expired_before: dt.datetime | None = None
+    free: dict[Any, dt.datetime] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.max_attempts = int(conf.get_setting("OUTBOX_MAX_ATTEMPTS"))
+        max_age = conf.get_setting("OUTBOX_MAX_AGE")
+        if max_age is not None:
+            self.expired_before = self.now - conf.as_timedelta(max_age)
+
+    def give_up(self, row: OutboxMessage, counted: bool) -> bool:
+        """Fail ``row`` (prefixing the reason to its error) if its time is up."""
+        if counted and row.attempts >= self.max_attempts:
+            row.status = Status.FAILED
+            row.last_error = f"Gave up after {row.attempts} attempts. {row.last_error}"
+        elif self.expired_before is not None and row.created_at < self.expired_before:
+            row.status = Status.FAILED
+            row.last_error = (
+                f"Gave up: not sent {_age(self.now - row.created_at)} after it was queued "
+                f"(OUTBOX_MAX_AGE). {row.last_error}"
+            )
+        else:
+            return False
+        return True
+
+
 def settle(items: Iterable[Outgoing], *, worker: str, now: dt.datetime) -> Settlement:
-    """Write each claimed row's outcome, touching only rows ``worker`` still holds."""
+    """Write each claimed row's outcome, touching only rows ``worker`` still holds.
+
+    A fixed number of queries, whatever the number of items. If working out one row's
+    outcome raises, that row alone becomes a failed attempt with the error; if the
+    database refuses the write, the rows are written one by one, and a row it still
+    refuses is given back (:func:`give_back`)."""
     result = Settlement()
     rows = []
-    max_attempts = int(conf.get_setting("OUTBOX_MAX_ATTEMPTS"))
-    max_age = conf.get_setting("OUTBOX_MAX_AGE")
-    expired_before = now - conf.as_timedelta(max_age) if max_age is not None else None
-    free: dict[Any, dt.datetime] = {}
+    limits_ = _Limits(now)
     for item in items:
         row = item.row
         assert row is not None
-        row.locked_by, row.locked_until = "", None
-        reached_server = item.attempts > row.smtp_attempts
-        row.smtp_attempts = item.attempts
-        if item.cancelled:
-            row.status = Status.CANCELLED
-            result.cancelled += 1
-        elif item.sent_by is not None or item.sent_by_fallback:
-            row.status, row.sent_at, row.sent_by = Status.SENT, now, item.sent_by
-            result.sent += 1
-        else:
-            failure = item.failure
-            row.last_error = error_text(failure)
-            row.last_error_code = failure.code if failure else None
-            if reached_server:
-                row.attempts += 1
-            else:
-                row.deferrals += 1
-            if failure is not None and not failure.retryable:
-                row.status = Status.FAILED
-            elif reached_server and row.attempts >= max_attempts:
-                row.status = Status.FAILED
-                row.last_error = f"Gave up after {row.attempts} attempts. {row.last_error}"
-            elif expired_before is not None and row.created_at < expired_before:
-                row.status = Status.FAILED
-                row.last_error = (
-                    f"Gave up: not sent {_age(now - row.created_at)} after it was queued "
-                    f"(OUTBOX_MAX_AGE). {row.last_error}"
-                )
-            else:
-                row.next_attempt_at = next_attempt(
-                    item, row.attempts, now, deferred=not reached_server, free=free
-                )
-            if row.status == Status.FAILED:
-                row.last_error = row.last_error.strip()[:2000]
-                result.failed += 1
-                result.errors.append(f"{row.message_id}: {failure.summary() if failure else ''}")
-            else:
-                result.retrying += 1
+        before = {name: getattr(row, name) for name in SETTLED_FIELDS}
+        try:
+            _outcome(item, row, limits_)
+        except Exception as exc:
+            logger.exception("Settling outbox row %s failed", row.message_id)
+            for name, value in before.items():
+                setattr(row, name, value)
+            _faulted(item, row, limits_, "settling it", exc)
+        _count(row, item, result)
         rows.append(row)
-    held = OutboxMessage.objects.filter(locked_by=worker)
-    sent = [row for row in rows if row.status == Status.SENT]
-    others = [row for row in rows if row.status != Status.SENT]
-    updated = 0
-    if sent:  # a row cancelled while it was being sent was sent all the same: say so
-        updated += held.bulk_update(sent, SETTLED_FIELDS)
-    if others:  # but a cancelled row must not come back to the queue
-        updated += held.exclude(status=Status.CANCELLED).bulk_update(others, SETTLED_FIELDS)
+    updated = _store(rows, worker=worker)
     result.lost_lease = len(rows) - updated
     if result.lost_lease:
         logger.warning(
@@ -316,6 +321,135 @@ def settle(items: Iterable[Outgoing], *, worker: str, now: dt.datetime) -> Settl
             result.lost_lease,
             worker,
         )
+    return result
+
+
+def _outcome(item: Outgoing, row: OutboxMessage, limits_: _Limits) -> None:
+    """Set the fields of ``row`` that say what became of ``item`` in this pass."""
+    now = limits_.now
+    row.locked_by, row.locked_until = "", None
+    reached_server = item.attempts > row.smtp_attempts
+    row.smtp_attempts = item.attempts
+    if item.cancelled:
+        row.status = Status.CANCELLED
+        return
+    if item.sent_by is not None or item.sent_by_fallback:
+        row.status, row.sent_at, row.sent_by = Status.SENT, now, item.sent_by
+        return
+    failure = item.failure
+    row.last_error = error_text(failure)
+    row.last_error_code = failure.code if failure else None
+    # Our own fault counts like a server's failure: a message that always makes our code
+    # raise must end after OUTBOX_MAX_ATTEMPTS, not come back for ever.
+    counted = reached_server or item.faulted
+    if counted:
+        row.attempts += 1
+    else:
+        row.deferrals += 1
+    if failure is not None and not failure.retryable:
+        row.status = Status.FAILED
+    elif not limits_.give_up(row, counted):
+        row.next_attempt_at = next_attempt(
+            item, row.attempts, now, deferred=not counted, free=limits_.free
+        )
+    if row.status == Status.FAILED:
+        row.last_error = row.last_error.strip()[:2000]
+
+
+def _faulted(
+    item: Outgoing | None, row: OutboxMessage, limits_: _Limits, doing: str, exc: BaseException
+) -> None:
+    """The outcome of a row whose settlement raised: simple enough not to raise again.
+    A message the server accepted stays sent; any other is a failed attempt."""
+    now = limits_.now
+    row.locked_by, row.locked_until = "", None
+    if item is not None and item.attempts > row.smtp_attempts:
+        row.smtp_attempts = item.attempts
+    if item is not None and (item.sent_by is not None or item.sent_by_fallback):
+        row.status, row.sent_at, row.sent_by = Status.SENT, now, item.sent_by
+        return
+    row.attempts += 1
+    row.last_error = f"Internal error while {doing}: {exc!r}"[:2000]
+    row.last_error_code = None
+    if not limits_.give_up(row, True):
+        row.next_attempt_at = now + retry_delay(row.attempts)
+    row.last_error = row.last_error[:2000]
+
+
+def _count(row: OutboxMessage, item: Outgoing | None, result: Settlement) -> None:
+    if row.status == Status.SENT:
+        result.sent += 1
+    elif row.status == Status.CANCELLED:
+        result.cancelled += 1
+    elif row.status == Status.FAILED:
+        result.failed += 1
+        summary = item.failure.summary() if item and item.failure else row.last_error
+        result.errors.append(f"{row.message_id}: {summary}")
+    else:
+        result.retrying += 1
+
+
+def _store(rows: list[OutboxMessage], *, worker: str) -> int:
+    """Write settled rows that ``worker`` still holds; return how many it held."""
+    held = ("locked_by", "=", worker)
+    sent = [row for row in rows if row.status == Status.SENT]
+    others = [row for row in rows if row.status != Status.SENT]
+
+    def write(sent: list[OutboxMessage], others: list[OutboxMessage]) -> int:
+        with transaction.atomic(using=router.db_for_write(OutboxMessage)):
+            # A row cancelled while it was being sent was sent all the same: say so; but a
+            # cancelled row must not come back to the queue.
+            return update_rows(OutboxMessage, sent, SETTLED_FIELDS, where=[held]) + update_rows(
+                OutboxMessage,
+                others,
+                SETTLED_FIELDS,
+                where=[held, ("status", "<>", Status.CANCELLED)],
+            )
+
+    try:
+        return write(sent, others)
+    except Exception:
+        logger.exception("Settling %d outbox rows at once failed; settling one by one", len(rows))
+    updated = 0
+    for row in rows:
+        try:
+            updated += write([row], []) if row.status == Status.SENT else write([], [row])
+        except Exception as exc:
+            logger.exception("Settling outbox row %s failed", row.message_id)
+            if row.status == Status.SENT:  # keep it sent: only the row's details are lost
+                row.sent_by = None
+            else:  # the error text may be what it refused: keep the outcome, not the text
+                gave_up = row.last_error.split(". ", 1)[0] + ". "
+                row.last_error = (gave_up if row.last_error.startswith("Gave up") else "") + (
+                    f"Internal error while storing the outcome: {type(exc).__name__}"
+                )
+                row.last_error_code = None
+            try:
+                updated += write([row], []) if row.status == Status.SENT else write([], [row])
+            except Exception:
+                logger.exception("Outbox row %s stays claimed until its lease ends", row.pk)
+    return updated
+
+
+def give_back(
+    rows: Iterable[OutboxMessage],
+    *,
+    worker: str,
+    now: dt.datetime,
+    error: BaseException,
+    doing: str = "sending the batch",
+) -> Settlement:
+    """Settle claimed rows that a whole batch failed on: each is a failed attempt with
+    the error (failed for good after OUTBOX_MAX_ATTEMPTS or OUTBOX_MAX_AGE) instead of
+    waiting out the lease. Rows already settled, or no longer held, are left alone."""
+    result = Settlement()
+    limits_ = _Limits(now)
+    held = [row for row in rows if row.locked_by == worker and row.status == Status.QUEUED]
+    for row in held:
+        _faulted(None, row, limits_, doing, error)
+        _count(row, None, result)
+    updated = _store(held, worker=worker)
+    result.lost_lease = len(held) - updated
     return result
 
 

@@ -69,6 +69,9 @@ class Outgoing:
     failed_on: str | None = None
     done: bool = False
     cancelled: bool = False
+    #: Our own code raised while handling it (``failure`` holds the error): the pass
+    #: counts as a failed attempt, so OUTBOX_MAX_ATTEMPTS ends a loop of them.
+    faulted: bool = False
 
     @classmethod
     def prepare(
@@ -204,3 +207,7 @@ class Attempt:
     #: When the account's limits were reserved: a release must go to the same windows.
     reserved_at: dt.datetime | None = None
     delivery: Delivery | None = None
+    #: What our own code raised while rendering or sending it (not a server's doing).
+    fault: BaseException | None = None
+    #: The engine has taken its outcome into account.
+    recorded: bool = False

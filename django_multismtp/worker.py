@@ -7,6 +7,7 @@ machines, against one database (see :mod:`django_multismtp.outbox` for how they 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -16,7 +17,11 @@ from django.utils.module_loading import import_string
 
 from . import clock, compat, conf, outbox
 from .backends.smtp import EmailBackend
+from .engine import SettleEvery
 from .models import OutboxMessage
+from .outgoing import Outgoing
+
+logger = logging.getLogger("django_multismtp.worker")
 
 
 def backend_for(mailer: str) -> EmailBackend:
@@ -36,19 +41,33 @@ def backend_for(mailer: str) -> EmailBackend:
     return EmailBackend()
 
 
-def send_batch(rows: list[OutboxMessage], *, worker: str) -> outbox.Settlement:
-    """Send claimed rows (grouped by mailer) and settle them."""
+def send_batch(
+    rows: list[OutboxMessage], *, worker: str, every: SettleEvery | None = None
+) -> outbox.Settlement:
+    """Send claimed rows (grouped by mailer), settling them as their replies arrive.
+
+    Nothing our code raises leaves a row claimed: one message's failure is that
+    message's (a failed attempt, see :mod:`django_multismtp.engine`), and a group that
+    fails as a whole gives its unsettled rows back with the attempt counted
+    (:func:`outbox.give_back`). Only a database that refuses even that is left to the
+    lease."""
     by_mailer: dict[str, list[OutboxMessage]] = defaultdict(list)
     for row in rows:
         by_mailer[row.mailer].append(row)
     result = outbox.Settlement()
-    for mailer, group in by_mailer.items():
-        backend = backend_for(mailer)
-        items = backend.send_queued(group)
+
+    def settle(items: list[Outgoing]) -> None:
         result.add(outbox.settle(items, worker=worker, now=clock.now()))
-        for item in items:  # post_send, now that each row's fate is known
-            assert item.row is not None
-            backend.engine.report(item, queued=item.row.status == OutboxMessage.Status.QUEUED)
+
+    for mailer, group in by_mailer.items():
+        try:
+            backend_for(mailer).send_queued(group, settle=settle, every=every)
+        except Exception as exc:
+            logger.exception("Sending %d outbox rows of mailer %r failed", len(group), mailer)
+            try:
+                result.add(outbox.give_back(group, worker=worker, now=clock.now(), error=exc))
+            except Exception:
+                logger.exception("Giving back %d outbox rows failed", len(group))
     return result
 
 
@@ -60,12 +79,15 @@ def drain(
     stop: Callable[[], bool] = lambda: False,
     sleep: Callable[[float], Any] = time.sleep,
     on_batch: Callable[[outbox.Settlement], Any] | None = None,
+    every: SettleEvery | None = None,
 ) -> outbox.Settlement:
     """Send due mail until none is due (or, with ``loop``, until ``stop()``).
 
     ``max_seconds`` bounds the run (checked between batches: a batch is never cut
-    short). A batch that raises leaves its rows claimed; the lease then hands them to
-    the next worker, marked as possible duplicates.
+    short). Rows are settled as their replies arrive, and an error in one batch settles
+    its rows rather than leaving them claimed (see :func:`send_batch`); only a worker
+    that dies leaves rows to the lease, which then hands them to the next worker marked
+    as possible duplicates.
     """
     size = batch_size or int(conf.get_setting("OUTBOX_BATCH_SIZE"))
     poll = conf.get_timedelta("OUTBOX_POLL_INTERVAL").total_seconds()
@@ -81,7 +103,7 @@ def drain(
                 break
             sleep(poll)
             continue
-        result = send_batch(rows, worker=worker)
+        result = send_batch(rows, worker=worker, every=every)
         total.add(result)
         if on_batch is not None:
             on_batch(result)

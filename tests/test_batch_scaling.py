@@ -77,3 +77,38 @@ def test_database_queries_per_batch_do_not_grow_with_the_batch(backend_class):
     assert DeliveryLog.objects.count() == 1012
     row = DeliveryLog.objects.filter(account__name="a").latest("id")
     assert row.outcome == "sent" and row.recipient_count == 1 and row.created_at is not None
+
+
+@pytest.mark.django_db
+def test_a_worker_settles_200_rows_with_the_queries_of_10(settings, mailer, smtp_server, clock):
+    """The worker writes outcomes as replies arrive, in chunks; each chunk costs the
+    same queries whatever its size, so with the same chunking a batch of 200 costs what
+    a batch of 10 does, and smaller chunks add a fixed cost per chunk."""
+    from django_multismtp import worker
+    from django_multismtp.engine import SettleEvery
+    from django_multismtp.models import OutboxMessage
+
+    settings.MULTISMTP = {**settings.MULTISMTP, "OUTBOX": "always"}
+    SmtpAccountFactory.for_server(
+        smtp_server, name="bulk", is_site_default=True, max_connections=2, limit_per_minute=10**6
+    )
+
+    def drain_queries(size: int, every: SettleEvery) -> int:
+        assert EmailBackend().send_messages(messages(size)) == size
+        with CaptureQueriesContext(connection) as queries:
+            result = worker.drain(batch_size=size, every=every)
+        assert (result.sent, result.retrying, result.failed) == (size, 0, 0)
+        return len(queries)
+
+    at_the_end = SettleEvery(replies=None, seconds=None)
+    drain_queries(2, at_the_end)  # creates the usage-counter rows of the current windows
+    assert drain_queries(10, at_the_end) == drain_queries(200, at_the_end)
+
+    # 200 rows in chunks of 10 (20 writes) and of 20 (10 writes): a fixed cost per write.
+    by_tens = drain_queries(200, SettleEvery(replies=10, seconds=None))
+    by_twenties = drain_queries(200, SettleEvery(replies=20, seconds=None))
+    per_write, remainder = divmod(by_tens - by_twenties, 10)
+    assert remainder == 0 and 0 < per_write <= 8, (by_tens, by_twenties)
+    assert by_twenties - drain_queries(200, at_the_end) == 9 * per_write
+    assert not OutboxMessage.objects.exclude(status="sent").exists()
+    assert DeliveryLog.objects.filter(outcome="sent").count() == 812

@@ -320,16 +320,17 @@ class EmailBackend(BaseEmailBackend):
         """``send_messages`` for async code: database work in a thread, SMTP on our loop."""
         return await sync_to_async(self.send_messages, thread_sensitive=True)(email_messages)
 
-    def send_queued(self, rows: Sequence[Any]) -> list[Outgoing]:
+    def send_queued(self, rows: Sequence[Any], **options: Any) -> list[Outgoing]:
         """Send claimed outbox rows through this mailer's engine (see
-        :meth:`Engine.send_queued`), reusing connections while the backend is open."""
+        :meth:`Engine.send_queued`, which takes the ``options``), reusing connections
+        while the backend is open."""
         with self._lock:
             # Not open(): a worker must settle its rows whatever the server does, so the
             # engine connects (and records failures) per row, never raising.
             created = not self._is_open
             self._is_open = True
             try:
-                return self.engine.send_queued(rows)
+                return self.engine.send_queued(rows, **options)
             finally:
                 if created:
                     self.close()
