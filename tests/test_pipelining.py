@@ -331,7 +331,11 @@ def test_a_large_message_goes_through_flow_control_intact() -> None:
 
     async def scenario() -> list:
         async with server.running():
-            return await _send_all(server, [("a@example.com", ["b@example.com"], body)])
+            # The timeout bounds a hang, it measures nothing: a busy CI machine (the
+            # suite runs its environments in parallel) may take seconds for 1.2 MB.
+            return await _send_all(
+                server, [("a@example.com", ["b@example.com"], body)], reply_timeout=60.0
+            )
 
     [delivery] = run(scenario())
     assert delivery.failure is None
