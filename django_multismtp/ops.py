@@ -17,8 +17,8 @@ from django.utils.translation import gettext as _
 
 from . import clock, state
 from .addresses import prep_address
-from .backends.smtp import account_config
 from .compat import render_message
+from .engine import account_config
 from .eventloop import smtp_loop
 from .models import DeliveryLog, SmtpAccount
 from .replies import HINTS, Failure, Outcome

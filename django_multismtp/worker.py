@@ -48,7 +48,7 @@ def send_batch(rows: list[OutboxMessage], *, worker: str) -> outbox.Settlement:
         result.add(outbox.settle(items, worker=worker, now=clock.now()))
         for item in items:  # post_send, now that each row's fate is known
             assert item.row is not None
-            backend.report(item, queued=item.row.status == OutboxMessage.Status.QUEUED)
+            backend.engine.report(item, queued=item.row.status == OutboxMessage.Status.QUEUED)
     return result
 
 

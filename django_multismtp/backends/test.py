@@ -16,14 +16,16 @@ from django.core import mail
 from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 
+from ..engine import FALLBACK, Engine
 from ..outgoing import Attempt
 from ..transport import Delivery
-from .smtp import FALLBACK
 from .smtp import EmailBackend as SMTPEmailBackend
 
 
-class EmailBackend(SMTPEmailBackend):
-    def _transmit(self, attempts: list[Attempt]) -> None:
+class RecordingEngine(Engine):
+    """The real engine, with the SMTP work replaced by appending to ``mail.outbox``."""
+
+    def transmit(self, attempts: list[Attempt]) -> None:
         if not hasattr(mail, "outbox"):
             mail.outbox = []
         for attempt in attempts:
@@ -47,3 +49,7 @@ class EmailBackend(SMTPEmailBackend):
             )
             recorded.multismtp_wire = attempt.item.render(attempt.account)
             mail.outbox.append(recorded)
+
+
+class EmailBackend(SMTPEmailBackend):
+    engine_class = RecordingEngine
