@@ -176,6 +176,12 @@ def _outbox_errors(raw: dict[str, Any]) -> list[Any]:
             seconds = -1
         if isinstance(value, bool) or seconds <= 0:
             error(key, f"is {value!r}, not a positive duration.", "Use a timedelta or seconds.")
+    if not isinstance(raw.get("OUTBOX_QUEUE_CONFIG_ERRORS", False), bool):
+        error(
+            "OUTBOX_QUEUE_CONFIG_ERRORS",
+            f"is {raw['OUTBOX_QUEUE_CONFIG_ERRORS']!r}, not True or False.",
+            "Leave it False unless someone watches the outbox (see docs/delivery.rst).",
+        )
     wake = raw.get("OUTBOX_WAKE")
     if isinstance(wake, str):
         try:

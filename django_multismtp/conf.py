@@ -53,6 +53,12 @@ DEFAULTS: dict[str, Any] = {
     # rate limited, or a temporary failure everywhere) and send it later; "always": queue
     # every message and let a worker send it; "off": raise instead of queueing.
     "OUTBOX": "retry",
+    # In "retry" mode, also queue a message whose only failures need a person: a wrong
+    # login, a TLS or certificate failure (a security mode that does not match the port),
+    # an undecryptable password, another configuration error. Off by default: such a
+    # send raises at once (or, under fail_silently, is not counted as sent) instead of
+    # waiting for days for a fix nobody was told about.
+    "OUTBOX_QUEUE_CONFIG_ERRORS": False,
     # Give up (status "failed") after this many passes that reached a server and failed.
     "OUTBOX_MAX_ATTEMPTS": 10,
     # ...or when a message is still not sent this long after it was queued (None: keep

@@ -45,6 +45,9 @@ class Choice:
     candidates: list[SmtpAccount] = field(default_factory=list)
     #: Accounts that matched but may not send now, with the reason.
     skipped: list[tuple[SmtpAccount, str]] = field(default_factory=list)
+    #: The account an explicit hint named (step "account"), usable or not: when it is
+    #: skipped the engine says so, and an inactive one is a configuration error.
+    named: SmtpAccount | None = None
 
     @property
     def use_fallback(self) -> bool:
@@ -128,7 +131,7 @@ def choose(
     chosen_ids = {a.pk for a in primary}
     ordered = primary + [a for a in pool if a.pk not in chosen_ids]
 
-    choice = Choice(step)
+    choice = Choice(step, named=primary[0] if step == "account" else None)
     seen: set[Any] = set()
     for account in ordered:
         if account.pk in seen:

@@ -7,6 +7,9 @@ from django.utils.translation import gettext_lazy as _
 
 from ..replies import Outcome
 
+#: The log's outcome for an account passed over because of its limits or pause.
+DEFERRED = "deferred"
+
 OUTCOME_CHOICES = [
     (Outcome.SENT.value, _("sent")),
     (Outcome.THROTTLED.value, _("throttled")),
@@ -17,6 +20,10 @@ OUTCOME_CHOICES = [
     (Outcome.CONNECTION_FAILED.value, _("connection failed")),
     (Outcome.CONFIG_ERROR.value, _("configuration error")),
     (Outcome.CANCELLED.value, _("cancelled")),
+    # Not sent through this account now: its own sending limit is reached, or it is
+    # rate limited; the text says until when. (Not a server's verdict, so not in
+    # replies.Outcome.)
+    (DEFERRED, _("deferred")),
 ]
 
 
