@@ -25,6 +25,7 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from . import clock, conf, ops, outbox, verification
+from .exposure import security_warnings
 from .forms import ConfirmCodeForm, SendCodeForm, SmtpAccountForm
 from .models import DeliveryLog, OutboxMessage, SmtpAccount
 from .presets import PRESETS
@@ -243,6 +244,7 @@ class SmtpAccountAdmin(ValidSelectionMixin, AccountAdminBase):  # type: ignore[m
         "activate",
         "deactivate",
     ]
+    change_form_template = "admin/django_multismtp/smtpaccount/change_form.html"
     test_results_template = "admin/django_multismtp/smtpaccount/test_results.html"
     send_code_template = "admin/django_multismtp/smtpaccount/send_code.html"
     confirm_template = "admin/django_multismtp/smtpaccount/confirm_code.html"
@@ -343,6 +345,22 @@ class SmtpAccountAdmin(ValidSelectionMixin, AccountAdminBase):  # type: ignore[m
         # Only when the preset's server is what was saved (not overwritten by hand).
         if preset is not None and preset.caveat and obj.host == preset.host:
             self.message_user(request, f"{preset.label}: {preset.caveat}", messages.WARNING)
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> HttpResponse:
+        # In red at the top of the form: what the saved settings expose (exposure.py).
+        if obj is not None and obj.pk is not None:
+            context["security_warnings"] = security_warnings(
+                obj.host, obj.security, obj.verify_certificates
+            )
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     # -- extra pages ------------------------------------------------------------------
     def get_urls(self) -> list[URLPattern]:
