@@ -24,7 +24,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from . import clock, conf, ops, outbox, verification
+from . import clock, conf, ops, outbox, stall, verification
 from .exposure import security_warnings
 from .forms import ConfirmCodeForm, SendCodeForm, SmtpAccountForm
 from .models import DeliveryLog, OutboxMessage, SmtpAccount
@@ -346,6 +346,10 @@ class SmtpAccountAdmin(ValidSelectionMixin, AccountAdminBase):  # type: ignore[m
         if preset is not None and preset.caveat and obj.host == preset.host:
             self.message_user(request, f"{preset.label}: {preset.caveat}", messages.WARNING)
 
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        _warn_if_stalled(request)
+        return super().changelist_view(request, extra_context)
+
     def render_change_form(
         self,
         request: HttpRequest,
@@ -556,9 +560,23 @@ class OutboxStatusFilter(admin.SimpleListFilter):
         return queryset
 
 
+def _warn_if_stalled(request: HttpRequest) -> None:
+    """A banner on the account and outbox lists when queued mail waits with no worker
+    (see :mod:`django_multismtp.stall`): a site that queues must run one."""
+    if request.method != "GET":
+        return
+    stuck = stall.stalled(clock.now())
+    if stuck is not None:
+        messages.error(request, stuck.message())
+
+
 @admin.register(OutboxMessage)
 class OutboxMessageAdmin(ValidSelectionMixin, OutboxAdminBase):  # type: ignore[misc]
     """Read-only rows with two actions: a person decides *when*, never *what*."""
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        _warn_if_stalled(request)
+        return super().changelist_view(request, extra_context)
 
     list_display = (
         "created_at",

@@ -166,6 +166,7 @@ def _outbox_errors(raw: dict[str, Any]) -> list[Any]:
         "OUTBOX_LEASE",
         "OUTBOX_POLL_INTERVAL",
         "OUTBOX_MAX_AGE",
+        "OUTBOX_STALL_AFTER",
     ):
         value = raw.get(key, conf.DEFAULTS[key])
         if key == "OUTBOX_MAX_AGE" and value is None:

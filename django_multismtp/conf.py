@@ -70,6 +70,10 @@ DEFAULTS: dict[str, Any] = {
     # How long a worker owns the rows it claimed; a crashed worker's rows are picked up
     # again after this. Keep it well above the time one batch takes to send.
     "OUTBOX_LEASE": dt.timedelta(minutes=10),
+    # Queued mail due for longer than this while no worker was seen in that time is
+    # reported (verify_smtp_accounts, the admin): the site queues but runs no worker.
+    # Keep it well above OUTBOX_POLL_INTERVAL and the time one batch takes.
+    "OUTBOX_STALL_AFTER": dt.timedelta(minutes=15),
     # Rows one worker claims at a time.
     "OUTBOX_BATCH_SIZE": 100,
     # send_queued_mail --loop: pause between polls when nothing is due.

@@ -27,7 +27,7 @@ from django.contrib.auth import get_user_model
 from django.core.mail.utils import DNS_NAME
 from django.utils.translation import gettext as _
 
-from . import clock, conf, limits, outbox, selection, signals, state
+from . import clock, conf, limits, outbox, selection, signals, stall, state
 from .eventloop import smtp_loop
 from .exceptions import (
     CancelSend,
@@ -137,6 +137,7 @@ class Engine:
         items with their outcomes for :func:`outbox.settle` and :meth:`report`
         (nothing is raised)."""
         now = clock.now()
+        stall.worker_seen(now)  # a worker is sending: queued mail is not stranded
         accounts = load_accounts()
         items = []
         for index, row in enumerate(rows):

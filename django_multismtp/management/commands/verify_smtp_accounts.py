@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.validators import validate_email
 
-from ... import clock, conf, ops
+from ... import clock, conf, ops, stall
 from ...models import SmtpAccount
 
 #: Every account works, but one needs attention soon (a certificate about to expire).
@@ -79,10 +79,16 @@ class Command(BaseCommand):
         else:
             self._table(results)
         failed = [r.account for r in results if not r.ok]
+        stuck = stall.stalled(clock.now())
+        if stuck is not None:
+            # On standard error, so --json output stays parseable.
+            self.stderr.write(f"Outbox: {stuck.message()}")
         if failed:
             raise CommandError(
                 f"{len(failed)} of {len(results)} account(s) failed: {', '.join(failed)}."
             )
+        if stuck is not None:
+            raise CommandError(f"Outbox: {stuck.waiting} message(s) waiting with no worker.")
         warned = [r.account for r in results if r.warnings]
         if warned:
             raise CommandError(
