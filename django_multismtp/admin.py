@@ -600,6 +600,7 @@ class OutboxMessageAdmin(ValidSelectionMixin, OutboxAdminBase):  # type: ignore[
         "reply_to",
         "envelope_recipients",
         "size",
+        "hinted_account",
         "account_hint",
         "user",
         "purpose",

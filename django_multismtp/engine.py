@@ -259,14 +259,15 @@ class Engine:
             return None  # an anonymous visitor (e.g. a password reset) is no user hint
         if getattr(user, "pk", None) is not None:
             return int(user.pk)
-        if isinstance(user, int):
+        if isinstance(user, int) and not isinstance(user, bool):
             return user
+        # Text is a user name and nothing else: user names may be all digits (phone
+        # numbers, staff numbers), so "12" must never fall back to the user whose
+        # primary key is 12 (whose personal account that would unlock).
         key = str(user)
         if key not in cache:
             model = get_user_model()
             found = model._default_manager.filter(**{model.USERNAME_FIELD: key}).first()
-            if found is None and key.isdigit():
-                found = model._default_manager.filter(pk=int(key)).first()
             cache[key] = found.pk if found is not None else None
             if found is None:
                 raise MultiSMTPConfigurationError(
@@ -476,7 +477,7 @@ class Engine:
         if item.failure is not None:
             return
         assert item.choice is not None
-        named = item.choice.named
+        named = item.choice.account
         if named is not None and not named.is_active and not item.choice.candidates:
             # Someone deactivated the very account this mail asks for: no amount of
             # waiting brings it back, and "rate limited" would send the reader astray.
@@ -576,7 +577,7 @@ def _may_wait(item: Outgoing) -> bool:
     if failure.outcome not in NEEDS_A_PERSON or item.wait_helps:
         return True
     assert item.choice is not None
-    named = item.choice.named
+    named = item.choice.account
     if named is not None and not named.is_active and item.attempts == 0:
         return False  # an inactive account asked for by name: never queued
     return bool(conf.get_setting("OUTBOX_QUEUE_CONFIG_ERRORS"))
@@ -603,7 +604,7 @@ def _named_skipped(item: Outgoing, account: SmtpAccount | None) -> str:
     """A note for the log when the message named an account and went to another one:
     the failover rule of :mod:`selection` (accounts allowed to send the same From)."""
     choice = item.choice
-    named = choice.named if choice is not None else None
+    named = choice.account if choice is not None else None
     if named is None or account is None or account.pk == named.pk:
         return ""
     why = next((why for a, why in choice.skipped if a.pk == named.pk), None) if choice else None

@@ -65,7 +65,13 @@ class MultiSMTPConfigurationError(InvalidMailer):
 
 
 class UnknownAccount(MultiSMTPConfigurationError):
-    """An account hint names no SMTP account (wrong id or name)."""
+    """An account hint names no SMTP account this message may use (wrong id or name)."""
+
+
+class AccountNotAllowed(UnknownAccount):
+    """An account hint names someone's personal account, and the message is not sent as
+    its owner. (A subclass of :class:`UnknownAccount`, so code that handles a bad hint
+    handles this one too: the message is refused, never sent through another account.)"""
 
 
 class CancelSend(Exception):  # noqa: N818 (it is a control-flow signal, like StopIteration)

@@ -4,6 +4,12 @@ Hints arrive from three places, most specific first: attributes or hint headers 
 message, the :func:`sending_as` context manager (for code you cannot edit, such as
 Django's password-reset view or a third-party app), and the backend's options
 (``MAILERS`` OPTIONS or ``get_connection()`` keyword arguments).
+
+An account hint is an ``SmtpAccount``, its primary key as an ``int``, or its name as a
+string; :func:`selection.resolve_account` matches the first two by primary key only and
+a string by name only. Headers carry text, so the ``X-MultiSMTP-Account`` header is
+read as a primary key when it is all digits (account names never are) and as a name
+otherwise.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Hints:
-    #: An account instance, primary key or name.
+    #: An ``SmtpAccount`` or its primary key (an ``int``): matched by primary key only;
+    #: or its name (a ``str``): matched by name only.
     account: Any = None
     #: A user instance, primary key or user name.
     user: Any = None
@@ -40,7 +47,8 @@ class Hints:
 
 #: Message attributes read as hints (set them directly or through MultiSMTPMessageMixin).
 MESSAGE_ATTRIBUTES = {"account": "smtp_account", "user": "smtp_user", "purpose": "smtp_purpose"}
-#: Headers read as hints and removed before the message is rendered.
+#: Headers read as hints and removed before the message is rendered. The account header
+#: is a primary key when it is all digits, else a name (see :func:`header_account`).
 HINT_HEADERS = {
     "x-multismtp-account": "account",
     "x-multismtp-user": "user",
@@ -73,6 +81,15 @@ def context_hints() -> Hints:
     return _current.get()
 
 
+def header_account(value: str) -> int | str:
+    """The account an ``X-MultiSMTP-Account`` header names: digits are a primary key
+    (account names are never all digits), anything else a name."""
+    text = value.strip()
+    if text.isascii() and text.isdigit() and len(text) <= 20:
+        return int(text)
+    return value  # (a longer run of digits is refused as a hint by the selection)
+
+
 def message_hints(message: Any) -> Hints:
     """Hints carried by one message (attributes first, then hint headers)."""
     values: dict[str, Any] = {}
@@ -80,7 +97,7 @@ def message_hints(message: Any) -> Hints:
     for name, value in headers.items():
         key = HINT_HEADERS.get(str(name).lower())
         if key is not None and value not in (None, ""):
-            values[key] = str(value)
+            values[key] = header_account(str(value)) if key == "account" else str(value)
     for key, attribute in MESSAGE_ATTRIBUTES.items():
         value = getattr(message, attribute, None)
         if value is not None:

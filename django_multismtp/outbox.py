@@ -110,12 +110,16 @@ def error_text(failure: Failure | None) -> str:
     return f"{failure.summary()}\n{failure.hint}".strip()[:2000]
 
 
-def _hint_text(value: Any) -> str:
-    """An account hint as stored: the primary key of an instance, else the name or id."""
-    if value is None:
-        return ""
-    pk = getattr(value, "pk", None)
-    return str(pk if pk is not None else value)[:100]
+def _hinted_account(item: Outgoing) -> tuple[Any, str]:
+    """The primary key and name of the account the message's hint named (None, "" when
+    none). The selection resolved the hint already (an unknown one raised before
+    anything was queued), so the row stores the account it found, by key."""
+    account = item.choice.account if item.choice is not None else None
+    if account is None:
+        if item.hints.account is not None:  # never queue it to be routed by other rules
+            raise ValueError(f"The account hint of {item.message_id} was not resolved.")
+        return None, ""
+    return account.pk, account.name[:100]
 
 
 def _subject(item: Outgoing) -> str:
@@ -136,6 +140,7 @@ def enqueue(
     free: dict[Any, dt.datetime] = {}
     for item in items:
         tried = item.attempts > 0
+        hinted_pk, hinted_name = _hinted_account(item)
         row = OutboxMessage(
             message_id=item.message_id[:255],
             subject=_subject(item),
@@ -143,7 +148,8 @@ def enqueue(
             uses_default_from=item.uses_default_from,
             reply_to=", ".join(item.reply_to),
             envelope_recipients="\n".join(item.envelope_recipients),
-            account_hint=_hint_text(item.hints.account),
+            hinted_account_id=hinted_pk,
+            account_hint=hinted_name,
             user_id=item.user_id,
             purpose=item.hints.purpose or "",
             mailer=mailer or "",

@@ -23,7 +23,7 @@ from django.core.mail.utils import DNS_NAME
 from . import rawmail
 from .addresses import prep_address, prep_sender, sender_spec
 from .compat import render_message
-from .hints import HINT_HEADERS, Hints
+from .hints import HINT_HEADERS, Hints, header_account
 from .replies import Failure
 
 if TYPE_CHECKING:
@@ -122,7 +122,16 @@ class Outgoing:
     def from_row(cls, index: int, row: OutboxMessage) -> Outgoing:
         """A queued message, ready for the same rounds as a direct send."""
         from_email = row.from_email
-        hints = Hints(account=row.account_hint or None, purpose=row.purpose or None)
+        from .models import SmtpAccount
+
+        # By primary key only: a reference carrying the id (and, for the error should
+        # the account be gone, the name it had). A hint kept as text is found only on
+        # rows queued before hints were stored by id that named no account then: read
+        # as the header is (digits are a primary key, anything else a name).
+        account: Any = header_account(row.account_hint) if row.account_hint else None
+        if row.hinted_account_id is not None:
+            account = SmtpAccount(pk=row.hinted_account_id, name=row.account_hint)
+        hints = Hints(account=account, purpose=row.purpose or None)
         return cls(
             index=index,
             message=row,

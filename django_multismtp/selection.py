@@ -7,7 +7,9 @@ precedence is tested quickly and exhaustively.
 
 Order (the first step that matches any active account wins):
 
-1. an explicit account (by instance, primary key or name);
+1. an explicit account: an ``SmtpAccount`` instance or an ``int`` is matched by primary
+   key only, a string by name only (names are never all digits, so a hint can never
+   mean two accounts); a personal account only for mail sent as its owner;
 2. the sending user: their own accounts, then accounts they are the default for;
 3. the purpose asked for (accounts allowed to send the From address first);
 4. accounts allowed to send the message's From address;
@@ -15,7 +17,9 @@ Order (the first step that matches any active account wins):
    (a hinted purpose's own site default already came first in step 3);
 6. the fallback server.
 
-Personal accounts (with an owner) are only ever used for mail sent as their owner.
+Personal accounts (with an owner) are only ever used for mail sent as their owner
+(the ``user`` hint), whatever the account hint says: a hint naming someone else's
+personal account raises :exc:`AccountNotAllowed` rather than sending their mail.
 Behind the primary accounts come failover candidates: other shared accounts allowed to
 send the same From address (or, for mail using the site's default From, accounts of the
 same purpose), so a transient failure never changes who the mail appears to come from.
@@ -30,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils.translation import gettext as _
 
-from .exceptions import UnknownAccount
+from .exceptions import AccountNotAllowed, UnknownAccount
 from .hints import Hints
 
 if TYPE_CHECKING:
@@ -45,28 +49,90 @@ class Choice:
     candidates: list[SmtpAccount] = field(default_factory=list)
     #: Accounts that matched but may not send now, with the reason.
     skipped: list[tuple[SmtpAccount, str]] = field(default_factory=list)
-    #: The account an explicit hint named (step "account"), usable or not: when it is
-    #: skipped the engine says so, and an inactive one is a configuration error.
-    named: SmtpAccount | None = None
+    #: The account an explicit hint named (step "account"), usable now or not: the
+    #: outbox stores its primary key, so a queued message keeps exactly this account.
+    account: SmtpAccount | None = None
 
     @property
     def use_fallback(self) -> bool:
         return self.step == "fallback"
 
 
+def _is_digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
 def resolve_account(accounts: Iterable[SmtpAccount], ref: Any) -> SmtpAccount:
-    """Find the account a hint names: an instance, a primary key or a name."""
-    pk = getattr(ref, "pk", None)
-    by_pk = pk if pk is not None else (ref if isinstance(ref, int) else None)
-    text = str(ref)
+    """Find the account a hint names.
+
+    An ``SmtpAccount`` instance or an ``int`` is a primary key and matches only the
+    account with that key; a string is a name and matches only the account with that
+    name. Never both: a name that looks like a primary key would otherwise let whoever
+    chose the name receive the mail meant for that key (names of digits are refused by
+    the model, and a string of digits here is refused with a hint to pass an ``int``).
+    """
+    from .models import SmtpAccount
+
+    if isinstance(ref, SmtpAccount):
+        if ref.pk is None:
+            raise UnknownAccount(
+                _("The account hint %(ref)r is an unsaved account: save it first.")
+                % {"ref": str(ref)}
+            )
+        by_pk: Any = ref.pk
+    elif isinstance(ref, int) and not isinstance(ref, bool):
+        by_pk = ref
+    elif isinstance(ref, str):
+        if _is_digits(ref.strip()):
+            raise UnknownAccount(
+                _(
+                    "The account hint %(ref)r is text made of digits. Account names are "
+                    "never all digits; to name the account with id %(id)s, pass the number "
+                    "%(id)s (an int), or the account itself."
+                )
+                % {"ref": ref, "id": ref.strip()}
+            )
+        for account in accounts:
+            if account.name == ref:
+                return account
+        raise UnknownAccount(
+            _("No SMTP account is named %(ref)r. Check the account hint (name or id).")
+            % {"ref": ref}
+        )
+    else:
+        raise UnknownAccount(
+            _(
+                "The account hint %(ref)r is neither an SmtpAccount, its id (an int) nor "
+                "its name (a string)."
+            )
+            % {"ref": ref}
+        )
     for account in accounts:
-        if by_pk is not None and account.pk == by_pk:
+        if account.pk == by_pk:
             return account
-        if by_pk is None and (account.name == text or (text.isdigit() and account.pk == int(text))):
-            return account
+    if isinstance(ref, SmtpAccount) and ref.name:
+        raise UnknownAccount(
+            _("The SMTP account %(name)r (id %(id)s) no longer exists.")
+            % {"name": ref.name, "id": by_pk}
+        )
     raise UnknownAccount(
-        _("No SMTP account %(ref)r exists. Check the account hint (name or id).") % {"ref": text}
+        _("No SMTP account with id %(id)s exists. Check the account hint (name or id).")
+        % {"id": by_pk}
     )
+
+
+def check_personal(account: SmtpAccount, user_id: int | None) -> None:
+    """Refuse a personal account for mail not sent as its owner (see the module
+    docstring): the account hint alone never reaches someone's mailbox."""
+    if account.owner_id is not None and account.owner_id != user_id:
+        raise AccountNotAllowed(
+            _(
+                "The SMTP account %(name)r is personal: it only sends mail sent as its "
+                "owner. Send the message as that user (the user hint), or name a shared "
+                "account."
+            )
+            % {"name": account.name}
+        )
 
 
 def _sort_key(account: SmtpAccount) -> tuple[int, int]:
@@ -119,6 +185,8 @@ def choose(
         matches_from,
     )
     if step == "fallback":
+        # Nothing matched: no pool to fail over to (and no primary account whose
+        # purpose it would be drawn from).
         return Choice("fallback")
 
     if uses_default_from:
@@ -131,7 +199,7 @@ def choose(
     chosen_ids = {a.pk for a in primary}
     ordered = primary + [a for a in pool if a.pk not in chosen_ids]
 
-    choice = Choice(step, named=primary[0] if step == "account" else None)
+    choice = Choice(step, account=primary[0] if step == "account" else None)
     seen: set[Any] = set()
     for account in ordered:
         if account.pk in seen:
@@ -157,7 +225,9 @@ def _primary(
     matches_from: Any,
 ) -> tuple[str, list[SmtpAccount]]:
     if hints.account is not None:
-        return "account", [resolve_account(accounts, hints.account)]
+        account = resolve_account(accounts, hints.account)
+        check_personal(account, user_id)
+        return "account", [account]
 
     if user_id is not None:
         own = sorted((a for a in active if a.owner_id == user_id), key=_sort_key)

@@ -3,7 +3,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("django_multismtp", "0003_outbox"),
+        ("django_multismtp", "0005_outbox_account_ref"),
     ]
 
     operations = [

@@ -12,7 +12,9 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, validate_email
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Length, Replace
+from django.db.models.lookups import GreaterThan
 from django.utils.translation import gettext_lazy as _
 
 from .. import conf
@@ -69,6 +71,41 @@ def sender_matches(entry: str, address: str) -> bool:
     return address.rpartition("@")[2] == domain
 
 
+def validate_account_name(name: str) -> None:
+    """Refuse names made only of digits: a hint that is a number means a primary key,
+    so such a name could be confused with another account's id (and receive its mail)."""
+    text = str(name).strip()
+    if text.isascii() and text.isdigit():
+        raise ValidationError(
+            _(
+                "An account name cannot be only digits: numbers are how mail names an "
+                "account by its id. Add a letter, for example “account-%(name)s”."
+            ),
+            code="digits_only",
+            params={"name": text},
+        )
+
+
+def _without_digits(expression: Any) -> Any:
+    for digit in "0123456789":
+        expression = Replace(expression, Value(digit), Value(""))
+    return expression
+
+
+#: The database's own guard for :func:`validate_account_name` (code that skips model
+#: validation, such as ``objects.create()`` or ``update()``): a name must keep at least
+#: one character once its digits are removed. Plain REPLACE and LENGTH, which every
+#: database (and a bare ``sqlite3`` shell) has, rather than a regular expression.
+NAME_NOT_DIGITS = models.CheckConstraint(
+    condition=GreaterThan(Length(_without_digits(F("name"))), 0),
+    name="multismtp_account_name_not_digits",
+    violation_error_message=_(
+        "An account name cannot be only digits: numbers are how mail names an account "
+        "by its id. Add a letter."
+    ),
+)
+
+
 def _limit_field(name: str, label: Any) -> models.PositiveIntegerField[Any, Any]:
     return models.PositiveIntegerField(
         label,
@@ -81,7 +118,9 @@ def _limit_field(name: str, label: Any) -> models.PositiveIntegerField[Any, Any]
 
 class SmtpAccount(models.Model):
     # Identity
-    name = models.CharField(_("name"), max_length=100, unique=True)
+    name = models.CharField(
+        _("name"), max_length=100, unique=True, validators=[validate_account_name]
+    )
     description = models.TextField(_("description"), blank=True)
     purpose = models.CharField(
         _("purpose"),
@@ -223,6 +262,7 @@ class SmtpAccount(models.Model):
                     "Untick 'site default' here or on the other account."
                 ),
             ),
+            NAME_NOT_DIGITS,
         ]
 
     def __str__(self) -> str:

@@ -44,6 +44,22 @@ class OutboxMessage(models.Model):
     size = models.PositiveIntegerField(_("size (bytes)"), default=0)
 
     # Selection hints, resolved when the message was queued
+    #: The account an explicit hint named, by primary key (never by name: a name can
+    #: change, and then another account could take it). No database constraint and no
+    #: cascade: when the account is deleted the row keeps the id and the worker reports
+    #: the missing account instead of choosing another one.
+    hinted_account = models.ForeignKey(
+        "SmtpAccount",
+        verbose_name=_("hinted account"),
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+    #: For people: the hinted account's name when the message was queued. On rows
+    #: queued before hints were stored by id, a hint that named no account then is
+    #: kept here (with no ``hinted_account``) and matched by name.
     account_hint = models.CharField(_("account hint"), max_length=100, blank=True)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
