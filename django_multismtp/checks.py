@@ -11,6 +11,7 @@ django_multismtp.W002  the cache cannot back django-ratelimit across processes
 django_multismtp.W003  no mailer uses django_multismtp.backends.EmailBackend
 django_multismtp.E004  MULTISMTP is not a dict / PURPOSES is not a dict
 django_multismtp.E005  an OUTBOX setting has a value it cannot take
+django_multismtp.W004  queued mail waits with no worker (``check --database``)
 =====================  ========================================================
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
+from django.db import DatabaseError
 from django.utils.module_loading import import_string
 
 from . import compat, conf
@@ -144,6 +146,32 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     return errors
+
+
+@register(Tags.database)
+def check_outbox_worker(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[Any]:
+    """Queued mail waiting with no worker (see :mod:`django_multismtp.stall`).
+
+    Tagged ``database``: Django runs it only when asked (``manage.py check --database
+    default``, as a deployment or monitoring step), never at every start-up.
+    """
+    if not databases:
+        return []
+    from . import clock, stall  # models: not importable while the app registry loads
+
+    try:
+        stuck = stall.stalled(clock.now())
+    except DatabaseError:  # not migrated yet: nothing can be queued
+        return []
+    if stuck is None:
+        return []
+    return [
+        Warning(
+            stuck.message(),
+            hint="Run a worker; see 'Running workers' in the delivery docs.",
+            id="django_multismtp.W004",
+        )
+    ]
 
 
 def _outbox_errors(raw: dict[str, Any]) -> list[Any]:

@@ -107,3 +107,15 @@ def test_the_threshold_is_a_setting(queueing, clock, settings):
     queue()
     clock.advance(minutes=2)
     assert stall.stalled(clock()) is not None
+
+
+def test_check_database_reports_the_stall(queueing, clock):
+    from django.core.checks import run_checks
+
+    queue()
+    assert [m.id for m in run_checks(databases=["default"]) if m.id.endswith("W004")] == []
+    clock.advance(minutes=16)
+    (warning,) = [m for m in run_checks(databases=["default"]) if m.id.endswith("W004")]
+    assert "no worker has ever been seen" in warning.msg
+    # Without --database the check does not touch the database.
+    assert not [m for m in run_checks() if m.id.endswith("W004")]
