@@ -37,6 +37,9 @@ DEFAULTS: dict[str, Any] = {
     "DAILY_QUOTA_BACKOFF": dt.timedelta(hours=24),
     # Seconds; used for the fallback server when the site sets no timeout.
     "DEFAULT_TIMEOUT": 30,
+    # Seconds a "Test connection" / "Test settings" / test message may take in all, whatever
+    # the account's timeout: a person (a web worker) waits for it.
+    "TEST_TIMEOUT": 15,
     # Write one DeliveryLog row per attempt.
     "DELIVERY_LOG": True,
     # Dotted path to a callable returning an aware datetime (tests, simulations).
@@ -130,6 +133,11 @@ def outbox_mode() -> str:
     if mode is False or mode is None:
         return "off"
     return str(mode) if mode in OUTBOX_MODES else "retry"
+
+
+def test_timeout() -> float:
+    """``MULTISMTP["TEST_TIMEOUT"]`` in seconds (a number or a timedelta)."""
+    return as_timedelta(get_setting("TEST_TIMEOUT")).total_seconds()
 
 
 def get_clock() -> Callable[[], dt.datetime] | None:

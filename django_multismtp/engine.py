@@ -55,7 +55,8 @@ FALLBACK = "fallback"
 QUEUED = "queued"
 #: Failures only a person can fix: waiting in the outbox does not help them, so in
 #: "retry" mode they raise at once unless OUTBOX_QUEUE_CONFIG_ERRORS is set. Throttling,
-#: 4xx replies and connection trouble (refused, reset, timeouts) stay queueable.
+#: 4xx replies, connection trouble (refused, reset, timeouts) and protocol errors stay
+#: queueable.
 NEEDS_A_PERSON = frozenset({Outcome.AUTH_FAILED, Outcome.TLS_FAILED, Outcome.CONFIG_ERROR})
 
 

@@ -19,6 +19,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_variables
 
 from . import conf
 from .models import SmtpAccount
@@ -26,6 +27,7 @@ from .models.account import _is_host
 from .netguard import InternalAddressError, public_addresses
 from .presets import PRESETS, preset_choices
 from .throttling import too_many
+from .transport import tls_file_error
 from .verification import Confirmation, confirm_code
 
 RESOLVE_TIMEOUT = 3.0
@@ -114,11 +116,13 @@ class AccountFormMixin(forms.ModelForm):  # type: ignore[type-arg]
         self.initial.pop("password", None)
         if "host" in self.fields:
             self.fields["host"].required = False
-        if self.instance.pk and self.instance.password:
+        # (The admin leaves the field out where it shows the password read-only.)
+        if "password" in self.fields and self.instance.pk and self.instance.password:
             self.fields["password"].help_text = _(
                 "A password is stored. Leave empty to keep it, or type a new one."
             )
 
+    @sensitive_variables("data")
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         preset = PRESETS.get(data.get("preset") or "")
@@ -160,6 +164,16 @@ class AccountFormMixin(forms.ModelForm):  # type: ignore[type-arg]
             )
         return value
 
+    def clean_ca_file(self) -> str:
+        # A path on this server, read when connecting: a missing file must be reported
+        # now, not later as a server that refuses connections.
+        value = str(self.cleaned_data.get("ca_file") or "").strip()
+        if value and (problem := tls_file_error(value)):
+            raise forms.ValidationError(
+                _("This CA file cannot be used: %(problem)s.") % {"problem": problem}
+            )
+        return value
+
     def clean_ehlo_hostname(self) -> str:
         # It is sent in the EHLO command: the SMTP client refuses spaces and line breaks.
         value = str(self.cleaned_data.get("ehlo_hostname") or "")
@@ -169,6 +183,7 @@ class AccountFormMixin(forms.ModelForm):  # type: ignore[type-arg]
             )
         return value
 
+    @sensitive_variables("password")
     def _post_clean(self) -> None:
         # Apply what clean() filled in from a preset before the model validates it.
         for name in ("host", "port", "security", "username"):

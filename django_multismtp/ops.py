@@ -7,6 +7,7 @@ wherever it is started.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import time
@@ -15,14 +16,14 @@ from dataclasses import dataclass
 from django.core.mail import EmailMessage
 from django.utils.translation import gettext as _
 
-from . import clock, state
+from . import clock, conf, state
 from .addresses import prep_address
 from .compat import render_message
 from .engine import account_config
 from .eventloop import smtp_loop
 from .models import DeliveryLog, SmtpAccount
 from .replies import HINTS, Failure, Outcome
-from .transport import Delivery, ServerFacts, Session, check_server
+from .transport import Delivery, ServerConfig, ServerFacts, Session, check_server
 
 #: A server certificate that expires sooner than this is reported as a warning.
 CERTIFICATE_WARNING = dt.timedelta(days=14)
@@ -106,10 +107,19 @@ def _result(
     )
 
 
+def _test_config(account: SmtpAccount) -> ServerConfig:
+    """The account's server, with no step allowed more than ``TEST_TIMEOUT``."""
+    config = account_config(account)
+    return dataclasses.replace(config, timeout=min(config.timeout, conf.test_timeout()))
+
+
 def test_connection(account: SmtpAccount) -> CheckResult:
-    """Connect, negotiate TLS and log in; send nothing. Records the outcome on the account."""
+    """Connect, negotiate TLS and log in; send nothing. Records the outcome on the account.
+
+    Bounded by ``TEST_TIMEOUT`` in all, whatever the account's timeout: a person waits.
+    """
     started = time.perf_counter()
-    failure, facts = smtp_loop.run(check_server(account_config(account)))
+    failure, facts = smtp_loop.run(check_server(_test_config(account), conf.test_timeout()))
     now = clock.now()
     if failure is not None:
         state.record_failure(account, failure, now)
@@ -141,13 +151,23 @@ def send_test_message(
     except ValueError as exc:  # a stored from name with a line break, say (BadHeaderError)
         invalid = Failure(Outcome.CONFIG_ERROR, None, str(exc), HINTS["invalid_setting"])
         return _result(account, invalid, "", time.perf_counter() - started, ok="sent")
-    session = Session(account_config(account))
+    session = Session(_test_config(account))
+    within = conf.test_timeout()
 
     async def send() -> Delivery:
+        # Bounded in all, like a connection test: a person waits for the page.
         try:
-            return await session.send(prep_address(account.from_email), [recipient], data)
-        finally:
-            await session.close()
+            async with asyncio.timeout(within):
+                try:
+                    return await session.send(prep_address(account.from_email), [recipient], data)
+                finally:
+                    await session.close()
+        except TimeoutError:
+            text = _("No complete answer within %(seconds)g seconds, the time a test may take")
+            failure = Failure(
+                Outcome.CONNECTION_FAILED, None, text % {"seconds": within}, HINTS["timeout"]
+            )
+            return Delivery(failure, duration=within)
 
     delivery = smtp_loop.run(send())
     now = clock.now()

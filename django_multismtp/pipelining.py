@@ -15,7 +15,15 @@ campaigns, so once a session is open :class:`Wire` takes its transport over
 
 Failures raise aiosmtplib's own exceptions (``SMTPSenderRefused``,
 ``SMTPRecipientsRefused``, ``SMTPDataError``, ``SMTPServerDisconnected``,
-``SMTPReadTimeoutError``...), so :mod:`replies` classifies them as before.
+``SMTPReadTimeoutError``...), so :mod:`replies` classifies them as before, or
+:class:`ProtocolError` when the server breaks the protocol.
+
+The server is not trusted: a reply that is not one (garbage, a code outside 2xx-5xx), a
+reply of the wrong kind for its command (anything but 2xx, 4xx or 5xx to MAIL and RCPT,
+but 354, 4xx or 5xx to DATA, but 2xx, 4xx or 5xx to the end of the message), or more
+replies than were asked for is a :class:`ProtocolError`, and the connection is closed.
+What the reader keeps is bounded (:data:`MAX_UNSOLICITED`, :data:`MAX_KEPT`), and reply
+text is decoded to valid, bounded text (:func:`~django_multismtp.safetext.safe_text`).
 """
 
 from __future__ import annotations
@@ -23,14 +31,22 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import aiosmtplib
 
+from .safetext import safe_text
+
 #: Bounds on what a server may send us, as aiosmtplib's own protocol has.
 MAX_LINE = 8192
 MAX_REPLY = MAX_LINE * 4
+#: Replies nobody asked for that the reader keeps (a notice between transactions is
+#: allowed; a stream of them is not).
+MAX_UNSOLICITED = 16
+#: Bytes of reply text the reader keeps unread, however many replies are outstanding
+#: (a thousand pipelined RCPT replies take some 50 KiB).
+MAX_KEPT = 2**20
 
 _LINE_ENDINGS = re.compile(rb"\r\n|\n|\r(?!\n)")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
@@ -57,6 +73,23 @@ def dot_stuffed(data: bytes) -> bytes:
     return data + b".\r\n"
 
 
+class ProtocolError(aiosmtplib.SMTPException):
+    """The server broke the protocol: garbage, a reply in the wrong place, a flood.
+
+    Nothing it says on this connection can be trusted any more (a 250 might answer a
+    command it never read), so the connection is closed and the message is neither
+    counted as delivered nor refused: it may go through another account, or later.
+    """
+
+
+def _is_refusal(code: int) -> bool:
+    return 400 <= code < 600
+
+
+def _is_positive(code: int) -> bool:
+    return 200 <= code < 300
+
+
 class ReplyReader(asyncio.Protocol):
     """Collects every reply the server sends, in order, however many are outstanding."""
 
@@ -64,6 +97,15 @@ class ReplyReader(asyncio.Protocol):
         self.transport: asyncio.Transport | None = transport
         self._buffer = bytearray()
         self._replies: deque[aiosmtplib.SMTPResponse] = deque()
+        #: Replies owed for commands written and not answered yet.
+        self._owed = 0
+        #: Replies kept that nobody asked for, and the bytes of text kept unread.
+        self._unsolicited = 0
+        self._kept = 0
+        #: While a message's content is being written: the bytes written after its final
+        #: dot (the next envelope). More than that still in our buffer means the server
+        #: cannot have read the dot yet, so it cannot have accepted the message.
+        self.content_tail: int | None = None
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._wanted = 0
@@ -74,12 +116,14 @@ class ReplyReader(asyncio.Protocol):
 
     # -- asyncio.Protocol ------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        if self._error is not None:
+            return  # closing: whatever else arrives is not read
         self._buffer += data
         try:
             self._parse()
-        except aiosmtplib.SMTPResponseException as exc:
+        except ProtocolError as exc:
             self._fail(exc)
-            self.close()
+            self.close(abort=True)
             return
         if len(self._replies) >= self._wanted:
             self._wake()
@@ -112,33 +156,80 @@ class ReplyReader(asyncio.Protocol):
         buffer = self._buffer
         start = 0
         lines: list[bytes] = []
+        code = b""
         while True:
             end = buffer.find(b"\n", start)
             if end == -1:
                 # What is left is one reply, not complete yet
                 if len(buffer) > MAX_REPLY:
-                    raise aiosmtplib.SMTPResponseException(-1, "Response too long")
+                    raise ProtocolError("Response too long")
                 break
             line = bytes(buffer[start : end + 1])
             start = end + 1
-            if len(line) > MAX_LINE:
-                raise aiosmtplib.SMTPResponseException(-1, "Response too long")
-            if not line[:3].isdigit():
-                text = line.decode("utf-8", "replace").strip()
-                raise aiosmtplib.SMTPResponseException(-1, f"Malformed SMTP response line: {text}")
+            if len(line) > MAX_LINE or start > MAX_REPLY:
+                raise ProtocolError("Response too long")
+            if (
+                not line[:3].isdigit()
+                or line[:1] not in b"2345"
+                or line[3:4] not in (b" ", b"-", b"\r", b"\n")
+                or (lines and line[:3] != code)
+            ):
+                raise ProtocolError(f"Malformed SMTP response line: {safe_text(line, 200)}")
+            code = line[:3]
             lines.append(line[4:].strip(b" \t\r\n"))
             if line[3:4] == b"-":
                 continue
-            text = b"\n".join(lines).decode("utf-8", "surrogateescape")
-            self._replies.append(aiosmtplib.SMTPResponse(int(line[:3]), text))
+            text = safe_text(b"\n".join(lines), MAX_REPLY)
+            self._keep(aiosmtplib.SMTPResponse(int(code), text))
             lines = []
             del buffer[:start]
             start = 0
 
+    def _keep(self, reply: aiosmtplib.SMTPResponse) -> None:
+        """Queue a reply for :meth:`read`; refuse to keep a flood, or a positive answer
+        to a message the server has not received yet."""
+        tail, transport = self.content_tail, self.transport
+        if (
+            tail is not None
+            and 200 <= reply.code < 400
+            and transport is not None
+            and transport.get_write_buffer_size() > tail
+        ):
+            raise ProtocolError(
+                f"The server answered {reply.code} {reply.message} before the end of the "
+                "message reached it"
+            )
+        if self._owed:
+            self._owed -= 1
+        else:
+            self._unsolicited += 1
+            if self._unsolicited > MAX_UNSOLICITED:
+                raise ProtocolError(
+                    f"The server sent more than {MAX_UNSOLICITED} replies nobody asked for"
+                )
+        self._kept += len(reply.message)
+        if self._kept > MAX_KEPT:
+            raise ProtocolError(f"The server sent more than {MAX_KEPT} bytes of unread replies")
+        self._replies.append(reply)
+
     def _fail(self, error: BaseException) -> None:
         if self._error is None:
             self._error = error
+            if isinstance(error, ProtocolError):
+                # Nothing from this server can be trusted now, not even replies that
+                # came before: a 250 in the stream might answer a command it never read.
+                self._replies.clear()
+                self._kept = 0
         self._wake()
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def violation(self, text: str) -> ProtocolError:
+        """Record that the server broke the protocol, close, and return the error to raise."""
+        error = ProtocolError(text)
+        self._fail(error)
+        self.close(abort=True)
+        return error
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -153,9 +244,11 @@ class ReplyReader(asyncio.Protocol):
     def is_connected(self) -> bool:
         return self.transport is not None and not self.transport.is_closing()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, replies: int) -> None:
+        """Write ``data``, which asks for ``replies`` replies (one per command)."""
         if self.transport is None or self.transport.is_closing() or self._error is not None:
             raise self._error or aiosmtplib.SMTPServerDisconnected("Connection lost")
+        self._owed += replies
         self.transport.write(data)
 
     async def drain(self, within: float | None) -> None:
@@ -171,6 +264,8 @@ class ReplyReader(asyncio.Protocol):
             except TimeoutError:
                 self.close()
                 raise aiosmtplib.SMTPTimeoutError("Timed out sending the message") from None
+            if isinstance(self._error, ProtocolError):
+                raise self._error
 
     def discard_unsolicited(self) -> None:
         """Forget replies nobody asked for (a server's notice between transactions).
@@ -178,6 +273,7 @@ class ReplyReader(asyncio.Protocol):
         aiosmtplib ignores them too; kept, they would be taken for the next answers.
         """
         self._replies.clear()
+        self._unsolicited = self._kept = 0
 
     async def read(
         self, count: int, within: float | None, *, partial: bool = False
@@ -203,11 +299,14 @@ class ReplyReader(asyncio.Protocol):
                 self._waiter = None
                 self._wanted = 0
         if len(self._replies) >= count:
-            return [self._replies.popleft() for _ in range(count)]
+            replies = [self._replies.popleft() for _ in range(count)]
+            self._kept -= sum(len(reply.message) for reply in replies)
+            return replies
         if self._error is not None:
             if partial and self._replies:
                 replies = list(self._replies)
                 self._replies.clear()
+                self._kept = 0
                 return replies
             raise self._error
         self.close()
@@ -229,12 +328,17 @@ class ReplyReader(asyncio.Protocol):
         else:
             self._arm_timer(loop)
 
-    def close(self) -> None:
+    def close(self, *, abort: bool = False) -> None:
+        """Close the connection; ``abort``: at once, dropping what is not written yet
+        (after a protocol error there is no point in sending the rest of a message)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self.transport is not None:
-            self.transport.close()
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
 
 
 @dataclass(frozen=True)
@@ -307,12 +411,30 @@ class Wire:
                 next_envelope = b"".join(next_commands)
                 self._ahead = _Ahead(following[0], tuple(following[1]), len(next_commands))
         reader = self.reader
-        reader.write(dot_stuffed(data) + next_envelope)
-        await reader.drain(self.timeout)
-        (final,) = await reader.read(1, self.timeout)
-        if final.code != 250:
+        reader.content_tail = len(next_envelope)
+        try:
+            reader.write(
+                dot_stuffed(data) + next_envelope, 1 + (self._ahead.replies if self._ahead else 0)
+            )
+            await reader.drain(self.timeout)
+            (final,) = await reader.read(1, self.timeout)
+        finally:
+            reader.content_tail = None
+        # Only a 2xx to the end of the content means delivered.
+        self._check(final, "the end of the message", _is_positive)
+        if not _is_positive(final.code):
             raise aiosmtplib.SMTPDataError(final.code, final.message)
         return refused, final
+
+    def _check(
+        self, reply: aiosmtplib.SMTPResponse, command: str, proper: Callable[[int], bool]
+    ) -> None:
+        """Raise :class:`ProtocolError` (closing) unless ``reply`` is a proper answer to
+        ``command``: ``proper(code)`` or a refusal (4xx, 5xx)."""
+        if not (proper(reply.code) or _is_refusal(reply.code)):
+            raise self.reader.violation(
+                f"The server answered {reply.code} {reply.message} to {command}"
+            )
 
     def _envelope(self, sender: str, recipients: Sequence[str], size: int | None) -> list[bytes]:
         """MAIL, RCPT and DATA lines, encoded: a bad address raises before any is sent."""
@@ -340,41 +462,51 @@ class Wire:
         if ahead is not None or self.pipelining:
             expected = ahead.replies if ahead is not None else len(commands or ())
             if commands is not None:
-                reader.write(b"".join(commands))
+                reader.write(b"".join(commands), len(commands))
             replies = await reader.read(expected, timeout, partial=True)
             if len(replies) < expected:  # the server hung up part-way
-                if replies[0].code != 250:
+                self._check(replies[0], "MAIL", _is_positive)
+                if not _is_positive(replies[0].code):
                     raise aiosmtplib.SMTPSenderRefused(replies[0].code, replies[0].message, sender)
                 raise reader.error or aiosmtplib.SMTPServerDisconnected("Connection lost")
             mail, *rcpts = replies
             data_reply: aiosmtplib.SMTPResponse | None = rcpts.pop()
+            self._check(mail, "MAIL", _is_positive)
+            for reply in rcpts:
+                self._check(reply, "RCPT", _is_positive)
+            assert data_reply is not None
+            self._check(data_reply, "DATA", lambda code: code == 354)
         else:
             assert commands is not None
-            reader.write(commands[0])
+            reader.write(commands[0], 1)
             (mail,) = await reader.read(1, timeout)
-            if mail.code != 250:
+            self._check(mail, "MAIL", _is_positive)
+            if not _is_positive(mail.code):
                 raise aiosmtplib.SMTPSenderRefused(mail.code, mail.message, sender)
             rcpts = []
             for command in commands[1:-1]:
-                reader.write(command)
-                rcpts += await reader.read(1, timeout)
+                reader.write(command, 1)
+                (reply,) = await reader.read(1, timeout)
+                self._check(reply, "RCPT", _is_positive)
+                rcpts.append(reply)
             data_reply = None
         refused = {
             address: reply
             for address, reply in zip(recipients, rcpts, strict=True)
-            if reply.code not in (250, 251)
+            if not _is_positive(reply.code)
         }
         if data_reply is None and len(refused) < len(recipients):
-            reader.write(b"DATA\r\n")
+            reader.write(b"DATA\r\n", 1)
             (data_reply,) = await reader.read(1, timeout)
-        if mail.code != 250 or len(refused) == len(recipients):
+            self._check(data_reply, "DATA", lambda code: code == 354)
+        if not _is_positive(mail.code) or len(refused) == len(recipients):
             if data_reply is not None and data_reply.code == 354:
                 # A pipelining server accepted DATA for an envelope it refused: it now
                 # waits for a message; an empty one ends it (RFC 2920, section 3.1), and
                 # goes nowhere, for there is no recipient.
-                reader.write(b".\r\n")
+                reader.write(b".\r\n", 1)
                 await reader.read(1, timeout)
-            if mail.code != 250:
+            if not _is_positive(mail.code):
                 raise aiosmtplib.SMTPSenderRefused(mail.code, mail.message, sender)
             raise aiosmtplib.SMTPRecipientsRefused(
                 [
@@ -383,7 +515,7 @@ class Wire:
                 ]
             )
         assert data_reply is not None
-        if data_reply.code != 354:
+        if data_reply.code != 354:  # a refusal: _check let nothing else through
             raise aiosmtplib.SMTPDataError(data_reply.code, data_reply.message)
         return refused, data_reply
 
@@ -402,7 +534,11 @@ class Wire:
         except aiosmtplib.SMTPException:
             self.reader.close()
             return
-        if replies[-1].code == 354:
+        *envelope, data_reply = replies
+        proper = all(_is_positive(r.code) or _is_refusal(r.code) for r in envelope) and (
+            data_reply.code == 354 or _is_refusal(data_reply.code)
+        )
+        if not proper or data_reply.code == 354:
             self.reader.close()
         else:
             await self.reset()
@@ -416,7 +552,7 @@ class Wire:
         if self._ahead is not None:
             return
         try:
-            self.reader.write(b"RSET\r\n")
+            self.reader.write(b"RSET\r\n", 1)
             (reply,) = await self.reader.read(1, self.timeout)
         except aiosmtplib.SMTPException:
             self.reader.close()
@@ -428,7 +564,7 @@ class Wire:
         """Say goodbye politely, then close, whatever the server answers."""
         try:
             if self.is_connected:
-                self.reader.write(b"QUIT\r\n")
+                self.reader.write(b"QUIT\r\n", 1)
                 await self.reader.read(1, self.timeout)
         except aiosmtplib.SMTPException:
             pass

@@ -31,6 +31,7 @@ class Outcome(enum.StrEnum):
     CONNECTION_FAILED = "connection_failed"
     CONFIG_ERROR = "config_error"  # our side: undecryptable password, missing host...
     CANCELLED = "cancelled"  # a pre_send receiver cancelled it
+    PROTOCOL_ERROR = "protocol_error"  # not SMTP, or a reply out of place: no valid code
 
 
 #: Outcomes that say something about the account rather than the message: the rest
@@ -42,6 +43,8 @@ ACCOUNT_OUTCOMES = frozenset(
         Outcome.TLS_FAILED,
         Outcome.CONNECTION_FAILED,
         Outcome.CONFIG_ERROR,
+        # Nothing that server says can be trusted for the rest of the batch.
+        Outcome.PROTOCOL_ERROR,
     }
 )
 
@@ -161,6 +164,12 @@ HINTS = {
         "removed or changed). Restore the old key in FERNET_KEYS or enter the password again."
     ),
     "not_supported": "The server does not support a feature the account's settings require.",
+    "protocol": (
+        "The server's answer is not SMTP, or not the answer to what was asked: maybe this "
+        "port does not speak SMTP; check the port and security mode (implicit TLS is "
+        "usually port 465, STARTTLS port 587). Nothing was counted as sent; another "
+        "account is tried, or the message is tried again later."
+    ),
     "internal_host": (
         "The host resolves to an internal address (loopback, private or link-local network), "
         "which this site does not allow for accounts users enter themselves. Use the "

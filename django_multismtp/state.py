@@ -13,6 +13,7 @@ from . import conf, signals
 from .bulk import insert_rows
 from .models import DeliveryLog, SmtpAccount
 from .replies import Failure, Outcome
+from .safetext import safe_text
 
 logger = logging.getLogger("django_multismtp")
 
@@ -29,8 +30,9 @@ def throttle_backoff(account: SmtpAccount, failure: Failure) -> dt.timedelta:
 def record_failure(account: SmtpAccount, failure: Failure, now: dt.datetime) -> None:
     """Store the last error; for throttling replies, pause the account."""
     updates: dict[str, object] = {
-        "last_error": f"{failure.summary()}\n{failure.hint}".strip()[:2000],
-        "last_error_code": failure.code,
+        # (the fields clean them too: ReplyTextField, ReplyCodeField)
+        "last_error": safe_text(f"{failure.summary()}\n{failure.hint}".strip()),
+        "last_error_code": failure.code if failure.code and 200 <= failure.code < 600 else None,
         "last_error_at": now,
     }
     change = "failed"

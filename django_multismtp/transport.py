@@ -9,6 +9,7 @@ the admin's *test connection* and the commands.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import enum
 import socket
@@ -22,8 +23,9 @@ import aiosmtplib
 from cryptography import x509
 
 from .netguard import public_addresses
-from .pipelining import Wire
+from .pipelining import ProtocolError, Wire
 from .replies import HINTS, Failure, Outcome, classify_exception
+from .safetext import safe_text
 
 
 class Security(enum.StrEnum):
@@ -43,6 +45,32 @@ class AuthMethod(enum.StrEnum):
 
 class UndecryptablePassword(Exception):  # noqa: N818
     """The stored password could not be decrypted (see ``fields.EncryptedPasswordField``)."""
+
+
+class InvalidSetting(ValueError):
+    """A stored setting cannot be used (a CA file that is not there): our side, not the
+    server's, so it is reported as a configuration error naming the setting."""
+
+
+def tls_file_error(path: str, *, ca: bool = True) -> str | None:
+    """Why ``path`` cannot be used as a CA bundle (``ca``) or a PEM file; None if it can.
+
+    For the account's validation and for connecting: a missing CA file must not look
+    like a server that refuses connections.
+    """
+    try:
+        if ca:
+            ssl.create_default_context(cafile=path)
+        else:
+            with open(path, "rb") as file:
+                file.read(1)
+    except ssl.SSLError as exc:
+        return f"{path} holds no PEM certificate ({exc.reason or exc})"
+    except OSError as exc:
+        return f"{path} cannot be read: {exc.strerror or exc}"
+    except ValueError as exc:  # a NUL byte in the path
+        return f"{path!r} is not a file name ({exc})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -86,9 +114,18 @@ class ServerConfig:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         else:
-            context = ssl.create_default_context(cafile=self.ca_file or None)
+            try:
+                context = ssl.create_default_context(cafile=self.ca_file or None)
+            except OSError as exc:  # ssl.SSLError too
+                problem = tls_file_error(self.ca_file) or str(exc)
+                raise InvalidSetting(f"The CA file {problem}") from exc
         if self.client_cert:
-            context.load_cert_chain(self.client_cert, self.client_key or None)
+            try:
+                context.load_cert_chain(self.client_cert, self.client_key or None)
+            except OSError as exc:
+                raise InvalidSetting(
+                    f"The client certificate {self.client_cert} or its key cannot be used: {exc}"
+                ) from exc
         return context
 
 
@@ -217,7 +254,7 @@ class Session:
             failure = Failure(Outcome.CONFIG_ERROR, None, str(exc), HINTS["undecryptable"])
             return Delivery(failure, duration=time.perf_counter() - started)
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
-            failure = classify_exception(exc, stage=stage)
+            failure = classify(exc, stage=stage)
             if failure.account_level or not self.connected:
                 await self.close()
             else:
@@ -230,7 +267,7 @@ class Session:
             )
         except ValueError as exc:  # a stored setting aiosmtplib refuses (e.g. the EHLO name)
             # (after the handler above: certificate errors are ValueErrors too)
-            failure = Failure(Outcome.CONFIG_ERROR, None, str(exc), HINTS["invalid_setting"])
+            failure = _invalid_setting(exc)
             return Delivery(failure, duration=time.perf_counter() - started)
         self.sent_on_connection += 1
         return Delivery(
@@ -282,6 +319,33 @@ async def _login_auto(client: aiosmtplib.SMTP, username: str, password: str) -> 
         return name.upper()
     assert refused is not None
     raise refused
+
+
+def classify(exc: BaseException, *, stage: str) -> Failure:
+    """:func:`~django_multismtp.replies.classify_exception`, guarded for any server.
+
+    A server that breaks the protocol (our reader's :class:`ProtocolError`; in
+    aiosmtplib's hands, during the greeting, EHLO or AUTH, a malformed line, code -1, or a
+    positive code where a refusal was due) is a ``protocol_error`` with no reply code:
+    never a refusal of the message, never a success. The text is made safe to store and
+    show (:func:`~django_multismtp.safetext.safe_text`), and a code outside 400-599 is
+    not kept.
+    """
+    if isinstance(exc, ProtocolError):
+        failure = Failure(Outcome.PROTOCOL_ERROR, None, str(exc), HINTS["protocol"])
+    elif isinstance(exc, aiosmtplib.SMTPResponseException) and not 400 <= exc.code < 600:
+        text = exc.message if exc.code < 0 else f"The server answered {exc.code} {exc.message}"
+        failure = Failure(Outcome.PROTOCOL_ERROR, None, text, HINTS["protocol"])
+    else:
+        failure = classify_exception(exc, stage=stage)
+        if failure.outcome == Outcome.SENT:  # a success is never a failure
+            failure = Failure(Outcome.PROTOCOL_ERROR, None, failure.text, HINTS["protocol"])
+    code = failure.code if failure.code is not None and 400 <= failure.code < 600 else None
+    return dataclasses.replace(failure, code=code, text=safe_text(failure.text))
+
+
+def _invalid_setting(exc: ValueError) -> Failure:
+    return Failure(Outcome.CONFIG_ERROR, None, safe_text(str(exc)), HINTS["invalid_setting"])
 
 
 async def _connect_public(config: ServerConfig) -> socket.socket:
@@ -337,17 +401,35 @@ def _tls_facts(client: aiosmtplib.SMTP) -> dict[str, Any]:
             certificate = x509.load_der_x509_certificate(der)
         except ValueError:  # a certificate cryptography cannot read: report the rest
             return facts
-        facts["certificate_subject"] = certificate.subject.rfc4514_string()
+        facts["certificate_subject"] = safe_text(certificate.subject.rfc4514_string())
         facts["certificate_expires"] = certificate.not_valid_after_utc
     return facts
 
 
-async def check_server(config: ServerConfig) -> tuple[Failure | None, ServerFacts]:
+async def check_server(
+    config: ServerConfig, within: float | None = None
+) -> tuple[Failure | None, ServerFacts]:
     """Connect, negotiate TLS and authenticate without sending; for *test connection*.
 
     Returns ``(None, facts)`` on success, ``facts.summary`` naming the server greeting
     and extensions; ``(failure, empty facts)`` otherwise.
+
+    ``within``: seconds the whole test may take, when a person (a web request) waits for
+    it. The account's timeout bounds each step (connect, each reply); a test has several
+    steps, and an account may allow minutes for each, so the test has its own bound.
     """
+    if within is None:
+        return await _check_server(config)
+    config = dataclasses.replace(config, timeout=min(config.timeout, within))
+    try:
+        async with asyncio.timeout(within):
+            return await _check_server(config)
+    except TimeoutError:
+        text = f"No complete answer within {within:g} seconds, the time a test may take"
+        return Failure(Outcome.CONNECTION_FAILED, None, text, HINTS["timeout"]), ServerFacts()
+
+
+async def _check_server(config: ServerConfig) -> tuple[Failure | None, ServerFacts]:
     session = Session(config)
     try:
         await session.open()
@@ -355,10 +437,9 @@ async def check_server(config: ServerConfig) -> tuple[Failure | None, ServerFact
         failure = Failure(Outcome.CONFIG_ERROR, None, str(exc), HINTS["undecryptable"])
         return failure, ServerFacts()
     except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
-        return classify_exception(exc, stage="CONNECT"), ServerFacts()
+        return classify(exc, stage="CONNECT"), ServerFacts()
     except ValueError as exc:  # after SSL errors, which are ValueErrors too
-        failure = Failure(Outcome.CONFIG_ERROR, None, str(exc), HINTS["invalid_setting"])
-        return failure, ServerFacts()
+        return _invalid_setting(exc), ServerFacts()
     assert session.client is not None
     client = session.client
     extensions = ", ".join(sorted(client.esmtp_extensions)) if client.esmtp_extensions else ""
@@ -370,4 +451,4 @@ async def check_server(config: ServerConfig) -> tuple[Failure | None, ServerFact
         summary += f"; extensions: {extensions}"
     facts = ServerFacts(summary, auth_mechanism=session.auth_mechanism, **_tls_facts(client))
     await session.close()
-    return None, facts
+    return None, dataclasses.replace(facts, summary=safe_text(summary))

@@ -17,15 +17,19 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.translation import gettext as _
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
 from . import ops, verification
 from .exposure import security_warnings
+from .fields import secret_field_names
 from .forms import ConfirmCodeForm, MySmtpSettingsForm, SendCodeForm
 from .models import SmtpAccount
 from .throttling import too_many
 
 TEMPLATE = "django_multismtp/my_settings.html"
+#: POST parameters that carry a secret: error reports show stars for them.
+SECRET_POST_PARAMETERS = secret_field_names(SmtpAccount)
 
 
 def _own(request: HttpRequest, pk: int) -> SmtpAccount:
@@ -57,6 +61,7 @@ def _page(request: HttpRequest, account: SmtpAccount | None, **context: Any) -> 
     )
 
 
+@sensitive_post_parameters(*SECRET_POST_PARAMETERS)
 @staff_member_required
 @require_http_methods(["GET", "POST"])
 def my_settings(request: HttpRequest, pk: int | None = None) -> HttpResponse:

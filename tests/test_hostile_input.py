@@ -387,3 +387,44 @@ def test_admin_confirm(admin_client, smtp_server, value):
     assert has_errors(response)
     account.refresh_from_db()
     assert account.verified_at is None
+
+
+# -- the CA file: a path on this server, checked when saved ------------------------------
+
+
+@pytest.mark.parametrize(
+    "problem", ["missing", "directory", "not-pem", "nul", "long"], ids=lambda p: p
+)
+def test_a_ca_file_that_cannot_be_used_is_refused_on_save(admin_client, tmp_path, problem):
+    not_pem = tmp_path / "notes.txt"
+    not_pem.write_text("not a certificate\n")
+    path = {
+        "missing": str(tmp_path / "no-such-ca.pem"),
+        "directory": str(tmp_path),
+        "not-pem": str(not_pem),
+        "nul": f"{tmp_path}/ca\x00.pem",
+        "long": "/" + "x" * 499,
+    }[problem]
+    response = admin_client.post(CHANGELIST + "add/", admin_data(ca_file=path))
+    check_page(admin_client, response)
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert "ca_file" in errors, errors
+    assert not SmtpAccount.objects.exists()
+
+
+def test_a_ca_file_is_accepted_when_it_holds_certificates(admin_client, tls_files):
+    response = admin_client.post(
+        CHANGELIST + "add/", admin_data(ca_file=f" {tls_files.cert_path} ")
+    )
+    assert response.status_code == 302
+    assert SmtpAccount.objects.get().ca_file == tls_files.cert_path
+
+
+def test_the_model_refuses_a_missing_ca_file(tmp_path):
+    from django.core.exceptions import ValidationError
+
+    account = SmtpAccountFactory.build(ca_file=str(tmp_path / "gone.pem"))
+    with pytest.raises(ValidationError) as caught:
+        account.full_clean(exclude=["owner", "default_for"])
+    assert "gone.pem" in str(caught.value.message_dict["ca_file"])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import socket
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 
@@ -24,7 +25,14 @@ import aiosmtplib
 import pytest
 from django.core import mail
 
-from django_multismtp.pipelining import Wire, dot_stuffed, wire_format
+from django_multismtp.pipelining import (
+    MAX_UNSOLICITED,
+    ProtocolError,
+    ReplyReader,
+    Wire,
+    dot_stuffed,
+    wire_format,
+)
 from django_multismtp.replies import Outcome
 from django_multismtp.transport import AuthMethod, Security, ServerConfig, Session
 from tests.conftest import USERS
@@ -665,7 +673,126 @@ def test_nonsense_replies_close_the_connection(reply: str, text: str) -> None:
     delivery, connected = run(scenario())
     assert delivery.failure is not None
     assert text in delivery.failure.text
+    assert (delivery.failure.outcome, delivery.failure.code) == (Outcome.PROTOCOL_ERROR, None)
     assert not connected
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "lock-step"])
+@pytest.mark.parametrize(
+    ("verb", "reply"),
+    [
+        ("MAIL", "354 Start mail input"),
+        ("MAIL", "334 VXNlcm5hbWU6"),
+        ("RCPT", "354 go ahead"),
+        ("DATA", "250 2.0.0 Ok"),
+        ("DATA", "220 scripted.test ESMTP"),
+        ("END", "354 more please"),
+        ("END", "334 VXNlcm5hbWU6"),
+    ],
+)
+def test_a_reply_of_the_wrong_kind_is_a_protocol_error_never_a_delivery(
+    verb: str, reply: str, pipelining: bool
+) -> None:
+    """MAIL and RCPT take 2xx, DATA 354, the end of the message 2xx; or a 4xx/5xx refusal.
+    Anything else: the connection is closed, the message neither sent nor refused."""
+    # A pipelined group is answered whole: a 354 alone would make this server read the
+    # rest of the group as a message.
+    server = ScriptedServer(pipelining=pipelining, hold_groups=pipelining, replies={verb: [reply]})
+
+    async def scenario() -> tuple:
+        async with server.running():
+            session = Session(server.config())
+            try:
+                delivery = await session.send("a@example.com", ["b@example.com"], MESSAGE)
+                return delivery, session.connected
+            finally:
+                await session.close()
+
+    delivery, connected = run(scenario())
+    assert delivery.failure is not None
+    assert (delivery.failure.outcome, delivery.failure.code, delivery.code) == (
+        Outcome.PROTOCOL_ERROR,
+        None,
+        None,
+    )
+    assert reply in delivery.failure.text
+    assert not connected
+    if verb != "END":
+        assert server.messages == []  # not even an empty message ended by the client
+
+
+# ---------------------------------------------------------------------------------------
+# The reader on its own: what it decodes, what it keeps
+# ---------------------------------------------------------------------------------------
+
+
+async def _reader_fed(data: bytes, owed: int) -> tuple[ReplyReader, socket.socket]:
+    """A reader on one end of a socket pair, ``owed`` replies asked for, ``data`` sent
+    from the other end."""
+    ours, theirs = socket.socketpair()
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
+    assert isinstance(transport, asyncio.Transport)
+    reader = ReplyReader(transport)
+    transport.set_protocol(reader)
+    if owed:
+        reader.write(b"NOOP\r\n" * owed, owed)
+    theirs.sendall(data)
+    return reader, theirs
+
+
+def _read(data: bytes, count: int, owed: int | None = None) -> list:
+    async def scenario() -> list:
+        reader, theirs = await _reader_fed(data, count if owed is None else owed)
+        try:
+            return await reader.read(count, 1.0)
+        finally:
+            reader.close()
+            theirs.close()
+
+    return run(scenario())
+
+
+def test_reply_text_that_is_not_utf8_or_holds_control_bytes_is_made_safe() -> None:
+    [reply] = _read(b"550-5.7.1 Exp\xe9diteur\x00 refus\xe9\r\n550 5.7.1 \x1b[31mfin\r\n", 1)
+    assert reply.code == 550
+    assert reply.message == "5.7.1 Exp\ufffdditeur\ufffd refus\ufffd\n5.7.1 \ufffd[31mfin"
+    reply.message.encode("utf-8")  # storable: no lone surrogates
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"199 too low\r\n",
+        b"600 too high\r\n",
+        b"000 zero\r\n",
+        b"25 short\r\n",
+        b"250x no separator\r\n",
+        b"250-one code\r\n550 then another\r\n",
+        b"SSH-2.0-OpenSSH_9.6\r\n",
+    ],
+)
+def test_a_line_that_is_no_reply_is_a_protocol_error(data: bytes) -> None:
+    with pytest.raises(ProtocolError, match="Malformed SMTP response line"):
+        _read(data, 1)
+
+
+def test_an_endless_multiline_reply_is_refused() -> None:
+    with pytest.raises(ProtocolError, match="Response too long"):
+        _read(b"250-go on\r\n" * 5000, 1)
+
+
+def test_replies_nobody_asked_for_are_kept_up_to_a_bound() -> None:
+    # One asked for, and MAX_UNSOLICITED more: kept (a notice between transactions).
+    assert len(_read(b"250 ok\r\n" * (1 + MAX_UNSOLICITED), 1)) == 1
+    with pytest.raises(ProtocolError, match="nobody asked for"):
+        _read(b"250 ok\r\n" * (2 + MAX_UNSOLICITED), 1)
+
+
+def test_a_protocol_error_discards_the_replies_that_came_before() -> None:
+    """A 250 followed by garbage is not an answer: the stream cannot be trusted."""
+    with pytest.raises(ProtocolError):
+        _read(b"250 2.0.0 Ok\r\nnot a reply\r\n", 1)
 
 
 def test_addresses_that_could_inject_commands_are_refused() -> None:

@@ -91,7 +91,7 @@ def unresolve_outbox_hints(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("django_multismtp", "0003_outbox"),
+        ("django_multismtp", "0004_reply_protocol_error"),
     ]
 
     operations = [

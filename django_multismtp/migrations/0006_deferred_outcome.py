@@ -21,6 +21,7 @@ class Migration(migrations.Migration):
                     ("connection_failed", "connection failed"),
                     ("config_error", "configuration error"),
                     ("cancelled", "cancelled"),
+                    ("protocol_error", "protocol error"),
                     ("deferred", "deferred"),
                 ],
                 db_index=True,

@@ -16,10 +16,12 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Length, Replace
 from django.db.models.lookups import GreaterThan
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_variables
 
 from .. import conf
 from ..fields import EncryptedPasswordField, Undecryptable
-from ..transport import AuthMethod, Security, ServerConfig
+from ..transport import AuthMethod, Security, ServerConfig, tls_file_error
+from .fields import ReplyCodeField, ReplyTextField
 
 __all__ = ["AuthMethod", "Security", "SmtpAccount"]
 
@@ -207,7 +209,8 @@ class SmtpAccount(models.Model):
         _("authentication"), max_length=20, choices=AUTH_CHOICES, default=AuthMethod.AUTO.value
     )
     username = models.CharField(_("user name"), max_length=254, blank=True)
-    # Typed as Any: a str, or Undecryptable when the current keys cannot read it.
+    # Typed as Any: a str, or Undecryptable when the current keys cannot read it (or the
+    # Ciphertext loaddata leaves in memory). A secret: never displayed or dumped in clear.
     password: Any = EncryptedPasswordField(_("password"), max_length=255, blank=True, default="")
 
     # Limits
@@ -238,8 +241,8 @@ class SmtpAccount(models.Model):
     )
     rate_limited_until = models.DateTimeField(_("rate limited until"), null=True, blank=True)
     consecutive_throttles = models.PositiveIntegerField(default=0, editable=False)
-    last_error = models.TextField(_("last error"), blank=True)
-    last_error_code = models.PositiveIntegerField(_("last error code"), null=True, blank=True)
+    last_error = ReplyTextField(_("last error"), blank=True)
+    last_error_code = ReplyCodeField(_("last error code"), null=True, blank=True)
     last_error_at = models.DateTimeField(_("last error at"), null=True, blank=True)
     last_success_at = models.DateTimeField(_("last success at"), null=True, blank=True)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
@@ -345,8 +348,11 @@ class SmtpAccount(models.Model):
     def has_undecryptable_password(self) -> bool:
         return isinstance(self.password, Undecryptable)
 
+    @sensitive_variables("password")
     def server_config(self) -> ServerConfig:
-        password = self.password
+        field = self._meta.get_field("password")
+        assert isinstance(field, EncryptedPasswordField)
+        password = field.reveal(self.password)
         return ServerConfig(
             host=self.host,
             port=self.port,
@@ -432,6 +438,10 @@ class SmtpAccount(models.Model):
                     "allowed_senders",
                     _("%(entry)r is neither an email address nor a domain.") % {"entry": entry},
                 )
+        if self.ca_file and (problem := tls_file_error(self.ca_file)):
+            # Checked here too, not only when connecting: there it would look like a
+            # server that refuses connections.
+            add("ca_file", _("This CA file cannot be used: %(problem)s.") % {"problem": problem})
         if self.ehlo_hostname and not _is_host(self.ehlo_hostname.strip()):
             add("ehlo_hostname", _("Enter a host name such as mail.example.com, or leave empty."))
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in self.from_name or ""):

@@ -6,6 +6,7 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from ..replies import Outcome
+from .fields import ReplyCodeField, ReplyTextField
 
 #: The log's outcome for an account passed over because of its limits or pause.
 DEFERRED = "deferred"
@@ -20,6 +21,7 @@ OUTCOME_CHOICES = [
     (Outcome.CONNECTION_FAILED.value, _("connection failed")),
     (Outcome.CONFIG_ERROR.value, _("configuration error")),
     (Outcome.CANCELLED.value, _("cancelled")),
+    (Outcome.PROTOCOL_ERROR.value, _("protocol error")),
     # Not sent through this account now: its own sending limit is reached, or it is
     # rate limited; the text says until when. (Not a server's verdict, so not in
     # replies.Outcome.)
@@ -43,8 +45,9 @@ class DeliveryLog(models.Model):
     recipient_count = models.PositiveIntegerField(_("recipients"), default=0)
     recipient_domains = models.CharField(_("recipient domains"), max_length=500, blank=True)
     outcome = models.CharField(_("outcome"), max_length=20, choices=OUTCOME_CHOICES, db_index=True)
-    reply_code = models.PositiveIntegerField(_("reply code"), null=True, blank=True)
-    reply_text = models.TextField(_("reply"), blank=True)
+    #: NULL when the server gave no valid code (a protocol error).
+    reply_code = ReplyCodeField(_("reply code"), null=True, blank=True)
+    reply_text = ReplyTextField(_("reply"), blank=True)
     duration_ms = models.PositiveIntegerField(_("duration (ms)"), default=0)
     attempt = models.PositiveIntegerField(_("attempt"), default=1)
     created_at = models.DateTimeField(_("time"), db_index=True)

@@ -16,6 +16,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+from .fields import ReplyCodeField, ReplyTextField
+
 
 class OutboxStatus(models.TextChoices):
     QUEUED = "queued", _("queued")
@@ -84,8 +86,8 @@ class OutboxMessage(models.Model):
     #: SMTP attempts in all (one per account tried), numbering the delivery log rows.
     smtp_attempts = models.PositiveIntegerField(_("SMTP attempts"), default=0)
     next_attempt_at = models.DateTimeField(_("next attempt"), db_index=True)
-    last_error = models.TextField(_("last error"), blank=True)
-    last_error_code = models.PositiveIntegerField(_("last reply code"), null=True, blank=True)
+    last_error = ReplyTextField(_("last error"), blank=True)
+    last_error_code = ReplyCodeField(_("last reply code"), null=True, blank=True)
     created_at = models.DateTimeField(_("queued at"), db_index=True)
     sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
     sent_by = models.ForeignKey(
