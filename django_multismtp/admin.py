@@ -26,7 +26,8 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_post_parameters
 
-from . import clock, conf, ops, outbox, verification
+from . import clock, conf, ops, outbox, stall, verification
+from .exposure import security_warnings
 from .fields import Undecryptable, secret_fields
 from .forms import ConfirmCodeForm, SendCodeForm, SmtpAccountForm
 from .models import DeliveryLog, OutboxMessage, SmtpAccount
@@ -345,6 +346,7 @@ class SmtpAccountAdmin(SecretFieldsMixin, ValidSelectionMixin, AccountAdminBase)
         "activate",
         "deactivate",
     ]
+    change_form_template = "admin/django_multismtp/smtpaccount/change_form.html"
     test_results_template = "admin/django_multismtp/smtpaccount/test_results.html"
     send_code_template = "admin/django_multismtp/smtpaccount/send_code.html"
     confirm_template = "admin/django_multismtp/smtpaccount/confirm_code.html"
@@ -445,6 +447,26 @@ class SmtpAccountAdmin(SecretFieldsMixin, ValidSelectionMixin, AccountAdminBase)
         # Only when the preset's server is what was saved (not overwritten by hand).
         if preset is not None and preset.caveat and obj.host == preset.host:
             self.message_user(request, f"{preset.label}: {preset.caveat}", messages.WARNING)
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        _warn_if_stalled(request)
+        return super().changelist_view(request, extra_context)
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> HttpResponse:
+        # In red at the top of the form: what the saved settings expose (exposure.py).
+        if obj is not None and obj.pk is not None:
+            context["security_warnings"] = security_warnings(
+                obj.host, obj.security, obj.verify_certificates
+            )
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     # -- extra pages ------------------------------------------------------------------
     def get_urls(self) -> list[URLPattern]:
@@ -640,9 +662,23 @@ class OutboxStatusFilter(admin.SimpleListFilter):
         return queryset
 
 
+def _warn_if_stalled(request: HttpRequest) -> None:
+    """A banner on the account and outbox lists when queued mail waits with no worker
+    (see :mod:`django_multismtp.stall`): a site that queues must run one."""
+    if request.method != "GET":
+        return
+    stuck = stall.stalled(clock.now())
+    if stuck is not None:
+        messages.error(request, stuck.message())
+
+
 @admin.register(OutboxMessage)
 class OutboxMessageAdmin(SecretFieldsMixin, ValidSelectionMixin, OutboxAdminBase):  # type: ignore[misc]
     """Read-only rows with two actions: a person decides *when*, never *what*."""
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        _warn_if_stalled(request)
+        return super().changelist_view(request, extra_context)
 
     list_display = (
         "created_at",

@@ -12,6 +12,7 @@ django_multismtp.W003  no mailer uses django_multismtp.backends.EmailBackend
 django_multismtp.E004  MULTISMTP is not a dict / PURPOSES is not a dict
 django_multismtp.E005  an OUTBOX setting has a value it cannot take
 django_multismtp.E006  a mailer's OPTIONS name an option our backend does not take
+django_multismtp.W004  queued mail waits with no worker (``check --database``)
 =====================  ========================================================
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
+from django.db import DatabaseError
 from django.utils.module_loading import import_string
 
 from . import compat, conf
@@ -178,6 +180,32 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     return errors
 
 
+@register(Tags.database)
+def check_outbox_worker(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[Any]:
+    """Queued mail waiting with no worker (see :mod:`django_multismtp.stall`).
+
+    Tagged ``database``: Django runs it only when asked (``manage.py check --database
+    default``, as a deployment or monitoring step), never at every start-up.
+    """
+    if not databases:
+        return []
+    from . import clock, stall  # models: not importable while the app registry loads
+
+    try:
+        stuck = stall.stalled(clock.now())
+    except DatabaseError:  # not migrated yet: nothing can be queued
+        return []
+    if stuck is None:
+        return []
+    return [
+        Warning(
+            stuck.message(),
+            hint="Run a worker; see 'Running workers' in the delivery docs.",
+            id="django_multismtp.W004",
+        )
+    ]
+
+
 def _outbox_errors(raw: dict[str, Any]) -> list[Any]:
     """A typo in OUTBOX would silently change what happens to failed mail: refuse it."""
     errors: list[Any] = []
@@ -198,6 +226,7 @@ def _outbox_errors(raw: dict[str, Any]) -> list[Any]:
         "OUTBOX_LEASE",
         "OUTBOX_POLL_INTERVAL",
         "OUTBOX_MAX_AGE",
+        "OUTBOX_STALL_AFTER",
     ):
         value = raw.get(key, conf.DEFAULTS[key])
         if key == "OUTBOX_MAX_AGE" and value is None:
@@ -208,6 +237,12 @@ def _outbox_errors(raw: dict[str, Any]) -> list[Any]:
             seconds = -1
         if isinstance(value, bool) or seconds <= 0:
             error(key, f"is {value!r}, not a positive duration.", "Use a timedelta or seconds.")
+    if not isinstance(raw.get("OUTBOX_QUEUE_CONFIG_ERRORS", False), bool):
+        error(
+            "OUTBOX_QUEUE_CONFIG_ERRORS",
+            f"is {raw['OUTBOX_QUEUE_CONFIG_ERRORS']!r}, not True or False.",
+            "Leave it False unless someone watches the outbox (see docs/delivery.rst).",
+        )
     wake = raw.get("OUTBOX_WAKE")
     if isinstance(wake, str):
         try:

@@ -57,6 +57,12 @@ DEFAULTS: dict[str, Any] = {
     # rate limited, or a temporary failure everywhere) and send it later; "always": queue
     # every message and let a worker send it; "off": raise instead of queueing.
     "OUTBOX": "retry",
+    # In "retry" mode, also queue a message whose only failures need a person: a wrong
+    # login, a TLS or certificate failure (a security mode that does not match the port),
+    # an undecryptable password, another configuration error. Off by default: such a
+    # send raises at once (or, under fail_silently, is not counted as sent) instead of
+    # waiting for days for a fix nobody was told about.
+    "OUTBOX_QUEUE_CONFIG_ERRORS": False,
     # Give up (status "failed") after this many passes that reached a server and failed.
     "OUTBOX_MAX_ATTEMPTS": 10,
     # ...or when a message is still not sent this long after it was queued (None: keep
@@ -68,6 +74,10 @@ DEFAULTS: dict[str, Any] = {
     # How long a worker owns the rows it claimed; a crashed worker's rows are picked up
     # again after this. Keep it well above the time one batch takes to send.
     "OUTBOX_LEASE": dt.timedelta(minutes=10),
+    # Queued mail due for longer than this while no worker was seen in that time is
+    # reported (verify_smtp_accounts, the admin): the site queues but runs no worker.
+    # Keep it well above OUTBOX_POLL_INTERVAL and the time one batch takes.
+    "OUTBOX_STALL_AFTER": dt.timedelta(minutes=15),
     # Rows one worker claims at a time.
     "OUTBOX_BATCH_SIZE": 100,
     # send_queued_mail --loop: pause between polls when nothing is due.

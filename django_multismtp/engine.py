@@ -42,7 +42,7 @@ from django.core.mail.utils import DNS_NAME
 from django.db import router, transaction
 from django.utils.translation import gettext as _
 
-from . import clock, conf, limits, outbox, selection, signals, state
+from . import clock, conf, limits, outbox, selection, signals, stall, state
 from .eventloop import smtp_loop
 from .exceptions import (
     CancelSend,
@@ -57,6 +57,7 @@ from .feed import Feed, Lane
 from .hints import Hints, context_hints, message_hints
 from .message import SendStatus
 from .models import DeliveryLog, OutboxMessage, SmtpAccount
+from .models.delivery import DEFERRED
 from .outgoing import Attempt, Outgoing
 from .replies import Failure, Outcome
 from .transport import Delivery, ServerConfig, Session
@@ -68,6 +69,11 @@ if TYPE_CHECKING:
 FALLBACK = "fallback"
 #: The outcome of a message kept in the outbox for later delivery.
 QUEUED = "queued"
+#: Failures only a person can fix: waiting in the outbox does not help them, so in
+#: "retry" mode they raise at once unless OUTBOX_QUEUE_CONFIG_ERRORS is set. Throttling,
+#: 4xx replies, connection trouble (refused, reset, timeouts) and protocol errors stay
+#: queueable.
+NEEDS_A_PERSON = frozenset({Outcome.AUTH_FAILED, Outcome.TLS_FAILED, Outcome.CONFIG_ERROR})
 
 logger = logging.getLogger("django_multismtp.engine")
 
@@ -235,6 +241,7 @@ class Engine:
         batch = _Batch(settle, every or SETTLE_EVERY)
         try:
             now = clock.now()
+            stall.worker_seen(now)  # a worker is sending: queued mail is not stranded
             accounts = load_accounts()
             for index, row in enumerate(rows):
                 items.append(self._queued_item(index, row, accounts, now))
@@ -313,7 +320,7 @@ class Engine:
         self._batch = batch
         try:
             while pending:
-                attempts = self._plan_round(pending, batch.excluded, now)
+                attempts = self._plan_round(pending, batch.excluded, now, batch.log)
                 batch.finish(item for item in pending if item.done)
                 if not attempts:
                     break
@@ -486,9 +493,16 @@ class Engine:
         return cache[key]
 
     def _plan_round(
-        self, pending: list[Outgoing], excluded: dict[Any, Failure | None], now: Any
+        self,
+        pending: list[Outgoing],
+        excluded: dict[Any, Failure | None],
+        now: Any,
+        log: list[DeliveryLog],
     ) -> list[Attempt]:
-        """Pick each pending message's next account and reserve its limits."""
+        """Pick each pending message's next account and reserve its limits.
+
+        A message its account's own limit turns away gets a ``deferred`` log row (with
+        when the account is free again), like every other outcome."""
         wanted: dict[Any, list[Outgoing]] = defaultdict(list)
         by_pk: dict[Any, SmtpAccount] = {}
         attempts: list[Attempt] = []
@@ -510,22 +524,27 @@ class Engine:
                 None,
             )
             if account is None:
-                self._give_up(item, excluded)
+                self._give_up(item, excluded, log=log, now=now)
                 continue
             wanted[account.pk].append(item)
             by_pk[account.pk] = account
         for pk, group in wanted.items():
             account = by_pk[pk]
             granted = limits.reserve(account, len(group), now)
+            free = limits.free_at(account, now) if granted < len(group) else now
             for position, item in enumerate(group):
                 item.tried.add(pk)
                 if position >= granted:
+                    item.wait_helps = True  # the limit's window ends
+                    reason = _(
+                        "account %(name)s reached its sending limit; free again at %(time)s"
+                    ) % {"name": account.name, "time": free.isoformat(timespec="seconds")}
+                    log.append(_deferred_row(item, account, reason, now))
                     if item.failure is None:
                         item.failure = Failure(
                             Outcome.THROTTLED,
                             None,
-                            _("account %(name)s reached its sending limit")
-                            % {"name": account.name},
+                            reason,
                             _("Raise the account's limits or add another account for this mail."),
                         )
                     continue
@@ -625,6 +644,8 @@ class Engine:
         name = account.name if account is not None else FALLBACK
         failure = delivery.failure
         log.append(self._log_entry(attempt, delivery, now))
+        if failure is not None and failure.retryable and failure.outcome not in NEEDS_A_PERSON:
+            item.wait_helps = True
         if failure is None:
             item.done, item.failure = True, None
             item.refused = dict(delivery.refused)
@@ -668,7 +689,10 @@ class Engine:
             recipient_domains=item.recipient_domains(),
             outcome=failure.outcome.value if failure else Outcome.SENT.value,
             reply_code=delivery.code,
-            reply_text=(failure.summary() if failure else _sent_reply(item, delivery))[:2000],
+            reply_text=(
+                (failure.summary() if failure else _sent_reply(item, delivery))
+                + _named_skipped(item, account)
+            )[:2000],
             duration_ms=int(delivery.duration * 1000),
             attempt=item.attempts,
             created_at=now,
@@ -680,11 +704,26 @@ class Engine:
         excluded: dict[Any, Failure | None] | None = None,
         *,
         no_fallback: bool = False,
+        log: list[DeliveryLog] | None = None,
+        now: Any = None,
     ) -> None:
         item.done = True
         if item.failure is not None:
             return
         assert item.choice is not None
+        named = item.choice.account
+        if named is not None and not named.is_active and not item.choice.candidates:
+            # Someone deactivated the very account this mail asks for: no amount of
+            # waiting brings it back, and "rate limited" would send the reader astray.
+            item.failed_on = named.name
+            item.failure = Failure(
+                Outcome.CONFIG_ERROR,
+                None,
+                _("The SMTP account %(name)s named by the message is inactive")
+                % {"name": named.name},
+                _("Activate the account, or name another one (or none) in the account hint."),
+            )
+            return
         # Never attempted because its candidates failed on other messages of this batch:
         # report what those servers said, not a generic "no account may send".
         for account in item.choice.candidates:
@@ -710,6 +749,11 @@ class Engine:
         text = _("No SMTP account may send this message now") + (f" ({reasons})" if reasons else "")
         hint = _("Wait until the rate limit ends, or activate or add another account.")
         item.failure = Failure(Outcome.THROTTLED, None, text, hint)
+        paused = [(a, why) for a, why in item.choice.skipped if a.is_active]
+        if paused and log is not None:
+            # Rate limited (or too big for some): a deferral, visible in the log.
+            account, why = paused[0]
+            log.append(_deferred_row(item, account, f"{text}: {why}", now or clock.now()))
 
     def _finish(self, items: list[Outgoing], *, queued: set[Outgoing]) -> int:
         """Report each message's status; raise for failures; return the number sent
@@ -796,14 +840,60 @@ def _sent_reply(item: Outgoing, delivery: Delivery) -> str:
 
 
 def _may_wait(item: Outgoing) -> bool:
-    """A failure the outbox can retry later: not sent, not cancelled, not refused."""
+    """A failure waiting can fix, for the outbox to retry later: not sent, not
+    cancelled, not refused, and not only failures a person must fix (a wrong login, a
+    TLS failure, a configuration error) unless OUTBOX_QUEUE_CONFIG_ERRORS says so."""
     if item.cancelled or item.sent_by is not None or item.sent_by_fallback:
         return False
     if item.unroutable:
         return False  # a configuration error, raised by _finish
     if item.attempts and int(conf.get_setting("OUTBOX_MAX_ATTEMPTS")) <= 1:
         return False  # this attempt was the only one allowed
-    return item.failure is None or item.failure.retryable
+    failure = item.failure
+    if failure is None:
+        return True
+    if not failure.retryable:
+        return False
+    if failure.outcome not in NEEDS_A_PERSON or item.wait_helps:
+        return True
+    assert item.choice is not None
+    named = item.choice.account
+    if named is not None and not named.is_active and item.attempts == 0:
+        return False  # an inactive account asked for by name: never queued
+    return bool(conf.get_setting("OUTBOX_QUEUE_CONFIG_ERRORS"))
+
+
+def _deferred_row(item: Outgoing, account: SmtpAccount, reason: str, now: Any) -> DeliveryLog:
+    """The log row of a message passed over by ``account`` (limit or pause): nothing
+    went on the wire, but a person asking "why is it late" finds the answer here."""
+    return DeliveryLog(
+        account=account,
+        account_name=account.name,
+        message_id=item.message_id[:255],
+        from_email=item.from_address[:254],
+        recipient_count=len(item.envelope_recipients),
+        recipient_domains=item.recipient_domains(),
+        outcome=DEFERRED,
+        reply_text=(reason + _named_skipped(item, account))[:2000],
+        attempt=item.attempts + 1,
+        created_at=now,
+    )
+
+
+def _named_skipped(item: Outgoing, account: SmtpAccount | None) -> str:
+    """A note for the log when the message named an account and went to another one:
+    the failover rule of :mod:`selection` (accounts allowed to send the same From)."""
+    choice = item.choice
+    named = choice.account if choice is not None else None
+    if named is None or account is None or account.pk == named.pk:
+        return ""
+    why = next((why for a, why in choice.skipped if a.pk == named.pk), None) if choice else None
+    if why is None:
+        return ""
+    return " " + _(
+        "[the account %(name)s named by the message was skipped (%(why)s); %(used)s is a "
+        "failover account for the same sender]"
+    ) % {"name": named.name, "why": why, "used": account.name}
 
 
 def _error_for(failed: list[Outgoing], sent: int) -> MultiSMTPError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import time
 from dataclasses import dataclass
 
@@ -22,7 +23,10 @@ from .engine import account_config
 from .eventloop import smtp_loop
 from .models import DeliveryLog, SmtpAccount
 from .replies import HINTS, Failure, Outcome
-from .transport import Delivery, ServerConfig, Session, check_server
+from .transport import Delivery, ServerConfig, ServerFacts, Session, check_server
+
+#: A server certificate that expires sooner than this is reported as a warning.
+CERTIFICATE_WARNING = dt.timedelta(days=14)
 
 
 @dataclass
@@ -34,6 +38,14 @@ class CheckResult:
     reply: str
     hint: str
     seconds: float
+    # What the connection check learnt (see transport.ServerFacts); empty when it failed.
+    tls_version: str = ""
+    cipher: str = ""
+    certificate_subject: str = ""
+    certificate_expires: dt.datetime | None = None
+    auth_mechanism: str = ""
+    #: Things that work today but need a person soon (a certificate about to expire).
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def outcome_label(self) -> str:
@@ -43,7 +55,39 @@ class CheckResult:
         return str(dict(OUTCOME_CHOICES, ok=_("OK")).get(self.outcome, self.outcome))
 
     def as_dict(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
+        """JSON-ready: the expiry as ISO 8601."""
+        data = dataclasses.asdict(self)
+        expires = self.certificate_expires
+        data["certificate_expires"] = expires.isoformat() if expires is not None else None
+        return data
+
+    def facts(self) -> ServerFacts:
+        """What :meth:`add_facts` copied in (to carry it over to another result)."""
+        return ServerFacts(
+            self.reply,
+            self.tls_version,
+            self.cipher,
+            self.certificate_subject,
+            self.certificate_expires,
+            self.auth_mechanism,
+        )
+
+    def add_facts(self, facts: ServerFacts, now: dt.datetime) -> None:
+        """Copy what the check learnt, and warn about a certificate that expires soon."""
+        self.tls_version, self.cipher = facts.tls_version, facts.cipher
+        self.certificate_subject = facts.certificate_subject
+        self.certificate_expires = facts.certificate_expires
+        self.auth_mechanism = facts.auth_mechanism
+        expires = facts.certificate_expires
+        if expires is not None and expires - now < CERTIFICATE_WARNING:
+            days = (expires - now).total_seconds() / 86400
+            when = (_("expired on %(date)s") if days < 0 else _("expires on %(date)s")) % {
+                "date": expires.strftime("%Y-%m-%d %H:%M UTC")
+            }
+            self.warnings.append(
+                _("The server certificate %(when)s (%(days).1f days); renew it.")
+                % {"when": when, "days": days}
+            )
 
 
 def _result(
@@ -77,13 +121,16 @@ def test_connection(account: SmtpAccount) -> CheckResult:
     Bounded by ``TEST_TIMEOUT`` in all, whatever the account's timeout: a person waits.
     """
     started = time.perf_counter()
-    failure, summary = smtp_loop.run(check_server(_test_config(account), conf.test_timeout()))
+    failure, facts = smtp_loop.run(check_server(_test_config(account), conf.test_timeout()))
     now = clock.now()
     if failure is not None:
         state.record_failure(account, failure, now)
     else:
         state.record_successes([account], now)
-    return _result(account, failure, summary, time.perf_counter() - started, ok="ok")
+    result = _result(account, failure, facts.summary, time.perf_counter() - started, ok="ok")
+    if failure is None:
+        result.add_facts(facts, now)
+    return result
 
 
 def send_test_message(

@@ -67,6 +67,10 @@ class Outgoing:
     refused: dict[str, str] = field(default_factory=dict)
     #: Name of the account (or "fallback") of the last failed attempt.
     failed_on: str | None = None
+    #: Some account failed (or was deferred) for a reason waiting can fix: throttling, a
+    #: 4xx, connection trouble, a full limit. The outbox may then keep the message even
+    #: if the last failure (say, another account's wrong password) needs a person.
+    wait_helps: bool = False
     done: bool = False
     cancelled: bool = False
     #: Our own code raised while handling it (``failure`` holds the error): the pass

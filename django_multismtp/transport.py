@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import enum
 import socket
 import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiosmtplib
+from cryptography import x509
 
 from .netguard import public_addresses
 from .pipelining import ProtocolError, Wire
@@ -156,6 +159,8 @@ class Session:
         self.client: aiosmtplib.SMTP | None = None
         self.wire: Wire | None = None
         self.sent_on_connection = 0
+        #: The AUTH mechanism the last login used ("PLAIN", "LOGIN", "CRAM-MD5"), or "".
+        self.auth_mechanism = ""
 
     @property
     def connected(self) -> bool:
@@ -200,19 +205,22 @@ class Session:
     async def _login(self, client: aiosmtplib.SMTP) -> None:
         config = self.config
         method = config.auth_method
+        self.auth_mechanism = ""
         if not config.logs_in:
             return
         # After STARTTLS the server's extensions must be asked for again before AUTH;
         # aiosmtplib's explicit auth_* methods do not do it themselves.
         await client._ehlo_or_helo_if_needed()
         if method == AuthMethod.AUTO:
-            await client.login(config.username, config.password)
-        elif method == AuthMethod.PLAIN:
+            self.auth_mechanism = await _login_auto(client, config.username, config.password)
+            return
+        if method == AuthMethod.PLAIN:
             await client.auth_plain(config.username, config.password)
         elif method == AuthMethod.LOGIN:
             await client.auth_login(config.username, config.password)
         elif method == AuthMethod.CRAM_MD5:
             await client.auth_crammd5(config.username, config.password)
+        self.auth_mechanism = method.value.upper()
 
     async def ensure_open(self) -> None:
         limit = self.config.max_messages_per_connection
@@ -296,6 +304,30 @@ class Session:
                 client.close()
 
 
+async def _login_auto(client: aiosmtplib.SMTP, username: str, password: str) -> str:
+    """``client.login()``, but returning the mechanism that worked.
+
+    Like aiosmtplib, try the best mechanism both sides support first and go on after a
+    refusal (some servers list mechanisms they do not really accept). People checking
+    an account want to know which one was used: PLAIN or LOGIN over a plain connection
+    sends the password readable.
+    """
+    methods = client.supported_auth_methods if client.supports_extension("auth") else []
+    if not methods:
+        await client.login(username, password)  # raises aiosmtplib's own clear error
+        return ""
+    refused: aiosmtplib.SMTPAuthenticationError | None = None
+    for name in methods:
+        try:
+            await getattr(client, f"auth_{name.replace('-', '')}")(username, password)
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            refused = exc
+            continue
+        return name.upper()
+    assert refused is not None
+    raise refused
+
+
 def classify(exc: BaseException, *, stage: str) -> Failure:
     """:func:`~django_multismtp.replies.classify_exception`, guarded for any server.
 
@@ -341,12 +373,53 @@ async def _connect_public(config: ServerConfig) -> socket.socket:
     raise error
 
 
+@dataclass(frozen=True)
+class ServerFacts:
+    """What a connection check learnt about a server, for a person deciding to trust it.
+
+    Empty strings (and ``None``) for what does not apply: no TLS on a plain connection,
+    no mechanism when the account does not log in.
+    """
+
+    summary: str = ""
+    tls_version: str = ""  # "TLSv1.3"
+    cipher: str = ""  # "TLS_AES_256_GCM_SHA384"
+    certificate_subject: str = ""  # RFC 4514, "CN=mail.example.com"
+    certificate_expires: dt.datetime | None = None  # aware, UTC
+    auth_mechanism: str = ""  # "PLAIN", "LOGIN", "CRAM-MD5"
+
+
+def _tls_facts(client: aiosmtplib.SMTP) -> dict[str, Any]:
+    """TLS version, cipher and the server certificate's subject and expiry.
+
+    The certificate is read in binary form, which the ``ssl`` module hands over even when
+    certificate checks are off (its parsed form is then empty): an account that does not
+    verify is exactly the one whose certificate a person should look at.
+    """
+    ssl_object = client.transport.get_extra_info("ssl_object") if client.transport else None
+    if ssl_object is None:
+        return {}
+    facts: dict[str, Any] = {"tls_version": ssl_object.version() or ""}
+    cipher = ssl_object.cipher()
+    facts["cipher"] = cipher[0] if cipher else ""
+    der = ssl_object.getpeercert(binary_form=True)
+    if der:
+        try:
+            certificate = x509.load_der_x509_certificate(der)
+        except ValueError:  # a certificate cryptography cannot read: report the rest
+            return facts
+        facts["certificate_subject"] = safe_text(certificate.subject.rfc4514_string())
+        facts["certificate_expires"] = certificate.not_valid_after_utc
+    return facts
+
+
 async def check_server(
     config: ServerConfig, within: float | None = None
-) -> tuple[Failure | None, str]:
+) -> tuple[Failure | None, ServerFacts]:
     """Connect, negotiate TLS and authenticate without sending; for *test connection*.
 
-    Returns ``(None, server greeting/EHLO summary)`` on success.
+    Returns ``(None, facts)`` on success, ``facts.summary`` naming the server greeting
+    and extensions; ``(failure, empty facts)`` otherwise.
 
     ``within``: seconds the whole test may take, when a person (a web request) waits for
     it. The account's timeout bounds each step (connect, each reply); a test has several
@@ -361,19 +434,20 @@ async def check_server(
             return await _check_server(config)
     except TimeoutError:
         text = f"No complete answer within {within:g} seconds, the time a test may take"
-        return Failure(Outcome.CONNECTION_FAILED, None, text, HINTS["timeout"]), ""
+        return Failure(Outcome.CONNECTION_FAILED, None, text, HINTS["timeout"]), ServerFacts()
 
 
-async def _check_server(config: ServerConfig) -> tuple[Failure | None, str]:
+async def _check_server(config: ServerConfig) -> tuple[Failure | None, ServerFacts]:
     session = Session(config)
     try:
         await session.open()
     except UndecryptablePassword as exc:
-        return Failure(Outcome.CONFIG_ERROR, None, str(exc), HINTS["undecryptable"]), ""
+        failure = Failure(Outcome.CONFIG_ERROR, None, str(exc), HINTS["undecryptable"])
+        return failure, ServerFacts()
     except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
-        return classify(exc, stage="CONNECT"), ""
+        return classify(exc, stage="CONNECT"), ServerFacts()
     except ValueError as exc:  # after SSL errors, which are ValueErrors too
-        return _invalid_setting(exc), ""
+        return _invalid_setting(exc), ServerFacts()
     assert session.client is not None
     client = session.client
     extensions = ", ".join(sorted(client.esmtp_extensions)) if client.esmtp_extensions else ""
@@ -383,5 +457,6 @@ async def _check_server(config: ServerConfig) -> tuple[Failure | None, str]:
     summary = f"Connected ({tls}); server: {greeting}"
     if extensions:
         summary += f"; extensions: {extensions}"
+    facts = ServerFacts(summary, auth_mechanism=session.auth_mechanism, **_tls_facts(client))
     await session.close()
-    return None, safe_text(summary)
+    return None, dataclasses.replace(facts, summary=safe_text(summary))

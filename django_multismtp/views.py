@@ -21,6 +21,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
 from . import ops, verification
+from .exposure import security_warnings
 from .fields import secret_field_names
 from .forms import ConfirmCodeForm, MySmtpSettingsForm, SendCodeForm
 from .models import SmtpAccount
@@ -46,6 +47,12 @@ def _page(request: HttpRequest, account: SmtpAccount | None, **context: Any) -> 
             "title": _("My SMTP settings"),
             "account": account,
             "accounts": accounts,
+            # The page shows security and certificate checks: warn as the admin does.
+            "security_warnings": security_warnings(
+                account.host, account.security, account.verify_certificates
+            )
+            if account is not None
+            else [],
             "send_form": context.pop("send_form", None)
             or SendCodeForm(initial={"recipient": getattr(request.user, "email", "")}),
             "confirm_form": context.pop("confirm_form", None) or ConfirmCodeForm(),

@@ -122,8 +122,13 @@ class TLSFiles:
         return ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.cert_path)
 
 
-def make_tls_files(directory: str | os.PathLike[str]) -> TLSFiles:
+def make_tls_files(
+    directory: str | os.PathLike[str], *, valid_for: datetime.timedelta | None = None
+) -> TLSFiles:
     """Write a fresh EC P-256 self-signed certificate and key into ``directory``.
+
+    ``valid_for``: how long the certificate stays valid from now (30 days by default;
+    a few days for tests of expiry warnings).
 
     Generated at test time (milliseconds for EC) so nothing secret or expiring is committed.
     The extensions are chosen to also pass OpenSSL's X509_STRICT checks, which newer Pythons
@@ -143,7 +148,7 @@ def make_tls_files(directory: str | os.PathLike[str]) -> TLSFiles:
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
+        .not_valid_after(now + (valid_for or datetime.timedelta(days=30)))
         .add_extension(
             x509.SubjectAlternativeName(
                 [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(LOCALHOST))]

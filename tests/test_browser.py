@@ -449,3 +449,26 @@ def test_admin_outbox_shows_queued_mail_and_retries_it_now(
     line.locator("th a").click()
     expect(page.locator(".field-possible_duplicate")).to_be_visible()
     expect(page.get_by_role("link", name="Attempts of this message")).to_be_visible()
+
+
+def test_admin_warns_in_red_when_certificate_checks_are_turned_off(
+    page: Page, live_server: Any, server: SMTPTestServer
+) -> None:
+    base = live_server.url
+    get_user_model().objects.create_superuser("admin", "admin@example.test", PASSWORD)
+    account = SmtpAccountFactory.for_server(
+        server, name="Relay", auth_method="auto", username="alice", password=USERS["alice"]
+    )
+    log_in(page, base, "admin", PASSWORD)
+    page.goto(f"{base}/admin/django_multismtp/smtpaccount/{account.pk}/change/")
+    warning = page.locator(".multismtp-security-warning")
+    expect(warning).to_have_count(0)
+
+    page.locator("#id_verify_certificates").uncheck()
+    page.get_by_role("button", name="Save and continue editing").click()
+    expect(warning).to_have_count(1)
+    expect(warning).to_contain_text("Certificate checks are off")
+    expect(warning).to_have_css("color", "rgb(186, 33, 33)")  # red, as admin errors are
+    # At the top of the form, above the server fields.
+    top, host = warning.bounding_box(), page.locator("#id_host").bounding_box()
+    assert top is not None and host is not None and top["y"] < host["y"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ from django_multismtp.models import DeliveryLog
 from django_multismtp.replies import HINTS
 from tests.conftest import USERS
 from tests.factories import SmtpAccountFactory
+from tests.smtp_servers import SMTPTestServer, make_tls_files
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -160,7 +162,9 @@ def test_no_accounts_is_an_error():
 
 def test_send_test_delivers_and_logs(good, starttls_server):
     out, _ = run("--send-test", "check@example.com")
-    assert rows(out)["good"][:2] == ["ok", "250"]
+    # The server's reply ends the row, after the TLS, AUTH and certificate columns.
+    row = rows(out)["good"]
+    assert row[0] == "ok" and row[1].startswith("TLSv1") and row[4] == "250"
     (received,) = starttls_server.wait_for(1)
     assert received.rcpt_tos == ["check@example.com"]
     assert received.mail_from == good.from_email
@@ -219,3 +223,78 @@ def test_exit_status_in_a_real_process(good, bad):
     assert passing.returncode == 0, passing.stderr
     assert passing.stderr == ""
     assert {name: row[0] for name, row in rows(passing.stdout).items()} == {"good": "ok"}
+
+
+# -- what the connection is: TLS, certificate, AUTH mechanism -------------------------------
+
+
+def test_json_reports_tls_certificate_and_auth_mechanism(good, implicit_server, clock):
+    SmtpAccountFactory.for_server(
+        implicit_server,
+        name="smtps",
+        auth_method="login",
+        username="bob",
+        password=USERS["bob"],
+    )
+    out, _ = run("--json")
+    by_name = {r["account"]: r for r in json.loads(out)}
+    for name in ("good", "smtps"):
+        result = by_name[name]
+        assert result["tls_version"] in {"TLSv1.2", "TLSv1.3"}
+        assert result["cipher"]
+        assert result["certificate_subject"] == "CN=localhost"
+        expires = dt.datetime.fromisoformat(result["certificate_expires"])
+        assert dt.timedelta(days=29) < expires - clock() < dt.timedelta(days=31)
+        assert result["warnings"] == []
+    # "auto" picks the best mechanism both sides support; the one used is named.
+    assert by_name["good"]["auth_mechanism"] == "CRAM-MD5"
+    assert by_name["smtps"]["auth_mechanism"] == "LOGIN"
+
+
+def test_table_shows_tls_auth_and_certificate_in_short(good):
+    out, _ = run()
+    line = next(line for line in out.splitlines() if line.startswith("good "))
+    assert "/TLS_" in line or "TLSv1.2/" in line
+    assert " CRAM-MD5 " in line and "CN=localhost,until=" in line
+
+
+def test_plain_connection_reports_no_tls(smtp_server):
+    SmtpAccountFactory.for_server(smtp_server, name="plain")
+    out, _ = run("--json")
+    (result,) = json.loads(out)
+    assert result["tls_version"] == "" and result["certificate_expires"] is None
+    assert result["auth_mechanism"] == ""
+
+
+@pytest.fixture
+def expiring_server(tmp_path):  # type: ignore[no-untyped-def]
+    tls = make_tls_files(tmp_path / "tls", valid_for=dt.timedelta(days=5))
+    with SMTPTestServer(
+        mode="starttls", tls=tls, require_starttls=True, users=USERS, auth_required=True
+    ) as server:
+        yield server
+
+
+def test_certificate_expiring_within_14_days_is_a_warning(good, expiring_server):
+    SmtpAccountFactory.for_server(
+        expiring_server, name="expiring", username="alice", password=USERS["alice"]
+    )
+    error, out = run_failing()
+    assert error.returncode == 3
+    assert str(error) == "1 of 2 account(s) need attention soon: expiring."
+    table = rows(out)
+    assert table["good"][0] == "ok" and table["expiring"][0] == "warning"
+    assert "expiring: warning: The server certificate expires on" in out
+    # It still works: the account's state records a success, not an error.
+    error, out = run_failing("--json", "expiring")
+    (result,) = json.loads(out)
+    assert result["ok"] is True
+    (warning,) = result["warnings"]
+    assert "expires on" in warning and ("(4.9 days)" in warning or "(5.0 days)" in warning)
+
+
+def test_a_certificate_far_from_expiry_becomes_a_warning_as_time_passes(good, clock):
+    assert rows(run()[0])["good"][0] == "ok"
+    clock.advance(days=20)  # the test certificate is valid for 30 days
+    error, out = run_failing()
+    assert error.returncode == 3 and rows(out)["good"][0] == "warning"

@@ -797,8 +797,13 @@ def test_a_missing_ca_file_is_a_configuration_error_naming_the_file(
     assert missing in result.reply
     assert "Nothing accepts connections" not in result.hint
 
+    # A configuration error needs a person: it raises now instead of waiting in the
+    # outbox (issue #13; OUTBOX_QUEUE_CONFIG_ERRORS would queue it).
     msg = message()
-    assert get_mailer().send_messages([msg]) == 1  # queued until the file is fixed
+    with pytest.raises(SendFailed) as caught:
+        get_mailer().send_messages([msg])
+    assert missing in str(caught.value)
     assert missing in msg.multismtp_status.error
+    assert msg.multismtp_status.queued is False
     assert log_rows() == [("H", "config_error", None)]
     assert server.connections == 0

@@ -151,7 +151,15 @@ def test_backend_moves_what_exceeds_the_limit_to_another_account(
 
     assert DeliveryLog.objects.filter(account=limited, outcome="sent").count() == 2
     assert DeliveryLog.objects.filter(account=spare, outcome="sent").count() == 3
-    assert DeliveryLog.objects.exclude(outcome="sent").count() == 0
+    # The three the limit turned away are in the log as deferred on "limited", with the
+    # moment it is free again (the end of its full minute), before they went to "spare".
+    deferred = DeliveryLog.objects.exclude(outcome="sent")
+    assert [(row.account_id, row.outcome) for row in deferred] == [(limited.pk, "deferred")] * 3
+    free = limits.free_at(limited, at_start()).isoformat(timespec="seconds")
+    assert all(f"free again at {free}" in row.reply_text for row in deferred)
+    assert {row.message_id for row in deferred} == {
+        m.multismtp_status.message_id for m in batch[2:]
+    }
     assert limits.usage(limited, at_start()) == {"minute": (2, 2)}
 
     # The next minute the limited account has room again.

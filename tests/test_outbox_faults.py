@@ -1,8 +1,9 @@
 """Fault injection against the outbox: whatever a server does, no message is lost.
 
 With the default outbox mode ("retry") a message must end in exactly one of two states:
-delivered, or refused permanently with the caller told. Everything in between (a dropped
-connection, a stall, a 4xx, a broken TLS handshake, a drop after AUTH, every account
+delivered, or refused (for good, or for a reason only a person can fix, see
+test_queue_policy.py) with the caller told. Everything in between (a dropped connection,
+a stall, a 4xx, an implicit-TLS connection reset, a drop after AUTH, every account
 throttling) must leave it in the outbox, once, with the failure recorded where a person
 looks for it: the caller's status, the account, the delivery log and the outbox row.
 
@@ -155,16 +156,8 @@ QUEUED = {
     "454-throttling": Queued(
         Fault.reply(454, THROTTLE), "throttled", 454, f"454 {THROTTLE}", "throttled", throttled=True
     ),
-    # 220 to STARTTLS, then bytes that are not TLS.
-    "starttls-garbled": Queued(
-        Fault.break_tls(),
-        "tls_failed",
-        None,
-        "WRONG_VERSION_NUMBER",
-        "tls_mismatch",
-        server="starttls_server",
-        account=ALICE,
-    ),
+    # (220 to STARTTLS, then bytes that are not TLS, is a TLS failure: a person must fix
+    # the security mode, so it raises instead; see tests/test_queue_policy.py.)
     # Implicit TLS aborted at the ClientHello: the client only sees the connection reset
     # (aiosmtplib's SMTPConnectError caused by ConnectionResetError), which replies.py
     # tells apart from a refused connection.

@@ -5,12 +5,14 @@ from .delivery import DeliveryLog
 from .outbox import OutboxMessage, OutboxStatus
 from .usage import UsageCounter
 from .verification import VerificationCode
+from .worker import OutboxWorkerSeen
 
 __all__ = [
     "AuthMethod",
     "DeliveryLog",
     "OutboxMessage",
     "OutboxStatus",
+    "OutboxWorkerSeen",
     "Security",
     "SmtpAccount",
     "UsageCounter",

@@ -8,6 +8,9 @@ from django.utils.translation import gettext_lazy as _
 from ..replies import Outcome
 from .fields import ReplyCodeField, ReplyTextField
 
+#: The log's outcome for an account passed over because of its limits or pause.
+DEFERRED = "deferred"
+
 OUTCOME_CHOICES = [
     (Outcome.SENT.value, _("sent")),
     (Outcome.THROTTLED.value, _("throttled")),
@@ -19,6 +22,10 @@ OUTCOME_CHOICES = [
     (Outcome.CONFIG_ERROR.value, _("configuration error")),
     (Outcome.CANCELLED.value, _("cancelled")),
     (Outcome.PROTOCOL_ERROR.value, _("protocol error")),
+    # Not sent through this account now: its own sending limit is reached, or it is
+    # rate limited; the text says until when. (Not a server's verdict, so not in
+    # replies.Outcome.)
+    (DEFERRED, _("deferred")),
 ]
 
 

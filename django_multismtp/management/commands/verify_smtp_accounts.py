@@ -13,8 +13,12 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.validators import validate_email
 
-from ... import conf, ops
+from ... import clock, conf, ops, stall
 from ...models import SmtpAccount
+
+#: Every account works, but one needs attention soon (a certificate about to expire).
+#: Distinct from 1 (a failure) so cron can tell the two apart.
+WARNING_EXIT_STATUS = 3
 
 
 class Command(BaseCommand):
@@ -62,9 +66,12 @@ class Command(BaseCommand):
 
         results = []
         for account in selected:
-            result = ops.test_connection(account)
-            if result.ok and address:
+            checked = ops.test_connection(account)
+            result = checked
+            if checked.ok and address:
                 result = ops.send_test_message(account, address)
+                # The message's result, with what the connection check learnt.
+                result.add_facts(checked.facts(), clock.now())
             results.append(result)
 
         if options["json"]:
@@ -72,20 +79,54 @@ class Command(BaseCommand):
         else:
             self._table(results)
         failed = [r.account for r in results if not r.ok]
+        stuck = stall.stalled(clock.now())
+        if stuck is not None:
+            # On standard error, so --json output stays parseable.
+            self.stderr.write(f"Outbox: {stuck.message()}")
         if failed:
             raise CommandError(
                 f"{len(failed)} of {len(results)} account(s) failed: {', '.join(failed)}."
             )
+        if stuck is not None:
+            raise CommandError(f"Outbox: {stuck.waiting} message(s) waiting with no worker.")
+        warned = [r.account for r in results if r.warnings]
+        if warned:
+            raise CommandError(
+                f"{len(warned)} of {len(results)} account(s) need attention soon: "
+                f"{', '.join(warned)}.",
+                returncode=WARNING_EXIT_STATUS,
+            )
 
     def _table(self, results: list[ops.CheckResult]) -> None:
-        rows = [("ACCOUNT", "RESULT", "CODE", "REPLY")]
+        rows = [("ACCOUNT", "RESULT", "CODE", "TLS", "AUTH", "CERTIFICATE", "REPLY")]
         for r in results:
-            rows.append((r.account, "ok" if r.ok else r.outcome, str(r.code or ""), r.reply[:70]))
-        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+            result = r.outcome if not r.ok else "warning" if r.warnings else "ok"
+            rows.append(
+                (
+                    r.account,
+                    result,
+                    str(r.code or ""),
+                    "/".join(filter(None, (r.tls_version, r.cipher))) or "-",
+                    r.auth_mechanism or "-",
+                    _certificate(r),
+                    r.reply[:70],
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
         for row in rows:
             self.stdout.write(
-                "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[3]
+                "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1]
             )
         for r in results:
             if not r.ok and r.hint:
                 self.stdout.write(f"{r.account}: {r.hint}")
+            for warning in r.warnings:
+                self.stdout.write(f"{r.account}: warning: {warning}")
+
+
+def _certificate(result: ops.CheckResult) -> str:
+    """ "CN=mail.example.com,until=2027-01-31", short enough for a terminal ("-": none)."""
+    if result.certificate_expires is None:
+        return "-"
+    subject = result.certificate_subject.replace(" ", "")[:40]
+    return f"{subject},until={result.certificate_expires:%Y-%m-%d}"
