@@ -6,6 +6,10 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
+# The demo has its own small environment (the package and the demo's SMTP sink, about 16
+# packages) so that `make demo` on a fresh clone serves quickly; `make test` keeps .venv.
+DEMO_VENV := .venv-demo
+DEMO_BIN := $(DEMO_VENV)/bin
 PGBIN ?= /usr/lib/postgresql/15/bin
 PGRUN := $(if $(filter 0,$(shell id -u)),runuser -u postgres --,)
 PGDIR ?= /tmp/pgtest-$(notdir $(CURDIR))-$(shell id -u)
@@ -21,6 +25,11 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 venv: $(BIN)/.installed
+
+$(DEMO_BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_BIN)/pip install -q -e '.[demo]'
+	touch $@
 
 # Debian packages the suite needs: PostgreSQL for the second database, Chromium for the
 # browser tests. Installed only when missing.
@@ -64,9 +73,10 @@ docs: venv
 	$(BIN)/tox run -e docs
 
 # The example project with an embedded SMTP sink; see example_project/README.
-demo: venv
-	$(BIN)/python example_project/manage.py migrate --noinput -v 0
-	$(BIN)/python example_project/manage.py demo
+# `manage.py demo` migrates the database itself; when a demo already serves from this
+# clone it says so, prints its URL and exits 1 without touching its database or sink.
+demo: $(DEMO_BIN)/.installed
+	$(DEMO_BIN)/python example_project/manage.py demo $(DEMOARGS)
 
 # Throughput, memory and queries against Django's stock SMTP backend on loopback sinks;
 # see benchmarks/README.md. Never part of `make test`.
@@ -79,4 +89,4 @@ bench: venv
 	$(BIN)/python -m benchmarks $(BENCHARGS)
 
 clean:
-	rm -rf $(VENV) .tox .demo .bench docs/_build
+	rm -rf $(VENV) $(DEMO_VENV) .tox .demo .bench docs/_build
