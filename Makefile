@@ -6,6 +6,10 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
+# The demo has its own small environment (the package and the demo's SMTP sink, about 16
+# packages) so that `make demo` on a fresh clone serves quickly; `make test` keeps .venv.
+DEMO_VENV := .venv-demo
+DEMO_BIN := $(DEMO_VENV)/bin
 PGBIN ?= /usr/lib/postgresql/15/bin
 PGRUN := $(if $(filter 0,$(shell id -u)),runuser -u postgres --,)
 PGDIR ?= /tmp/pgtest-$(notdir $(CURDIR))-$(shell id -u)
@@ -21,6 +25,25 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 venv: $(BIN)/.installed
+
+# Only the package's dependencies and the `demo` extra, read from pyproject.toml: the demo
+# imports django_multismtp from this source tree (example_project/manage.py puts the
+# repository on sys.path), so no build step. When $(PYTHON) has pip, that pip installs into
+# a venv made without one (creating pip in the venv is the slowest step); --no-compile
+# leaves byte-compiling to the modules the demo imports.
+$(DEMO_BIN)/.installed: pyproject.toml
+	rm -rf $(DEMO_VENV)
+	set -e; \
+	  if $(PYTHON) -m pip --python $(PYTHON) --version >/dev/null 2>&1; then \
+	    $(PYTHON) -m venv --without-pip $(DEMO_VENV); pip="$(PYTHON) -m pip --python $(DEMO_BIN)/python"; \
+	  else \
+	    $(PYTHON) -m venv $(DEMO_VENV); pip="$(DEMO_BIN)/python -m pip"; \
+	  fi; \
+	  $(PYTHON) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+	    print("\n".join(p["dependencies"] + p["optional-dependencies"]["demo"]))' \
+	    > $(DEMO_VENV)/requirements.txt; \
+	  $$pip install -q --no-compile -r $(DEMO_VENV)/requirements.txt
+	touch $@
 
 # Debian packages the suite needs: PostgreSQL for the second database, Chromium for the
 # browser tests. Installed only when missing.
@@ -68,9 +91,10 @@ docs: venv
 	$(BIN)/tox run -e docs
 
 # The example project with an embedded SMTP sink; see example_project/README.
-demo: venv
-	$(BIN)/python example_project/manage.py migrate --noinput -v 0
-	$(BIN)/python example_project/manage.py demo
+# `manage.py demo` migrates the database itself; when a demo already serves from this
+# clone it says so, prints its URL and exits 1 without touching its database or sink.
+demo: $(DEMO_BIN)/.installed
+	$(DEMO_BIN)/python example_project/manage.py demo $(DEMOARGS)
 
 # Throughput, memory and queries against Django's stock SMTP backend on loopback sinks;
 # see benchmarks/README.md. Never part of `make test`.
@@ -83,4 +107,4 @@ bench: venv
 	$(BIN)/python -m benchmarks $(BENCHARGS)
 
 clean:
-	rm -rf $(VENV) .tox .demo .bench docs/_build
+	rm -rf $(VENV) $(DEMO_VENV) .tox .demo .bench docs/_build

@@ -2,24 +2,37 @@
 
 Create an account in the admin pointing at the sink's open port, test the connection
 (good and wrong password), send the confirmation code, read it from the sink's log (as
-the demo's /sink/ page does) and confirm it: the account ends up verified.
+the demo's /sink/ page does) and confirm it: the account ends up verified. "My SMTP
+settings" is reachable in the demo and accepts the sink's 127.0.0.1. A second
+``manage.py demo`` leaves a running one alone.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import sqlite3
+import subprocess
 import sys
+import urllib.error
+import urllib.request
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 from django.core.cache import cache
+from django.test import Client
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "example_project"))
+EXAMPLE_PROJECT = Path(__file__).resolve().parent.parent / "example_project"
+sys.path.insert(0, str(EXAMPLE_PROJECT))
 
 from demo_site.demo_data import OPEN_MAILBOX, OPEN_PASSWORD, mailboxes  # noqa: E402
-from demo_site.sink import Sink, read_log  # noqa: E402
+from demo_site.sink import Sink, free_port, read_log  # noqa: E402
 
 from django_multismtp.models import SmtpAccount  # noqa: E402
+from tests import processes  # noqa: E402
+from tests.factories import UserFactory  # noqa: E402
 
 CHANGELIST = "/admin/django_multismtp/smtpaccount/"
 
@@ -84,3 +97,153 @@ def test_create_test_send_code_and_confirm_against_the_demo_sink(admin_client, s
     assert good.verified_at is not None
     changelist = admin_client.get(CHANGELIST).content.decode()
     assert "multismtp-status-verified" in changelist
+
+
+# -- "My SMTP settings" in the demo ------------------------------------------------------
+
+
+def demo_multismtp_settings(monkeypatch, tmp_path):
+    """The demo settings' MULTISMTP (imported with DEMO_DIR in tmp_path: the module makes it)."""
+    monkeypatch.setenv("DEMO_DIR", str(tmp_path))
+    from demo_site import settings as demo_settings
+
+    return demo_settings.MULTISMTP
+
+
+def my_settings_data(port: int) -> dict[str, str]:
+    return {
+        "preset": "",
+        "from_email": "sam@demo.test",
+        "from_name": "Sam",
+        "reply_to": "",
+        "host": "127.0.0.1",
+        "port": str(port),
+        "security": "none",
+        "verify_certificates": "on",
+        "auth_method": "login",
+        "username": "sam",
+        "password": OPEN_PASSWORD,
+    }
+
+
+@pytest.mark.django_db
+def test_the_demo_serves_my_smtp_settings_and_accepts_its_sink(
+    settings, monkeypatch, tmp_path, sink
+):
+    settings.ROOT_URLCONF = "demo_site.urls"
+    settings.MULTISMTP = demo_multismtp_settings(monkeypatch, tmp_path)
+    # The send page's templates (demo_site is not an installed app of the test settings).
+    settings.TEMPLATES = [
+        {**settings.TEMPLATES[0], "DIRS": [EXAMPLE_PROJECT / "demo_site" / "templates"]}
+    ]
+    cache.clear()
+    staff = Client()
+    staff.force_login(UserFactory(username="sam", is_staff=True))
+
+    home = staff.get("/").content.decode()
+    assert 'href="/smtp/"' in home and "My SMTP settings" in home
+    assert staff.get("/smtp/").status_code == 200
+
+    response = staff.post("/smtp/", my_settings_data(sink.port_of(OPEN_MAILBOX)))
+    assert response.status_code == 302, response.content.decode()[:3000]
+    account = SmtpAccount.objects.get(owner__username="sam")
+    assert (account.host, account.port) == ("127.0.0.1", sink.port_of(OPEN_MAILBOX))
+    tested = staff.post(f"/smtp/{account.pk}/test/", follow=True).content.decode()
+    assert "The settings work" in tested
+
+
+@pytest.mark.django_db
+def test_the_test_settings_still_refuse_the_sink_host(sink):
+    cache.clear()
+    staff = Client()
+    staff.force_login(UserFactory(username="sam", is_staff=True))
+    response = staff.post("/smtp/", my_settings_data(sink.port_of(OPEN_MAILBOX)))
+    assert response.status_code == 200
+    assert "resolves to an internal address" in response.content.decode()
+    assert not SmtpAccount.objects.exists()
+
+
+# -- a second `manage.py demo` -------------------------------------------------------------
+
+
+def start_demo(demo_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, str(EXAMPLE_PROJECT / "manage.py"), "demo", "--port", str(port)],
+            env=demo_env(demo_dir),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def demo_env(demo_dir: Path) -> dict[str, str]:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "demo_site.settings"}
+    env["DEMO_DIR"] = str(demo_dir)
+    return env
+
+
+def run_demo(demo_dir: Path, port: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(EXAMPLE_PROJECT / "manage.py"), "demo", "--port", str(port)],
+        env=demo_env(demo_dir),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def serves(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/admin/login/", timeout=10) as r:
+            return bool(r.status == 200)
+    except (urllib.error.URLError, ConnectionError):
+        return False
+
+
+def database_dump(path: Path) -> list[str]:
+    with closing(sqlite3.connect(path)) as db:  # a bare `with` commits, it does not close
+        return list(db.iterdump())
+
+
+@pytest.mark.slow
+def test_a_second_demo_leaves_the_running_one_alone(tmp_path):
+    demo_dir, port = tmp_path / "demo", free_port()
+    first = start_demo(demo_dir, port, tmp_path / "first.log")
+    try:
+
+        def first_serves() -> bool:
+            assert first.poll() is None, (tmp_path / "first.log").read_text()
+            return serves(port)
+
+        processes.wait_until(first_serves, timeout=120, what="the first demo serving")
+        sink_log = demo_dir / "sink.jsonl"
+        with sink_log.open("a", encoding="utf-8") as log:  # as if a message had arrived
+            log.write('{"subject": "received before the second demo"}\n')
+        database, received = database_dump(demo_dir / "demo.sqlite3"), sink_log.read_text()
+
+        for second_port in (port, free_port()):
+            second = run_demo(demo_dir, second_port)
+            assert second.returncode == 1, second.stdout + second.stderr
+            assert f"already running at http://127.0.0.1:{port}/" in second.stderr
+            assert "Nothing was changed" in second.stderr
+            assert first.poll() is None and serves(port)
+            assert database_dump(demo_dir / "demo.sqlite3") == database
+            assert sink_log.read_text() == received
+    finally:
+        processes.stop(first)
+
+
+def test_a_port_taken_by_another_program_changes_nothing(tmp_path):
+    demo_dir = tmp_path / "demo"
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        taken = other.getsockname()[1]
+        result = run_demo(demo_dir, taken)
+    assert result.returncode == 1
+    assert f"Port {taken} of 127.0.0.1 is in use by another program" in result.stderr
+    assert "Nothing was changed" in result.stderr
+    assert not (demo_dir / "demo.sqlite3").exists()
+    assert not (demo_dir / "sink.jsonl").exists()

@@ -381,6 +381,37 @@ class TestTestAndVerify:
         assert "Last error:" in html
         assert "App Password" in html
 
+    def test_last_error_hidden_once_a_later_test_and_confirm_succeed(
+        self, staff, user, starttls_server, allow_internal, clock
+    ):
+        account = own_account(
+            starttls_server, user, auth_method="auto", username="alice", password="nope"
+        )
+        failed = staff.post(f"/smtp/{account.pk}/test/", follow=True).content.decode()
+        assert "Last error:" in failed and "multismtp-last-error" in failed
+
+        clock.advance(minutes=1)
+        account.refresh_from_db()
+        account.password = USERS["alice"]
+        account.save()
+        page = staff.post(f"/smtp/{account.pk}/test/", follow=True).content.decode()
+        assert "The settings work" in page
+        assert "Last error:" not in page and "multismtp-last-error" not in page
+        staff.post(f"/smtp/{account.pk}/send-code/", {"recipient": "sam@example.test"})
+        code = code_from(starttls_server, 0)
+        page = staff.post(f"/smtp/{account.pk}/confirm/", {"code": code}, follow=True)
+        html = page.content.decode()
+        assert "multismtp-verified" in html and "Last error:" not in html
+        account.refresh_from_db()
+        assert account.last_error  # kept for the record, just not shown as the state
+
+        # A newer failure is shown again.
+        clock.advance(minutes=1)
+        account.password = "nope"
+        account.save()
+        again = staff.post(f"/smtp/{account.pk}/test/", follow=True).content.decode()
+        assert "Last error:" in again
+
     def test_created_through_the_form_then_tested(
         self, staff, user, starttls_server, allow_internal
     ):

@@ -299,6 +299,17 @@ class SmtpAccount(models.Model):
         loaded = getattr(self, "_loaded_connection", None)
         return loaded is not None and loaded != self._connection_values()
 
+    @property
+    def has_current_error(self) -> bool:
+        """Is ``last_error`` still news: it happened after the last success?
+
+        ``last_error`` is kept after a later test or send succeeds (it says what went wrong
+        last time), so every page that shows it as the account's state asks this first.
+        """
+        return self.last_error_at is not None and (
+            self.last_success_at is None or self.last_error_at > self.last_success_at
+        )
+
     def status(self, now: dt.datetime) -> tuple[str, str]:
         """``(key, label)`` for badges: inactive, rate_limited, error, verified, unverified."""
         if not self.is_active:
@@ -308,9 +319,7 @@ class SmtpAccount(models.Model):
             return "rate_limited", str(_("rate limited until %(time)s")) % {
                 "time": self.rate_limited_until.strftime("%Y-%m-%d %H:%M UTC")
             }
-        if self.last_error_at and (
-            self.last_success_at is None or self.last_error_at > self.last_success_at
-        ):
+        if self.has_current_error:
             return "error", str(_("last error: %(error)s")) % {
                 "error": self.last_error.splitlines()[0][:40] if self.last_error else ""
             }

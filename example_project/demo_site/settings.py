@@ -90,6 +90,10 @@ DEFAULT_FROM_EMAIL = "webmaster@demo.test"
 MULTISMTP = {
     # No hidden SMTP server: mail that no account matches fails with a clear error.
     "USE_FALLBACK_SERVER": False,
+    # The demo's SMTP sink is on 127.0.0.1, which "My SMTP settings" (/smtp/) refuses as an
+    # internal host unless this is on. Demo only: on a real site, users who type a host
+    # must not reach the server's own network (see the security page of the docs).
+    "ALLOW_INTERNAL_HOSTS": True,
 }
 
 BACKEND = "django_multismtp.backends.EmailBackend"

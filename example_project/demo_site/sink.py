@@ -45,7 +45,8 @@ class Mailbox:
     port: int = 0
 
 
-def _can_bind(port: int) -> bool:
+def can_bind(port: int) -> bool:
+    """Could a server listen on ``port`` of 127.0.0.1 now?"""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         # As asyncio's server will: a port left in TIME_WAIT by an earlier run is usable.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -73,7 +74,7 @@ def choose_ports(count: int, base: int | None = 2525, tries: int = 5) -> list[in
     if base:
         for attempt in range(tries):
             block = [base + 100 * attempt + i for i in range(count)]
-            if all(_can_bind(port) for port in block):
+            if all(can_bind(port) for port in block):
                 return block
     ports: list[int] = []
     while len(ports) < count:

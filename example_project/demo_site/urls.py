@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from . import views
 
@@ -9,6 +9,8 @@ admin.site.site_url = "/"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # "My SMTP settings": each staff user manages, tests and verifies their own account.
+    path("smtp/", include("django_multismtp.urls")),
     path("", views.send_page, name="send"),
     path("sink/", views.sink_page, name="sink"),
 ]

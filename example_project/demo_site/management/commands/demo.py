@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
 from demo_site import demo_data
-from demo_site.sink import Sink
+from demo_site.sink import Sink, can_bind
 from django_multismtp import worker
+
+try:
+    import fcntl
+except ImportError:  # Windows: no lock, the port check below still applies
+    fcntl = None  # type: ignore[assignment]
+
+
+class AlreadyRunning(CommandError):
+    """A demo is serving from this demo directory: a second one would take its database and
+    sink log over (repoint the demo accounts to other ports, empty the log)."""
 
 
 class Command(BaseCommand):
@@ -36,6 +49,19 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, port: int, no_server: bool, **options: Any) -> None:
+        # Every check comes before the first change: a demo that cannot start leaves the
+        # database and the sink log of a running one as they are.
+        url = f"http://127.0.0.1:{port}/"
+        with _single_demo(Path(settings.DEMO_DIR) / "demo.lock", url):
+            if not no_server and not can_bind(port):
+                raise CommandError(
+                    f"Port {port} of 127.0.0.1 is in use by another program. Choose another "
+                    f"port: make demo DEMOARGS=--port=8001 (or DEMO_PORT=8001). "
+                    f"Nothing was changed."
+                )
+            self._run(port, no_server)
+
+    def _run(self, port: int, no_server: bool) -> None:
         call_command("migrate", interactive=False, verbosity=0)
         sink = Sink(demo_data.mailboxes(), settings.DEMO_SINK_LOG, echo=self._echo)
         sink.start()
@@ -88,6 +114,7 @@ class Command(BaseCommand):
         out(f"  Admin:        {base}/admin/")
         out(f"  Send page:    {base}/")
         out(f"  Sink log:     {base}/sink/")
+        out(f"  My SMTP:      {base}/smtp/   (each staff user's own account)")
         out(
             bold(
                 f"  Log in as:    {demo_data.ADMIN[0]} / {demo_data.ADMIN[1]}   "
@@ -101,6 +128,45 @@ class Command(BaseCommand):
         out("Every message the sink receives is printed here. Stop with Ctrl-C.")
         out("")
         self.stdout.flush()
+
+
+@contextmanager
+def _single_demo(lock_path: Path, url: str) -> Iterator[None]:
+    """Hold ``lock_path`` while this demo runs, or raise :class:`AlreadyRunning`.
+
+    An OS lock (released when the process ends, however it ends) rather than a pid file
+    that a crash would leave behind. The file holds the running demo's URL for the message.
+    """
+    if fcntl is None:
+        yield
+        return
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+", encoding="utf-8") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise AlreadyRunning(_already_running(lock, lock_path.parent)) from None
+        try:
+            lock.seek(0)
+            lock.truncate()
+            lock.write(f"{url}\n{os.getpid()}\n")
+            lock.flush()
+            yield
+        finally:
+            lock.seek(0)
+            lock.truncate()
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def _already_running(lock: IO[str], demo_dir: Path) -> str:
+    lock.seek(0)
+    url, _, pid = lock.read().partition("\n")
+    where = f" at {url.strip()} (process {pid.strip()})" if url.strip() else ""
+    return (
+        f"The demo is already running{where} with the data in {demo_dir}. Nothing was "
+        f"changed: open it in a browser, or stop it (Ctrl-C in its terminal) before "
+        f"starting another. A second demo needs its own DEMO_DIR."
+    )
 
 
 def _outbox_worker(stop: threading.Event) -> None:
