@@ -20,7 +20,7 @@ import aiosmtplib
 
 from .netguard import public_addresses
 from .pipelining import Wire
-from .replies import HINTS, Failure, Outcome, classify_exception
+from .replies import HINTS, Context, Failure, Outcome, classify_exception, provider_for_host
 
 
 class Security(enum.StrEnum):
@@ -112,6 +112,18 @@ class Session:
         self.client: aiosmtplib.SMTP | None = None
         self.wire: Wire | None = None
         self.sent_on_connection = 0
+        #: The AUTH mechanisms of the server's last EHLO (None before one), for hints.
+        self.offered_auth: tuple[str, ...] | None = None
+
+    def context(self) -> Context:
+        """What a failure's hint may name: provider, port, security mode, AUTH offered."""
+        config = self.config
+        return Context(
+            provider=provider_for_host(config.host),
+            port=config.port,
+            security=config.security.value,
+            offered_auth=self.offered_auth,
+        )
 
     @property
     def connected(self) -> bool:
@@ -128,6 +140,7 @@ class Session:
             Security.TLS: False,
             Security.OPPORTUNISTIC: None,
         }[config.security]
+        self.offered_auth = None
         sock = await _connect_public(config) if config.public_only else None
         client = aiosmtplib.SMTP(
             hostname=config.host,
@@ -161,6 +174,7 @@ class Session:
         # After STARTTLS the server's extensions must be asked for again before AUTH;
         # aiosmtplib's explicit auth_* methods do not do it themselves.
         await client._ehlo_or_helo_if_needed()
+        self.offered_auth = tuple(client.server_auth_methods)
         if method == AuthMethod.AUTO:
             await client.login(config.username, config.password)
         elif method == AuthMethod.PLAIN:
@@ -209,7 +223,7 @@ class Session:
             failure = Failure(Outcome.CONFIG_ERROR, None, str(exc), HINTS["undecryptable"])
             return Delivery(failure, duration=time.perf_counter() - started)
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
-            failure = classify_exception(exc, stage=stage)
+            failure = classify_exception(exc, stage=stage, context=self.context())
             if failure.account_level or not self.connected:
                 await self.close()
             else:
@@ -281,7 +295,7 @@ async def check_server(config: ServerConfig) -> tuple[Failure | None, str]:
     except UndecryptablePassword as exc:
         return Failure(Outcome.CONFIG_ERROR, None, str(exc), HINTS["undecryptable"]), ""
     except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
-        return classify_exception(exc, stage="CONNECT"), ""
+        return classify_exception(exc, stage="CONNECT", context=session.context()), ""
     except ValueError as exc:  # after SSL errors, which are ValueErrors too
         return Failure(Outcome.CONFIG_ERROR, None, str(exc), HINTS["invalid_setting"]), ""
     assert session.client is not None
