@@ -20,6 +20,7 @@ import pytest
 
 from django_multismtp import state
 from django_multismtp.models import SmtpAccount
+from django_multismtp.netguard import InternalAddressError
 from django_multismtp.replies import (
     HINTS,
     Context,
@@ -914,3 +915,135 @@ def test_wire_wrong_mechanism_names_the_offered_ones(tls_files):
     assert (failure.outcome, failure.code) == (AUTH_FAILED, 504)
     assert failure.hint.endswith("The server offered: LOGIN.")
     assert server.received == []
+
+
+# -- each rule on its own (so no rule hides behind another) ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "stage", "outcome", "hint"),
+    [
+        # Login replies known by their words alone, or by their code alone.
+        (
+            535,
+            "Authentication unsuccessful, basic authentication is disabled.",
+            "AUTH",
+            AUTH_FAILED,
+            "basic_auth_disabled",
+        ),
+        (
+            535,
+            "SmtpClientAuthentication is disabled for the Mailbox.",
+            "AUTH",
+            AUTH_FAILED,
+            "basic_auth_disabled",
+        ),
+        (550, "5.7.139 Authentication unsuccessful", "AUTH", AUTH_FAILED, "basic_auth_disabled"),
+        (550, "5.7.139 Authentication unsuccessful", "DATA", PERMANENT, "permanent"),
+        (534, "Please log in with your web browser", "AUTH", AUTH_FAILED, "app_password"),
+        (535, "5.7.9 Please log in with your web browser", "AUTH", AUTH_FAILED, "app_password"),
+        # "is not allowed to send" is Mailgun's sandbox only as a 4xx.
+        (
+            550,
+            "5.7.1 User is not allowed to send as this address",
+            "MAIL",
+            PERMANENT,
+            "sender_refused",
+        ),
+        (500, "Domain is not allowed to send", "DATA", PERMANENT, "permanent"),
+        (451, "Domain is not allowed to send", "DATA", TRANSIENT, "sender_not_allowed"),
+        # Microsoft's throttle range starts at 4.7.500.
+        (451, "4.7.499 Access denied", "DATA", TRANSIENT, "transient"),
+        (451, "4.7.500 Access denied, please try again later", "DATA", THROTTLED, "throttled"),
+        (451, "4.6.500 Conversion failed", "DATA", TRANSIENT, "transient"),
+        (500, "Requested action not taken: mailbox is full", "RCPT", PERMANENT, "mailbox_full"),
+    ],
+)
+def test_each_rule_alone(code, text, stage, outcome, hint):
+    failure = classify_reply(code, text, stage=stage)
+    assert (failure.outcome, failure.hint) == (outcome, HINTS[hint])
+
+
+def test_outlook_com_is_microsoft_too():
+    failure = classify_reply(
+        535, "Authentication failed", stage="AUTH", context=Context(provider="outlook")
+    )
+    assert failure.hint == HINTS["microsoft_auth"]
+
+
+@pytest.mark.parametrize(
+    ("exc", "stage", "outcome", "hint"),
+    [
+        (
+            InternalAddressError("mail.lan resolves to 10.0.0.2"),
+            "CONNECT",
+            CONNECTION_FAILED,
+            "internal_host",
+        ),
+        (
+            aiosmtplib.SMTPConnectError("certificate verify failed (CERTIFICATE_VERIFY_FAILED)"),
+            "CONNECT",
+            TLS_FAILED,
+            "certificate",
+        ),
+        (
+            aiosmtplib.SMTPConnectError("[SSL] unexpected eof"),
+            "CONNECT",
+            TLS_FAILED,
+            "tls_mismatch",
+        ),
+        (
+            aiosmtplib.SMTPConnectError("WRONG_VERSION_NUMBER"),
+            "CONNECT",
+            TLS_FAILED,
+            "tls_mismatch",
+        ),
+        (
+            aiosmtplib.SMTPConnectError("record layer failure"),
+            "CONNECT",
+            TLS_FAILED,
+            "tls_mismatch",
+        ),
+        (
+            aiosmtplib.SMTPSenderRefused(550, "5.7.1 Not permitted", "f@example.com"),
+            "DATA",
+            PERMANENT,
+            "sender_refused",
+        ),
+        (
+            aiosmtplib.SMTPResponseException(550, "5.1.1 unknown"),
+            "RCPT",
+            PERMANENT,
+            "recipient_refused",
+        ),
+        (
+            aiosmtplib.SMTPConnectResponseError(450, "4.3.2 Busy"),
+            "CONNECT",
+            CONNECTION_FAILED,
+            "service_refused",
+        ),
+        (
+            aiosmtplib.SMTPNotSupported("Server does not offer SMTPUTF8"),
+            "DATA",
+            CONFIG_ERROR,
+            "not_supported",
+        ),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else None,
+)
+def test_each_exception_rule_alone(exc, stage, outcome, hint):
+    failure = classify_exception(exc, stage=stage)
+    assert (failure.outcome, failure.hint) == (outcome, HINTS[hint])
+
+
+def test_a_reset_without_a_trailing_colon_keeps_its_text():
+    exc = aiosmtplib.SMTPConnectError("Connection lost")
+    exc.__context__ = ConnectionAbortedError("aborted")
+    failure = classify_exception(exc)
+    assert (failure.text, failure.hint) == ("Connection lost", HINTS["reset"])
+
+
+def test_summary_without_a_code():
+    failure = classify_exception(ConnectionRefusedError(111, "Connection refused"))
+    assert failure.summary() == "[Errno 111] Connection refused"
+    assert classify_reply(421, "4.7.0 Bye").summary() == "421 4.7.0 Bye"
