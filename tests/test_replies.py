@@ -9,6 +9,7 @@ against real servers on 127.0.0.1 for the classic port/mode mix-ups.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import re
 import socket
@@ -1047,3 +1048,60 @@ def test_summary_without_a_code():
     failure = classify_exception(ConnectionRefusedError(111, "Connection refused"))
     assert failure.summary() == "[Errno 111] Connection refused"
     assert classify_reply(421, "4.7.0 Bye").summary() == "421 4.7.0 Bye"
+
+
+# -- the alternatives of each pattern, one by one ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "stage", "outcome", "hint"),
+    [
+        # rspamd greylists after DATA: still no pause.
+        (451, "4.7.1 Greylisted, please try again later", "DATA", TRANSIENT, "recipient_deferred"),
+        (451, "4.7.1 Message throttled", "DATA", THROTTLED, "throttled"),
+        # Microsoft's "send as" refusal comes after DATA.
+        (
+            550,
+            "5.7.60 SMTP; Client does not have permissions to send as this sender",
+            "DATA",
+            PERMANENT,
+            "sender_refused",
+        ),
+        (
+            554,
+            "5.7.1 <f@example.com>: Sender address rejected: Access denied",
+            "DATA",
+            PERMANENT,
+            "sender_refused",
+        ),
+        (552, "Recipient is over quota", "RCPT", PERMANENT, "mailbox_full"),
+    ],
+)
+def test_each_pattern_alternative(code, text, stage, outcome, hint):
+    failure = classify_reply(code, text, stage=stage)
+    assert (failure.outcome, failure.hint) == (outcome, HINTS[hint])
+
+
+def test_outcome_values_are_stored_names():
+    """The values are stored in the delivery log and the outbox: they must not change."""
+    stored = {
+        "SENT": "sent",
+        "THROTTLED": "throttled",
+        "TRANSIENT": "transient",
+        "PERMANENT": "permanent",
+        "AUTH_FAILED": "auth_failed",
+        "TLS_FAILED": "tls_failed",
+        "CONNECTION_FAILED": "connection_failed",
+        "CONFIG_ERROR": "config_error",
+        "CANCELLED": "cancelled",
+    }
+    assert {name: Outcome[name].value for name in stored} == stored
+
+
+def test_failures_and_contexts_cannot_change():
+    """One Failure is shared by every message a batch gives up on: it must stay as read."""
+    failure = classify_reply(421, "4.7.0 Bye")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        failure.hint = ""  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Context().port = 25  # type: ignore[misc]
