@@ -9,13 +9,13 @@ and the tests use it alone.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import enum
 import re
 import smtplib
 import socket
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import aiosmtplib
@@ -91,9 +91,17 @@ HINTS = {
         "Verification and create an App Password for this account."
     ),
     "basic_auth_disabled": (
-        "Microsoft 365 has disabled basic authentication (SMTP AUTH) for this mailbox or "
-        "tenant. Enable Authenticated SMTP for the mailbox, or send through another "
-        "provider: Microsoft is retiring basic-auth SMTP."
+        "Microsoft 365 refuses SMTP AUTH for this login: SMTP AUTH (Authenticated SMTP) is "
+        "turned off for the tenant or the mailbox, or Security Defaults block basic "
+        "authentication. An administrator must allow Authenticated SMTP for the mailbox "
+        "(and the tenant); otherwise send through another provider, as Microsoft is "
+        "retiring basic-auth SMTP."
+    ),
+    "microsoft_auth": (
+        "Microsoft 365 rejected the login: the password is wrong, or SMTP AUTH "
+        "(Authenticated SMTP) is turned off for this mailbox or the tenant, or basic "
+        "authentication is off. Check the password, then ask an administrator to allow "
+        "Authenticated SMTP for the mailbox."
     ),
     "auth_required": (
         "The server requires authentication: set an authentication method, a user name "
@@ -110,6 +118,14 @@ HINTS = {
     "tls_mismatch": (
         "The TLS handshake failed. Check that the security mode matches the port: "
         "implicit TLS (SSL) is usually port 465, STARTTLS port 587, plain SMTP port 25."
+    ),
+    "port_465": (
+        "Port 465 expects implicit TLS from the first byte: choose SSL/TLS as the security "
+        "mode, or use port 587 with STARTTLS."
+    ),
+    "port_587": (
+        "Ports 587 and 25 start in plain text and expect STARTTLS, not implicit TLS: choose "
+        "STARTTLS as the security mode, or use port 465 with SSL/TLS."
     ),
     "certificate": (
         "The server's certificate could not be verified. Check the host name matches the "
@@ -149,6 +165,15 @@ HINTS = {
         "The server reported a temporary problem. Another account allowed to send the same "
         "From address is tried; otherwise try again later."
     ),
+    "recipient_deferred": (
+        "The receiving side deferred this recipient for now (greylisting, or a limit on mail "
+        "to this mailbox). The message is tried again later; the account is not paused."
+    ),
+    "sender_not_allowed": (
+        "The provider does not let this account send this message: a sandbox or unverified "
+        "sending domain only sends to authorized recipients. Verify your own domain with "
+        "the provider, or authorize the recipient."
+    ),
     "sender_refused": (
         "The server refused the From address. The login may not be allowed to send as that "
         "address: check the account's From address and allowed senders."
@@ -183,72 +208,201 @@ HINTS = {
     ),
 }
 
+# -- reading a reply ---------------------------------------------------------------------
+#
+# The enhanced status code (RFC 3463, "class.subject.detail" at the start of the text)
+# says what a reply is about more reliably than its wording: subject 2 is the recipient's
+# mailbox, 4 routing, 5 the protocol, 7 policy and security. The text decides within a
+# subject, and only through whole-word patterns: a bare substring such as "rate" also
+# matches "separate", and "try again later" is what greylisting says to every new sender.
+
+_ENHANCED = re.compile(r"\s*[#(]?([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+
+#: The sender (this account, its address or its IP) is sending too much. Only these
+#: replies pause the account.
 _THROTTLE_TEXT = re.compile(
-    r"throttl|rate|too many|limit|exceed|quota|try again later|slow down|4\.7\.0 .*attempts",
+    r"\bthrottl(?:e|ed|ing)\b"
+    r"|\brate[ -]?limit(?:s|ed|ing)?\b"
+    r"|\b(?:sending|sender|send|message|messages|submission|connection|login) rate\b"
+    r"|\bunusual rate\b"
+    r"|\btoo much mail\b"
+    r"|\btoo many (?:messages|mails|emails|connections|sessions|login attempts"
+    r"|(?:\w+ ){1,2}from)\b"
+    r"|\b(?:limit|quota|credits)s? (?:has been |have been |was )?(?:exceeded|reached)\b"
+    r"|\bexceeded (?:\w+ ){0,5}(?:limit|quota|rate)s?\b"
+    r"|\bexceed(?:s|ed)? (?:\w+ ){0,4}per (?:second|minute|hour|day)\b"
+    r"|\bsending (?:limit|quota)s?\b"
+    r"|\bmax(?:imum)? (?:\w+ ){0,2}per (?:second|minute|hour|day)\b"
+    r"|\bslow down\b"
+    r"|\bunexpected volume\b"
+    r"|SubmissionQuotaExceeded",
     re.IGNORECASE,
 )
-_DAILY_QUOTA_TEXT = re.compile(
-    r"5\.4\.5|daily|SubmissionQuotaExceeded|sending quota|24 hours|per day", re.IGNORECASE
+#: ... and the limit is a daily one: pausing for minutes would only hit it again.
+_DAILY_TEXT = re.compile(
+    r"\bdaily\b|\bper day\b|\b24 hours\b|\bcredits exceeded\b|SubmissionQuotaExceeded",
+    re.IGNORECASE,
 )
-_BASIC_AUTH_TEXT = re.compile(r"5\.7\.139|basic authentication is disabled", re.IGNORECASE)
-_STARTTLS_TEXT = re.compile(r"starttls", re.IGNORECASE)
+_GREYLIST_TEXT = re.compile(r"\b(?:grey|gray)-?list", re.IGNORECASE)
+_BASIC_AUTH_TEXT = re.compile(
+    r"\bbasic auth(?:entication)? is disabled\b|\bSmtpClientAuthentication\b", re.IGNORECASE
+)
+_APP_PASSWORD_TEXT = re.compile(r"\bapplication-specific password\b", re.IGNORECASE)
+_STARTTLS_TEXT = re.compile(r"\bSTARTTLS\b", re.IGNORECASE)
+_MAILBOX_FULL_TEXT = re.compile(r"\bmailbox (?:is )?full\b|\bover quota\b", re.IGNORECASE)
+_SENDER_TEXT = re.compile(
+    r"\bsender address rejected\b|\bfrom address\b|\bsender identity\b|\bsend as\b",
+    re.IGNORECASE,
+)
+_NOT_ALLOWED_TEXT = re.compile(r"\bis not allowed to send\b", re.IGNORECASE)
+
+#: Host names of providers whose replies need their own hint (see :func:`provider_for_host`).
+_PROVIDER_DOMAINS = {
+    "gmail.com": "gmail",
+    "googlemail.com": "gmail",
+    "office365.com": "microsoft365",
+    "outlook.com": "microsoft365",
+}
+_MICROSOFT = frozenset({"microsoft365", "outlook"})
 
 
-def classify_reply(code: int, text: str, *, stage: str = "DATA") -> Failure:
-    """Classify one SMTP reply (code and text) received at ``stage``."""
-    text = " ".join(str(text).split())
-    if 200 <= code < 400:
-        return Failure(Outcome.SENT, code, text, "")
-    if _DAILY_QUOTA_TEXT.search(text) and (code >= 450 and _THROTTLE_TEXT.search(text)):
-        return Failure(Outcome.THROTTLED, code, text, HINTS["daily_quota"], daily_quota=True)
-    if "SubmissionQuotaExceeded" in text or (code == 550 and "5.4.5" in text):
-        return Failure(Outcome.THROTTLED, code, text, HINTS["daily_quota"], daily_quota=True)
-    if code == 421:
-        return Failure(Outcome.THROTTLED, code, text, HINTS["throttled"])
-    if code == 454 and "throttl" in text.lower():
-        return Failure(Outcome.THROTTLED, code, text, HINTS["throttled"])
-    if code in (450, 451, 452) and _THROTTLE_TEXT.search(text) and "recipients" not in text:
-        return Failure(Outcome.THROTTLED, code, text, HINTS["throttled"])
-    if code == 535 or (code == 534 and stage == "AUTH"):
-        if _BASIC_AUTH_TEXT.search(text):
-            return Failure(Outcome.AUTH_FAILED, code, text, HINTS["basic_auth_disabled"])
-        if code == 534 or "5.7.9" in text or "application-specific" in text.lower():
-            return Failure(Outcome.AUTH_FAILED, code, text, HINTS["app_password"])
-        return Failure(Outcome.AUTH_FAILED, code, text, HINTS["credentials"])
-    if code == 534:
+def provider_for_host(host: str) -> str:
+    """The provider (preset key) an SMTP host belongs to, or "" when unknown."""
+    labels = host.lower().rstrip(".").split(".")
+    return _PROVIDER_DOMAINS.get(".".join(labels[-2:]), "")
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the caller knows about the account, so a hint can name it.
+
+    ``provider`` is a preset key ("gmail", "microsoft365"...) or "" when unknown;
+    ``offered_auth`` the mechanisms the server listed in EHLO (None: not known, as
+    when the failure came before EHLO).
+    """
+
+    provider: str = ""
+    port: int | None = None
+    security: str = ""
+    offered_auth: tuple[str, ...] | None = None
+
+
+NO_CONTEXT = Context()
+
+
+def enhanced_status(text: str) -> tuple[int, int, int] | None:
+    """The RFC 3463 enhanced status code at the start of a reply text, if any."""
+    match = _ENHANCED.match(text)
+    if match is None:
+        return None
+    cls, subject, detail = (int(part) for part in match.groups())
+    return cls, subject, detail
+
+
+def _auth_not_offered(context: Context) -> str:
+    offered = context.offered_auth
+    if offered is None:
+        return HINTS["auth_not_offered"]
+    if not offered:
+        return f"{HINTS['auth_not_offered']} The server offered no login method (no AUTH)."
+    methods = ", ".join(method.upper() for method in offered)
+    return f"{HINTS['auth_not_offered']} The server offered: {methods}."
+
+
+def _login_failure(
+    code: int, text: str, stage: str, status: tuple[int, int, int] | None, context: Context
+) -> Failure | None:
+    """Replies about the account's login; None when the reply is about something else.
+
+    Only AUTH replies and the login codes of RFC 4954 count: Yahoo answers a message
+    it will not take with "554 5.7.9", which has nothing to do with App Passwords.
+    """
+    if stage != "AUTH" and code not in (530, 534, 535, 538):
+        return None
+    if _BASIC_AUTH_TEXT.search(text) or status == (5, 7, 139):
+        return Failure(Outcome.AUTH_FAILED, code, text, HINTS["basic_auth_disabled"])
+    if code == 534 or status == (5, 7, 9) or _APP_PASSWORD_TEXT.search(text):
         return Failure(Outcome.AUTH_FAILED, code, text, HINTS["app_password"])
-    if stage == "AUTH" and code in (502, 504):
-        return Failure(Outcome.AUTH_FAILED, code, text, HINTS["auth_not_offered"])
-    if code == 530 and _STARTTLS_TEXT.search(text):
+    if code == 535:
+        microsoft = status == (5, 7, 3) or context.provider in _MICROSOFT
+        hint = HINTS["microsoft_auth"] if microsoft else HINTS["credentials"]
+        return Failure(Outcome.AUTH_FAILED, code, text, hint)
+    if code == 538 or (code == 530 and _STARTTLS_TEXT.search(text)):
         return Failure(Outcome.TLS_FAILED, code, text, HINTS["starttls_required"])
     if code == 530:
         return Failure(Outcome.AUTH_FAILED, code, text, HINTS["auth_required"])
-    if code == 538:
-        return Failure(Outcome.TLS_FAILED, code, text, HINTS["starttls_required"])
-    if _BASIC_AUTH_TEXT.search(text):
-        return Failure(Outcome.AUTH_FAILED, code, text, HINTS["basic_auth_disabled"])
-    if 400 <= code < 500:
+    return None
+
+
+def classify_reply(
+    code: int, text: str, *, stage: str = "DATA", context: Context = NO_CONTEXT
+) -> Failure:
+    """Classify one SMTP reply (code and text) received at ``stage``.
+
+    Order matters: login replies first (they name the account), then a sender rate or
+    quota (pause the account), then the rest by enhanced status code and reply code.
+    """
+    text = " ".join(str(text).split())
+    if 200 <= code < 400:
+        return Failure(Outcome.SENT, code, text, "")
+    status = enhanced_status(text)
+    login = _login_failure(code, text, stage, status, context)
+    if login is not None:
+        return login
+    if stage == "AUTH" and code in (502, 504):
+        # RFC 4954: 504 is "unrecognized authentication type"; 502, AUTH unknown.
+        return Failure(Outcome.AUTH_FAILED, code, text, _auth_not_offered(context))
+    # X.2.1-X.2.4: the recipient's mailbox (X.2.0 is "undefined": Microsoft's daily quota
+    # comes as 5.2.0), whose own limits say nothing about this account's rate.
+    recipient_side = status is not None and status[1] == 2 and status[2] != 0
+    throttled = not recipient_side and _THROTTLE_TEXT.search(text) is not None
+    if throttled and _DAILY_TEXT.search(text):
+        return Failure(Outcome.THROTTLED, code, text, HINTS["daily_quota"], daily_quota=True)
+    if _GREYLIST_TEXT.search(text):
+        return Failure(Outcome.TRANSIENT, code, text, HINTS["recipient_deferred"])
+    if code < 500 and _NOT_ALLOWED_TEXT.search(text):
+        return Failure(Outcome.TRANSIENT, code, text, HINTS["sender_not_allowed"])
+    if throttled:
+        return Failure(Outcome.THROTTLED, code, text, HINTS["throttled"])
+    if code == 421 or (status is not None and status[:2] == (4, 7) and status[2] >= 500):
+        # 421: the server closes the channel on this client; Microsoft's 4.7.500-4.7.699:
+        # "access denied, please try again later" to a sender it distrusts for now.
+        return Failure(Outcome.THROTTLED, code, text, HINTS["throttled"])
+    if status in ((4, 2, 2), (5, 2, 2)) or _MAILBOX_FULL_TEXT.search(text):
+        outcome = Outcome.PERMANENT if code >= 500 else Outcome.TRANSIENT
+        return Failure(outcome, code, text, HINTS["mailbox_full"])
+    if code < 500:
+        # A temporary refusal of one recipient (greylisting answers "4.7.1 try again
+        # later" at RCPT) retries the message; it says nothing about this account.
+        about_recipient = stage == "RCPT" and status is not None and status[1] in (1, 2, 7)
+        if recipient_side or about_recipient:
+            return Failure(Outcome.TRANSIENT, code, text, HINTS["recipient_deferred"])
         return Failure(Outcome.TRANSIENT, code, text, HINTS["transient"])
-    if "5.2.2" in text or "mailbox full" in text.lower() or "over quota" in text.lower():
-        return Failure(Outcome.PERMANENT, code, text, HINTS["mailbox_full"])
-    if code == 552 or "5.3.4" in text:
+    if code == 552 or status == (5, 3, 4):
         return Failure(Outcome.PERMANENT, code, text, HINTS["too_big"])
-    if stage == "MAIL":
+    if stage == "MAIL" or _SENDER_TEXT.search(text):
         return Failure(Outcome.PERMANENT, code, text, HINTS["sender_refused"])
     if stage == "RCPT":
         return Failure(Outcome.PERMANENT, code, text, HINTS["recipient_refused"])
     return Failure(Outcome.PERMANENT, code, text, HINTS["permanent"])
 
 
-def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception it was raised from or during, each once.
+
+    Both links count: aiosmtplib raises its own errors *during* the handling of the
+    socket's (``__context__``) as often as *from* it (``__cause__``). A chain can loop
+    (an exception re-raised inside its own handler), so each is visited once.
+    """
     seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
+    waiting: list[BaseException] = [exc]
+    while waiting:
+        current = waiting.pop(0)
+        if id(current) in seen:
+            continue
         seen.add(id(current))
-        if isinstance(current, ssl.SSLError):
-            return current
-        current = current.__cause__ or current.__context__
-    return None
+        yield current
+        waiting.extend(e for e in (current.__cause__, current.__context__) if e is not None)
 
 
 #: aiosmtplib's exception classes -> what smtplib raises for the same failure. Order
@@ -304,26 +458,45 @@ def stock_error(exc: BaseException, *, stage: str = "DATA") -> type[BaseExceptio
     return None
 
 
-def classify_exception(exc: BaseException, *, stage: str = "DATA") -> Failure:
+def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    return next((e for e in _chain(exc) if isinstance(e, ssl.SSLError)), None)
+
+
+def _mode_hint(key: str, context: Context) -> str:
+    """``HINTS[key]``, or the port/security mix-up itself when the account shows one.
+
+    Connecting with STARTTLS to port 465 (which starts with TLS) waits for a greeting
+    that never comes; implicit TLS to 587 or 25 fails its handshake on a plain greeting.
+    """
+    if context.port == 465 and context.security in ("starttls", "opportunistic", "none"):
+        return HINTS["port_465"]
+    if context.port in (25, 587) and context.security == "tls":
+        return HINTS["port_587"]
+    return HINTS[key]
+
+
+def classify_exception(
+    exc: BaseException, *, stage: str = "DATA", context: Context = NO_CONTEXT
+) -> Failure:
     """Classify an exception raised while talking to a server."""
-    failure = _classify_exception(exc, stage=stage)
+    failure = _classify_exception(exc, stage=stage, context=context)
     return dataclasses.replace(failure, error=stock_error(exc, stage=stage))
 
 
-def _classify_exception(exc: BaseException, *, stage: str = "DATA") -> Failure:
+def _classify_exception(exc: BaseException, *, stage: str, context: Context) -> Failure:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, InternalAddressError):
         return Failure(Outcome.CONNECTION_FAILED, None, text, HINTS["internal_host"])
     ssl_error = _ssl_cause(exc)
-    if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
+    if isinstance(ssl_error, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
         return Failure(Outcome.TLS_FAILED, None, text, HINTS["certificate"])
     if ssl_error is not None or re.search(r"\bSSL\b|WRONG_VERSION|record layer", text):
-        return Failure(Outcome.TLS_FAILED, None, text, HINTS["tls_mismatch"])
+        return Failure(Outcome.TLS_FAILED, None, text, _mode_hint("tls_mismatch", context))
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         refused = exc.recipients
         first = refused[0] if refused else None
         if first is not None:
-            failure = classify_reply(first.code, first.message, stage="RCPT")
+            failure = classify_reply(first.code, first.message, stage="RCPT", context=context)
             return Failure(
                 failure.outcome,
                 first.code,
@@ -333,48 +506,56 @@ def _classify_exception(exc: BaseException, *, stage: str = "DATA") -> Failure:
             )
         return Failure(Outcome.PERMANENT, None, text, HINTS["recipient_refused"])
     if isinstance(exc, aiosmtplib.SMTPSenderRefused):
-        return classify_reply(exc.code, exc.message, stage="MAIL")
+        return classify_reply(exc.code, exc.message, stage="MAIL", context=context)
     if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
-        return classify_reply(exc.code, exc.message, stage="AUTH")
+        return classify_reply(exc.code, exc.message, stage="AUTH", context=context)
     if isinstance(exc, aiosmtplib.SMTPResponseException):
-        if exc.code == 530 or isinstance(exc, aiosmtplib.SMTPConnectResponseError):
-            failure = classify_reply(exc.code, exc.message, stage=stage)
-            if isinstance(exc, aiosmtplib.SMTPConnectResponseError) and failure.outcome in (
-                Outcome.TRANSIENT,
-                Outcome.PERMANENT,
-            ):
-                return Failure(
-                    Outcome.CONNECTION_FAILED, exc.code, exc.message, HINTS["service_refused"]
-                )
-            return failure
-        return classify_reply(exc.code, exc.message, stage=stage)
-    if "no suitable authentication method" in text.lower():
-        return Failure(Outcome.AUTH_FAILED, None, text, HINTS["auth_not_offered"])
+        failure = classify_reply(exc.code, exc.message, stage=stage, context=context)
+        if isinstance(exc, aiosmtplib.SMTPConnectResponseError) and failure.outcome in (
+            Outcome.TRANSIENT,
+            Outcome.PERMANENT,
+        ):
+            # Refused in the greeting: no message could go through this server now.
+            return Failure(
+                Outcome.CONNECTION_FAILED, exc.code, failure.text, HINTS["service_refused"]
+            )
+        return failure
+    lowered = text.lower()
+    if "no suitable authentication method" in lowered:
+        return Failure(Outcome.AUTH_FAILED, None, text, _auth_not_offered(context))
     if isinstance(exc, aiosmtplib.SMTPNotSupported) or (
-        isinstance(exc, aiosmtplib.SMTPException) and "not supported" in text.lower()
+        isinstance(exc, aiosmtplib.SMTPException) and "not supported" in lowered
     ):
-        if "auth" in text.lower():
-            return Failure(Outcome.AUTH_FAILED, None, AUTH_NOT_SUPPORTED, HINTS["auth_not_offered"])
-        if "starttls" in text.lower():
+        if "auth" in lowered:
+            return Failure(
+                Outcome.AUTH_FAILED, None, AUTH_NOT_SUPPORTED, _auth_not_offered(context)
+            )
+        if "starttls" in lowered:
             return Failure(Outcome.TLS_FAILED, None, text, HINTS["not_supported"])
         return Failure(Outcome.CONFIG_ERROR, None, text, HINTS["not_supported"])
     if isinstance(exc, socket.gaierror) or "Name or service not known" in text:
         return Failure(Outcome.CONNECTION_FAILED, None, text, HINTS["unknown_host"])
-    if isinstance(exc, aiosmtplib.SMTPConnectTimeoutError):
-        return Failure(Outcome.CONNECTION_FAILED, None, text, HINTS["timeout"])
-    if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError | asyncio.TimeoutError):
-        return Failure(Outcome.CONNECTION_FAILED, None, text, HINTS["timeout"])
+    if isinstance(exc, TimeoutError):  # aiosmtplib's time-outs are TimeoutErrors
+        return Failure(Outcome.CONNECTION_FAILED, None, text, _mode_hint("timeout", context))
     if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
-        return Failure(Outcome.CONNECTION_FAILED, None, text, HINTS["disconnected"])
+        hint = _mode_hint("disconnected", context)
+        return Failure(Outcome.CONNECTION_FAILED, None, text, hint)
     if isinstance(exc, aiosmtplib.SMTPConnectError | ConnectionRefusedError):
-        if "Name or service not known" in text or "nodename nor servname" in text:
+        if "nodename nor servname" in text:
             return Failure(Outcome.CONNECTION_FAILED, None, text, HINTS["unknown_host"])
-        cause = exc.__cause__ or exc.__context__
-        if isinstance(cause, ConnectionResetError | ConnectionAbortedError | ssl.SSLEOFError):
+        reset = next(
+            (
+                e
+                for e in _chain(exc)
+                if isinstance(e, ConnectionResetError | ConnectionAbortedError)
+            ),
+            None,
+        )
+        if reset is not None:
             # Something listens but hung up at once: for implicit TLS, mid-handshake.
             if text.rstrip().endswith(":"):
-                text = f"{text.rstrip()} {type(cause).__name__}"
-            return Failure(Outcome.CONNECTION_FAILED, None, text, HINTS["reset"])
+                text = f"{text.rstrip()} {type(reset).__name__}"
+            return Failure(Outcome.CONNECTION_FAILED, None, text, _mode_hint("reset", context))
         return Failure(Outcome.CONNECTION_FAILED, None, text, HINTS["refused"])
     if isinstance(exc, OSError):
         return Failure(Outcome.CONNECTION_FAILED, None, text, HINTS["refused"])

@@ -24,7 +24,15 @@ from cryptography import x509
 
 from .netguard import public_addresses
 from .pipelining import ProtocolError, Wire
-from .replies import HINTS, Failure, Outcome, classify_exception
+from .replies import (
+    HINTS,
+    NO_CONTEXT,
+    Context,
+    Failure,
+    Outcome,
+    classify_exception,
+    provider_for_host,
+)
 from .safetext import safe_text
 
 
@@ -161,6 +169,18 @@ class Session:
         self.sent_on_connection = 0
         #: The AUTH mechanism the last login used ("PLAIN", "LOGIN", "CRAM-MD5"), or "".
         self.auth_mechanism = ""
+        #: The AUTH mechanisms of the server's last EHLO (None before one), for hints.
+        self.offered_auth: tuple[str, ...] | None = None
+
+    def context(self) -> Context:
+        """What a failure's hint may name: provider, port, security mode, AUTH offered."""
+        config = self.config
+        return Context(
+            provider=provider_for_host(config.host),
+            port=config.port,
+            security=config.security.value,
+            offered_auth=self.offered_auth,
+        )
 
     @property
     def connected(self) -> bool:
@@ -177,6 +197,7 @@ class Session:
             Security.TLS: False,
             Security.OPPORTUNISTIC: None,
         }[config.security]
+        self.offered_auth = None
         sock = await _connect_public(config) if config.public_only else None
         client = aiosmtplib.SMTP(
             hostname=config.host,
@@ -211,6 +232,7 @@ class Session:
         # After STARTTLS the server's extensions must be asked for again before AUTH;
         # aiosmtplib's explicit auth_* methods do not do it themselves.
         await client._ehlo_or_helo_if_needed()
+        self.offered_auth = tuple(client.server_auth_methods)
         if method == AuthMethod.AUTO:
             self.auth_mechanism = await _login_auto(client, config.username, config.password)
             return
@@ -261,7 +283,7 @@ class Session:
             failure = Failure(Outcome.CONFIG_ERROR, None, str(exc), HINTS["undecryptable"])
             return Delivery(failure, duration=time.perf_counter() - started)
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
-            failure = classify(exc, stage=stage)
+            failure = classify(exc, stage=stage, context=self.context())
             if failure.account_level or not self.connected:
                 await self.close()
             else:
@@ -328,7 +350,7 @@ async def _login_auto(client: aiosmtplib.SMTP, username: str, password: str) -> 
     raise refused
 
 
-def classify(exc: BaseException, *, stage: str) -> Failure:
+def classify(exc: BaseException, *, stage: str, context: Context = NO_CONTEXT) -> Failure:
     """:func:`~django_multismtp.replies.classify_exception`, guarded for any server.
 
     A server that breaks the protocol (our reader's :class:`ProtocolError`; in
@@ -344,7 +366,7 @@ def classify(exc: BaseException, *, stage: str) -> Failure:
         text = exc.message if exc.code < 0 else f"The server answered {exc.code} {exc.message}"
         failure = Failure(Outcome.PROTOCOL_ERROR, None, text, HINTS["protocol"])
     else:
-        failure = classify_exception(exc, stage=stage)
+        failure = classify_exception(exc, stage=stage, context=context)
         if failure.outcome == Outcome.SENT:  # a success is never a failure
             failure = Failure(Outcome.PROTOCOL_ERROR, None, failure.text, HINTS["protocol"])
     code = failure.code if failure.code is not None and 400 <= failure.code < 600 else None
@@ -445,7 +467,7 @@ async def _check_server(config: ServerConfig) -> tuple[Failure | None, ServerFac
         failure = Failure(Outcome.CONFIG_ERROR, None, str(exc), HINTS["undecryptable"])
         return failure, ServerFacts()
     except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
-        return classify(exc, stage="CONNECT"), ServerFacts()
+        return classify(exc, stage="CONNECT", context=session.context()), ServerFacts()
     except ValueError as exc:  # after SSL errors, which are ValueErrors too
         return _invalid_setting(exc), ServerFacts()
     assert session.client is not None

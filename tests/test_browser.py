@@ -421,7 +421,9 @@ def test_admin_outbox_shows_queued_mail_and_retries_it_now(
     base = live_server.url
     get_user_model().objects.create_superuser("admin", "admin@example.test", PASSWORD)
     SmtpAccountFactory.for_server(smtp_server, name="Campaigns", is_site_default=True)
-    smtp_server.add_fault(Fault.reply(451, "4.3.0 Mailbox busy, try again later"))
+    # Postfix's message-rate limit: the account is paused (a greylisting-style "try again
+    # later" would not pause it).
+    smtp_server.add_fault(Fault.reply(450, "4.7.1 Error: too much mail from 127.0.0.1"))
     assert EmailBackend().send_messages([message("Spring newsletter")]) == 1
     row = OutboxMessage.objects.get()
 
@@ -429,10 +431,10 @@ def test_admin_outbox_shows_queued_mail_and_retries_it_now(
     page.goto(f"{base}/admin/django_multismtp/outboxmessage/")
     line = page.locator("#result_list tbody tr", has_text="Spring newsletter")
     expect(line.locator(".multismtp-status")).to_have_text("queued")
-    expect(line).to_contain_text("451 4.3.0 Mailbox busy")
+    expect(line).to_contain_text("450 4.7.1 Error: too much mail")
     shot(page, "admin-outbox.png", "#changelist")
 
-    # The 451 paused the account for a minute: clear that, then send the mail now.
+    # The 450 paused the account for a minute: clear that, then send the mail now.
     page.goto(f"{base}/admin/django_multismtp/smtpaccount/")
     run_action(page, "clear_rate_limit", "Campaigns")
     page.goto(f"{base}/admin/django_multismtp/outboxmessage/")

@@ -610,7 +610,10 @@ class TestDjangoSMTPBehaviours:
         with pytest.raises(SendFailed) as caught:
             backend(smtp_server, username="user", password="pw").send_messages([message()])
         assert caught.value.failure.outcome == Outcome.AUTH_FAILED
-        assert caught.value.hint == HINTS["auth_not_offered"]
+        # The hint names what the server's EHLO offered: no AUTH at all.
+        assert caught.value.hint == (
+            f"{HINTS['auth_not_offered']} The server offered no login method (no AUTH)."
+        )
         assert smtp_server.received == []
 
     def test_empty_username_and_password_disable_login(self, smtp_server):

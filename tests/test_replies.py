@@ -9,6 +9,9 @@ against real servers on 127.0.0.1 for the classic port/mode mix-ups.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
+import re
 import socket
 import ssl
 from collections.abc import Iterator
@@ -16,13 +19,20 @@ from collections.abc import Iterator
 import aiosmtplib
 import pytest
 
+from django_multismtp import state
+from django_multismtp.models import SmtpAccount
+from django_multismtp.netguard import InternalAddressError
 from django_multismtp.replies import (
     HINTS,
+    Context,
     Failure,
     Outcome,
     classify_exception,
     classify_reply,
+    enhanced_status,
+    provider_for_host,
 )
+from django_multismtp.transport import AuthMethod, Security, ServerConfig, check_server
 from tests.conftest import USERS
 from tests.smtp_servers import SMTPTestServer, TLSFiles, drop_client
 
@@ -70,13 +80,13 @@ REPLIES = [
     reply(421, "4.7.0 Try again later, closing connection. (EHLO)", THROTTLED, "throttled",
           stage="EHLO"),
     reply(421, "4.3.2 Service not available", THROTTLED, "throttled"),
-    # 450/451/452: throttled only when the text says so.
+    # A recipient-side limit (X.2.x: the mailbox) is not this account's rate.
     reply(450, "4.2.1 The user you are trying to contact is receiving mail at a rate that "
-          "prevents additional messages from being delivered.", THROTTLED, "throttled",
-          stage="RCPT"),
-    reply(451, "4.7.1 Please try again later", THROTTLED, "throttled"),
+          "prevents additional messages from being delivered.", TRANSIENT,
+          "recipient_deferred", stage="RCPT"),
+    reply(451, "4.7.1 Please try again later", TRANSIENT, "transient"),
     reply(451, "4.3.0 Mail server temporarily rejected message.", TRANSIENT, "transient"),
-    reply(450, "4.2.0 Mailbox unavailable", TRANSIENT, "transient", stage="RCPT"),
+    reply(450, "4.2.0 Mailbox unavailable", TRANSIENT, "recipient_deferred", stage="RCPT"),
     reply(452, "4.5.3 Too many recipients", TRANSIENT, "transient", stage="RCPT"),
     # Amazon SES.
     reply(454, "4.7.0 Throttling failure: Maximum sending rate exceeded.", THROTTLED,
@@ -130,6 +140,126 @@ def test_classify_reply(code, text, stage, outcome, daily, hint):
     assert failure.code == code
     assert failure.hint == (HINTS[hint] if hint else "")
     assert_hint_rule(failure)
+
+
+# ---------------------------------------------------------------------------------------
+# What real providers answer, and what a user then sees
+# ---------------------------------------------------------------------------------------
+#
+# Each row: the reply as the server sends it (code, text, the command it answered) and
+# what follows for the person running the site: is the account paused and for how long
+# (none, the doubling back-off that starts at THROTTLE_BACKOFF, or DAILY_QUOTA_BACKOFF),
+# does the message move on to another account (and the outbox retry it) or fail for good,
+# and which hint they read. ``pause`` is computed by state.throttle_backoff, the function
+# that sets "rate limited until", for an account with no earlier throttle.
+
+MINUTE, DAY = dt.timedelta(minutes=1), dt.timedelta(hours=24)
+NO_PAUSE = None
+RETRY, FAIL = "retried elsewhere", "failed"
+
+
+def seen(code, text, stage, pause, then, hint, *, id):
+    return pytest.param(code, text, stage, pause, then, hint, id=id)
+
+
+# fmt: off
+PROVIDERS = [
+    # Postfix anvil (smtpd_client_*_rate_limit, smtpd_client_connection_count_limit).
+    seen(450, "4.7.1 Error: too much mail from 192.0.2.10", "MAIL", MINUTE, RETRY,
+         "throttled", id="postfix-anvil-message-rate"),
+    seen(450, "4.7.1 Error: too many recipients from 192.0.2.10", "RCPT", MINUTE, RETRY,
+         "throttled", id="postfix-anvil-recipient-rate"),
+    seen(421, "4.7.0 mail.example.com Error: too many connections from 192.0.2.10",
+         "CONNECT", MINUTE, RETRY, "throttled", id="postfix-anvil-connections"),
+    # Postfix's per-message recipient limit: this message, not the account.
+    seen(452, "4.5.3 Error: too many recipients", "RCPT", NO_PAUSE, RETRY, "transient",
+         id="postfix-recipients-per-message"),
+    # policyd-rate-limit's default fail_action, as Postfix words it at RCPT.
+    seen(450, "4.7.1 <bob@example.com>: Recipient address rejected: Rate limit reach, "
+         "retry later", "RCPT", MINUTE, RETRY, "throttled", id="postfix-policyd-rate-limit"),
+    # Greylisting: the recipient's server, not this account.
+    seen(451, "4.7.1 Please try again later", "RCPT", NO_PAUSE, RETRY, "recipient_deferred",
+         id="greylisting"),
+    seen(450, "4.2.0 <bob@example.com>: Recipient address rejected: Greylisted, see "
+         "http://postgrey.schweikert.ch/help/example.com.html", "RCPT", NO_PAUSE, RETRY,
+         "recipient_deferred", id="postgrey"),
+    # Exim ratelimit (a deployed ACL's message) and cPanel's hourly cap.
+    seen(450, "Connection limited: Sender rate 52.3 / 1h.", "RCPT", MINUTE, RETRY,
+         "throttled", id="exim-ratelimit"),
+    seen(550, "Domain example.com has exceeded the max emails per hour (100/100 (100%)) "
+         "allowed. Message discarded.", "DATA", MINUTE, RETRY, "throttled",
+         id="cpanel-max-emails-per-hour"),
+    # Gmail.
+    seen(421, "4.7.28 Gmail has detected an unusual rate of unsolicited mail. To protect "
+         "\n4.7.28 our users from spam, mail has been temporarily rate limited.", "DATA",
+         MINUTE, RETRY, "throttled", id="gmail-4.7.28"),
+    seen(421, "4.7.0 Try again later, closing connection. (EHLO)", "EHLO", MINUTE, RETRY,
+         "throttled", id="gmail-4.7.0-closing"),
+    seen(454, "4.7.0 Too many login attempts, please try again later.", "AUTH", MINUTE,
+         RETRY, "throttled", id="gmail-login-attempts"),
+    seen(450, "4.2.1 The user you are trying to contact is receiving mail at a rate that "
+         "prevents additional messages from being delivered.", "RCPT", NO_PAUSE, RETRY,
+         "recipient_deferred", id="gmail-recipient-rate"),
+    seen(452, "4.2.2 The email account that you tried to reach is over quota.", "RCPT",
+         NO_PAUSE, RETRY, "mailbox_full", id="gmail-recipient-over-quota"),
+    seen(550, "5.4.5 Daily user sending limit exceeded.", "MAIL", DAY, RETRY, "daily_quota",
+         id="gmail-daily-limit"),
+    seen(535, "5.7.8 Username and Password not accepted.", "AUTH", NO_PAUSE, RETRY,
+         "credentials", id="gmail-bad-credentials"),
+    seen(534, "5.7.9 Application-specific password required.", "AUTH", NO_PAUSE, RETRY,
+         "app_password", id="gmail-app-password"),
+    # Microsoft 365 / Exchange Online.
+    seen(451, "4.7.500 Server busy. Please try again later from [203.0.113.10]. (S77714)",
+         "RCPT", MINUTE, RETRY, "throttled", id="microsoft-4.7.500"),
+    seen(432, "4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded", "DATA", MINUTE,
+         RETRY, "throttled", id="microsoft-sender-thread-limit"),
+    seen(535, "5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for "
+         "the Tenant. Visit https://aka.ms/smtp_auth_disabled for more information.", "AUTH",
+         NO_PAUSE, RETRY, "basic_auth_disabled", id="microsoft-5.7.139-tenant"),
+    seen(535, "5.7.139 Authentication unsuccessful, user is locked by your organization's "
+         "security defaults policy. Contact your administrator.", "AUTH", NO_PAUSE, RETRY,
+         "basic_auth_disabled", id="microsoft-5.7.139-security-defaults"),
+    seen(535, "5.7.3 Authentication unsuccessful [SN4PR0601CA0005.namprd06.prod.outlook.com]",
+         "AUTH", NO_PAUSE, RETRY, "microsoft_auth", id="microsoft-5.7.3"),
+    seen(554, MS_QUOTA, "DATA", DAY, RETRY, "daily_quota", id="microsoft-submission-quota"),
+    # Amazon SES (no enhanced code).
+    seen(454, "Throttling failure: Maximum sending rate exceeded", "DATA", MINUTE, RETRY,
+         "throttled", id="ses-rate"),
+    seen(454, "Throttling failure: Daily message quota exceeded", "DATA", DAY, RETRY,
+         "daily_quota", id="ses-daily-quota"),
+    # Mailgun's sandbox domain sends to authorized recipients only: not a rate.
+    seen(421, "Domain sandbox123.mailgun.org is not allowed to send: Sandbox subdomains are "
+         "for test purposes only. Please add your own domain or add the address to "
+         "authorized recipients in Account Settings.", "DATA", NO_PAUSE, RETRY,
+         "sender_not_allowed", id="mailgun-sandbox"),
+    # SendGrid: the free plan's daily credits, and an unverified From address.
+    seen(451, "Authentication failed: Maximum credits exceeded", "AUTH", DAY, RETRY,
+         "daily_quota", id="sendgrid-credits"),
+    seen(550, "The from address does not match a verified Sender Identity. Mail cannot be "
+         "sent until this error is resolved.", "DATA", NO_PAUSE, FAIL, "sender_refused",
+         id="sendgrid-sender-identity"),
+    # Yahoo.
+    seen(421, "4.7.0 [TSS04] Messages from 192.0.2.10 temporarily deferred due to unexpected "
+         "volume or user complaints - 4.16.55.1; see https://postmaster.yahooinc.com/"
+         "error-codes", "MAIL", MINUTE, RETRY, "throttled", id="yahoo-TSS04"),
+    seen(554, "5.7.9 Message not accepted for policy reasons.", "DATA", NO_PAUSE, FAIL,
+         "permanent", id="yahoo-5.7.9-policy-is-not-a-login"),
+    seen(550, "Too many messages. Try again in 92 seconds.", "AUTH", MINUTE, RETRY,
+         "throttled", id="5xx-rate-limit"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("code", "text", "stage", "pause", "then", "hint"), PROVIDERS)
+def test_what_a_provider_reply_means_for_the_user(code, text, stage, pause, then, hint):
+    failure = classify_reply(code, text, stage=stage)
+    paused = failure.outcome == THROTTLED
+    assert paused is (pause is not None), failure
+    if paused:
+        assert state.throttle_backoff(SmtpAccount(consecutive_throttles=0), failure) == pause
+    assert (RETRY if failure.retryable else FAIL) == then
+    assert failure.hint == HINTS[hint]
+    assert failure.code == code
 
 
 def test_the_hints_name_what_to_do():
@@ -263,8 +393,8 @@ EXCEPTIONS = [
     ),
     (
         _recipients_refused(450, "4.2.1 Receiving mail at a rate that prevents delivery"),
-        THROTTLED,
-        "throttled",
+        TRANSIENT,
+        "recipient_deferred",
     ),
     (aiosmtplib.SMTPRecipientsRefused([]), PERMANENT, "recipient_refused"),
     (aiosmtplib.SMTPResponseException(421, "4.7.0 Try again later"), THROTTLED, "throttled"),
@@ -473,3 +603,505 @@ def test_mailbox_full_is_not_called_too_big():
     assert failure.outcome == Outcome.PERMANENT
     assert failure.hint == HINTS["mailbox_full"]
     assert classify_reply(552, "5.3.4 Message too big").hint == HINTS["too_big"]
+
+
+# ---------------------------------------------------------------------------------------
+# Decisions the table above does not show
+# ---------------------------------------------------------------------------------------
+
+
+def test_only_whole_words_pause_an_account():
+    """ "rate" inside "separate", "limit" inside "limited resources" pause nothing."""
+    for text in (
+        "4.3.0 Please send the parts as separate messages",
+        "4.3.1 Insufficient system storage, limited resources",
+        "4.7.1 Try again later",
+        "4.3.0 Accurate delivery is delayed",
+    ):
+        failure = classify_reply(451, text, stage="DATA")
+        assert failure.outcome == TRANSIENT, text
+        assert not failure.account_level and failure.retryable
+
+
+def test_greylisting_at_rcpt_retries_the_message_without_pausing_the_account():
+    failure = classify_reply(451, "4.7.1 Please try again later", stage="RCPT")
+    assert (failure.outcome, failure.account_level, failure.retryable) == (TRANSIENT, False, True)
+    assert failure.hint == HINTS["recipient_deferred"]
+    # The same words from a sender limit do pause it.
+    limited = classify_reply(451, "4.7.1 Mailbox rate limit reached, please try again later")
+    assert limited.outcome == THROTTLED and limited.account_level
+
+
+def test_a_per_recipient_refusal_by_enhanced_code():
+    # 4.1.x (the address) and 4.2.x (the mailbox) at RCPT concern that recipient.
+    assert (
+        classify_reply(450, "4.1.8 Sender domain unresolvable", stage="RCPT").hint
+        == (HINTS["recipient_deferred"])
+    )
+    # 4.5.3 (too many recipients in this message) and codeless replies are just transient.
+    assert (
+        classify_reply(452, "4.5.3 Too many recipients", stage="RCPT").hint == (HINTS["transient"])
+    )
+    assert classify_reply(450, "Mailbox busy", stage="RCPT").hint == HINTS["transient"]
+    # Outside RCPT a policy code is not a recipient's.
+    assert classify_reply(451, "4.7.1 Try again", stage="MAIL").hint == HINTS["transient"]
+
+
+def test_mailbox_full_temporary_or_permanent():
+    temporary = classify_reply(452, "4.2.2 Mailbox full", stage="RCPT")
+    assert (temporary.outcome, temporary.hint) == (TRANSIENT, HINTS["mailbox_full"])
+    permanent = classify_reply(552, "5.2.2 Mailbox full", stage="RCPT")
+    assert (permanent.outcome, permanent.hint) == (PERMANENT, HINTS["mailbox_full"])
+    worded = classify_reply(550, "Requested action not taken: mailbox is full", stage="RCPT")
+    assert worded.hint == HINTS["mailbox_full"]
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (450, "4.7.0 Requested action aborted: daily sending quota reached"),
+        (421, "4.7.0 Daily limit exceeded for this account, try again later"),
+        (451, "4.7.1 Sender exceeded 500 messages per day"),
+        (452, "4.3.1 Sending quota for the last 24 hours exceeded"),
+    ],
+)
+def test_a_daily_limit_pauses_for_a_day_whatever_the_code(code, text):
+    """A 421 that names a daily limit is a daily limit: "try again later" in it is the
+    server's stock phrase, and retrying after minutes would only hit the limit again."""
+    failure = classify_reply(code, text)
+    assert failure.outcome == THROTTLED and failure.daily_quota
+    assert state.throttle_backoff(SmtpAccount(consecutive_throttles=3), failure) == DAY
+    assert failure.hint == HINTS["daily_quota"]
+
+
+def test_daily_words_alone_are_not_a_quota():
+    failure = classify_reply(451, "4.3.0 Daily maintenance, try again")
+    assert failure.outcome == TRANSIENT and not failure.daily_quota
+
+
+def test_auth_replies_depend_on_the_stage():
+    # RFC 4954: 504 to AUTH is an unknown mechanism; the message still fails over.
+    for code in (502, 504):
+        at_auth = classify_reply(code, "5.5.4 Unrecognized authentication type", stage="AUTH")
+        assert at_auth.outcome == AUTH_FAILED and at_auth.retryable, code
+        assert at_auth.hint == HINTS["auth_not_offered"]
+        # Elsewhere a 50x is a command the server will not take: no login problem.
+        for stage in ("EHLO", "MAIL", "RCPT", "DATA"):
+            elsewhere = classify_reply(code, "5.5.1 Command not implemented", stage=stage)
+            assert elsewhere.outcome == PERMANENT and not elsewhere.retryable, (code, stage)
+    assert classify_reply(500, "5.5.2 Syntax error", stage="DATA").outcome == PERMANENT
+    assert classify_reply(500, "5.5.2 Syntax error", stage="EHLO").hint == HINTS["permanent"]
+
+
+def test_an_auth_stage_reply_that_is_not_about_the_login():
+    failure = classify_reply(554, "5.7.0 Access denied", stage="AUTH")
+    assert failure.outcome == PERMANENT
+
+
+def test_login_codes_outside_auth():
+    assert classify_reply(535, "5.7.8 Bad", stage="MAIL").outcome == AUTH_FAILED
+    assert classify_reply(538, "5.7.11 Encryption required", stage="MAIL").outcome == TLS_FAILED
+    failure = classify_reply(535, "Authentication failed: application-specific password")
+    assert failure.hint == HINTS["app_password"]
+
+
+@pytest.mark.parametrize(
+    ("provider", "hint"),
+    [("", "credentials"), ("gmail", "credentials"), ("microsoft365", "microsoft_auth")],
+)
+def test_bad_credentials_hint_fits_the_provider(provider, hint):
+    failure = classify_reply(
+        535, "5.7.8 Error: authentication failed", stage="AUTH", context=Context(provider=provider)
+    )
+    assert failure.hint == HINTS[hint]
+
+
+def test_microsoft_hints_say_what_to_do():
+    for key in ("basic_auth_disabled", "microsoft_auth"):
+        assert "Authenticated SMTP" in HINTS[key] and "mailbox" in HINTS[key]
+    assert "tenant" in HINTS["basic_auth_disabled"]
+    assert "App Password" in classify_reply(534, "5.7.9 Application-specific password").hint
+
+
+@pytest.mark.parametrize(
+    ("host", "provider"),
+    [
+        ("smtp.gmail.com", "gmail"),
+        ("smtp.googlemail.com", "gmail"),
+        ("SMTP.Office365.com.", "microsoft365"),
+        ("smtp-mail.outlook.com", "microsoft365"),
+        ("mail.example.com", ""),
+        ("smtp.gmail.com.example.net", ""),
+        ("localhost", ""),
+    ],
+)
+def test_provider_for_host(host, provider):
+    assert provider_for_host(host) == provider
+
+
+@pytest.mark.parametrize(
+    ("text", "status"),
+    [
+        ("4.7.1 Error", (4, 7, 1)),
+        ("  5.7.139 Authentication unsuccessful", (5, 7, 139)),
+        ("#5.7.0 x", (5, 7, 0)),
+        ("(4.4.5) busy", (4, 4, 5)),
+        ("2.0.0", (2, 0, 0)),
+        ("4.16.55.1 deferred", None),
+        ("1.2.3 not a class", None),
+        ("Error 4.7.1 later in the text", None),
+        ("4.7.1000 too long", None),
+        ("", None),
+    ],
+)
+def test_enhanced_status(text, status):
+    assert enhanced_status(text) == status
+
+
+# -- what the server offered, and the account's port -------------------------------------
+
+
+def test_wrong_mechanism_lists_what_the_server_offered():
+    exc = aiosmtplib.SMTPAuthenticationError(504, "5.5.4 Unrecognized authentication type")
+    offered = classify_exception(exc, context=Context(offered_auth=("login", "cram-md5")))
+    assert offered.hint == f"{HINTS['auth_not_offered']} The server offered: LOGIN, CRAM-MD5."
+    nothing = classify_exception(exc, context=Context(offered_auth=()))
+    assert nothing.hint.endswith("The server offered no login method (no AUTH).")
+    unknown = classify_exception(exc)
+    assert unknown.hint == HINTS["auth_not_offered"]
+
+
+def test_no_common_mechanism_lists_what_the_server_offered():
+    exc = aiosmtplib.SMTPException("No suitable authentication method found.")
+    failure = classify_exception(exc, context=Context(offered_auth=("xoauth2",)))
+    assert failure.outcome == AUTH_FAILED
+    assert failure.hint.endswith("The server offered: XOAUTH2.")
+    no_auth = aiosmtplib.SMTPException(
+        "The SMTP AUTH extension is not supported by this server. Try connecting via TLS "
+        "(or STARTTLS)."
+    )
+    failure = classify_exception(no_auth, context=Context(offered_auth=()))
+    assert failure.outcome == AUTH_FAILED
+    assert failure.hint.endswith("no login method (no AUTH).")
+
+
+TIMEOUT = aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response")
+WRONG_VERSION = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
+
+
+@pytest.mark.parametrize(
+    ("exc", "port", "security", "hint"),
+    [
+        (TIMEOUT, 465, "starttls", "port_465"),
+        (TIMEOUT, 465, "opportunistic", "port_465"),
+        (TIMEOUT, 465, "none", "port_465"),
+        (TIMEOUT, 465, "tls", "timeout"),
+        (TIMEOUT, 587, "starttls", "timeout"),
+        (WRONG_VERSION, 587, "tls", "port_587"),
+        (WRONG_VERSION, 25, "tls", "port_587"),
+        (WRONG_VERSION, 2525, "tls", "tls_mismatch"),
+        (WRONG_VERSION, 465, "tls", "tls_mismatch"),
+        (aiosmtplib.SMTPServerDisconnected("Unexpected EOF"), 465, "starttls", "port_465"),
+        (aiosmtplib.SMTPServerDisconnected("Unexpected EOF"), 587, "starttls", "disconnected"),
+    ],
+)
+def test_a_port_and_mode_mix_up_is_named(exc, port, security, hint):
+    failure = classify_exception(
+        exc, stage="CONNECT", context=Context(port=port, security=security)
+    )
+    assert failure.hint == HINTS[hint]
+
+
+def test_port_hints_say_which_mode_to_choose():
+    assert HINTS["port_465"].startswith("Port 465 expects implicit TLS")
+    assert "SSL/TLS" in HINTS["port_465"] and "STARTTLS" in HINTS["port_587"]
+
+
+def test_reset_names_the_port_mix_up_too():
+    try:
+        try:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        except ConnectionResetError:
+            raise aiosmtplib.SMTPConnectError("Error connecting to 127.0.0.1 on port 1:")  # noqa: B904
+    except aiosmtplib.SMTPConnectError as exc:
+        plain = classify_exception(exc, stage="CONNECT")
+        mixed = classify_exception(exc, stage="CONNECT", context=Context(port=465, security="none"))
+    assert plain.hint == HINTS["reset"]
+    assert plain.text == "Error connecting to 127.0.0.1 on port 1: ConnectionResetError"
+    assert mixed.hint == HINTS["port_465"]
+
+
+def test_an_unresolvable_host_on_macos_wording():
+    exc = aiosmtplib.SMTPConnectError("Error connecting: nodename nor servname provided")
+    assert classify_exception(exc).hint == HINTS["unknown_host"]
+
+
+# -- exception chains --------------------------------------------------------------------
+
+
+def test_ssl_error_found_through_implicit_chaining():
+    """Raised *during* the handling of an SSL error (``__context__``), not *from* it."""
+    try:
+        try:
+            raise ssl.SSLError(1, "[SSL: UNEXPECTED_EOF_WHILE_READING] EOF")
+        except ssl.SSLError:
+            raise aiosmtplib.SMTPConnectError("Error connecting to 127.0.0.1")  # noqa: B904
+    except aiosmtplib.SMTPConnectError as outer:
+        failure = classify_exception(outer)
+    assert failure.outcome == TLS_FAILED
+    assert failure.hint == HINTS["tls_mismatch"]
+
+
+def test_ssl_error_behind_an_explicit_cause_that_is_not_one():
+    outer = aiosmtplib.SMTPConnectError("Error connecting")
+    outer.__cause__ = OSError("wrapped")
+    outer.__context__ = ssl.SSLError(1, "[SSL] record layer failure")
+    assert classify_exception(outer).outcome == TLS_FAILED
+
+
+def test_certificate_error_found_in_the_chain():
+    outer = aiosmtplib.SMTPConnectError("Error connecting")
+    outer.__cause__ = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    assert classify_exception(outer).hint == HINTS["certificate"]
+
+
+def test_a_cyclic_chain_terminates():
+    first = aiosmtplib.SMTPConnectError("Error connecting")
+    second = OSError("second")
+    first.__cause__ = second
+    second.__context__ = first
+    second.__cause__ = second
+    failure = classify_exception(first)
+    assert failure.outcome == CONNECTION_FAILED and failure.hint == HINTS["refused"]
+    with_ssl = OSError("looped")
+    with_ssl.__context__ = with_ssl
+    with_ssl.__cause__ = ssl.SSLError(1, "handshake")
+    assert classify_exception(with_ssl).outcome == TLS_FAILED
+
+
+def test_greeting_refusal_keeps_the_normalised_text():
+    exc = aiosmtplib.SMTPConnectResponseError(554, "5.7.1 No SMTP\n service here")
+    failure = classify_exception(exc)
+    assert (failure.code, failure.text) == (554, "5.7.1 No SMTP service here")
+
+
+def test_recipients_refused_keeps_a_daily_quota():
+    failure = classify_exception(_recipients_refused(452, "4.5.3 Daily recipient limit exceeded"))
+    assert failure.daily_quota and failure.outcome == THROTTLED
+
+
+def test_every_hint_is_a_sentence():
+    for key, hint in HINTS.items():
+        assert re.match(r"[A-Z][a-z ]", hint), key
+        assert hint.endswith("."), key
+        assert "  " not in hint, key
+
+
+# -- the wire: the transport carries the server's EHLO AUTH list into the failure --------
+
+
+def test_wire_wrong_mechanism_names_the_offered_ones(tls_files):
+    with SMTPTestServer(mode="plain", users=USERS, mechanisms=("LOGIN",)) as server:
+        config = ServerConfig(
+            host="127.0.0.1",
+            port=server.port,
+            security=Security.NONE,
+            auth_method=AuthMethod.PLAIN,
+            username="alice",
+            password=USERS["alice"],
+            timeout=2,
+        )
+        failure, _summary = asyncio.run(check_server(config))
+    assert failure is not None
+    assert (failure.outcome, failure.code) == (AUTH_FAILED, 504)
+    assert failure.hint.endswith("The server offered: LOGIN.")
+    assert server.received == []
+
+
+# -- each rule on its own (so no rule hides behind another) ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "stage", "outcome", "hint"),
+    [
+        # Login replies known by their words alone, or by their code alone.
+        (
+            535,
+            "Authentication unsuccessful, basic authentication is disabled.",
+            "AUTH",
+            AUTH_FAILED,
+            "basic_auth_disabled",
+        ),
+        (
+            535,
+            "SmtpClientAuthentication is disabled for the Mailbox.",
+            "AUTH",
+            AUTH_FAILED,
+            "basic_auth_disabled",
+        ),
+        (550, "5.7.139 Authentication unsuccessful", "AUTH", AUTH_FAILED, "basic_auth_disabled"),
+        (550, "5.7.139 Authentication unsuccessful", "DATA", PERMANENT, "permanent"),
+        (534, "Please log in with your web browser", "AUTH", AUTH_FAILED, "app_password"),
+        (535, "5.7.9 Please log in with your web browser", "AUTH", AUTH_FAILED, "app_password"),
+        # "is not allowed to send" is Mailgun's sandbox only as a 4xx.
+        (
+            550,
+            "5.7.1 User is not allowed to send as this address",
+            "MAIL",
+            PERMANENT,
+            "sender_refused",
+        ),
+        (500, "Domain is not allowed to send", "DATA", PERMANENT, "permanent"),
+        (451, "Domain is not allowed to send", "DATA", TRANSIENT, "sender_not_allowed"),
+        # Microsoft's throttle range starts at 4.7.500.
+        (451, "4.7.499 Access denied", "DATA", TRANSIENT, "transient"),
+        (451, "4.7.500 Access denied, please try again later", "DATA", THROTTLED, "throttled"),
+        (451, "4.6.500 Conversion failed", "DATA", TRANSIENT, "transient"),
+        (500, "Requested action not taken: mailbox is full", "RCPT", PERMANENT, "mailbox_full"),
+    ],
+)
+def test_each_rule_alone(code, text, stage, outcome, hint):
+    failure = classify_reply(code, text, stage=stage)
+    assert (failure.outcome, failure.hint) == (outcome, HINTS[hint])
+
+
+def test_outlook_com_is_microsoft_too():
+    failure = classify_reply(
+        535, "Authentication failed", stage="AUTH", context=Context(provider="outlook")
+    )
+    assert failure.hint == HINTS["microsoft_auth"]
+
+
+@pytest.mark.parametrize(
+    ("exc", "stage", "outcome", "hint"),
+    [
+        (
+            InternalAddressError("mail.lan resolves to 10.0.0.2"),
+            "CONNECT",
+            CONNECTION_FAILED,
+            "internal_host",
+        ),
+        (
+            aiosmtplib.SMTPConnectError("certificate verify failed (CERTIFICATE_VERIFY_FAILED)"),
+            "CONNECT",
+            TLS_FAILED,
+            "certificate",
+        ),
+        (
+            aiosmtplib.SMTPConnectError("[SSL] unexpected eof"),
+            "CONNECT",
+            TLS_FAILED,
+            "tls_mismatch",
+        ),
+        (
+            aiosmtplib.SMTPConnectError("WRONG_VERSION_NUMBER"),
+            "CONNECT",
+            TLS_FAILED,
+            "tls_mismatch",
+        ),
+        (
+            aiosmtplib.SMTPConnectError("record layer failure"),
+            "CONNECT",
+            TLS_FAILED,
+            "tls_mismatch",
+        ),
+        (
+            aiosmtplib.SMTPSenderRefused(550, "5.7.1 Not permitted", "f@example.com"),
+            "DATA",
+            PERMANENT,
+            "sender_refused",
+        ),
+        (
+            aiosmtplib.SMTPResponseException(550, "5.1.1 unknown"),
+            "RCPT",
+            PERMANENT,
+            "recipient_refused",
+        ),
+        (
+            aiosmtplib.SMTPConnectResponseError(450, "4.3.2 Busy"),
+            "CONNECT",
+            CONNECTION_FAILED,
+            "service_refused",
+        ),
+        (
+            aiosmtplib.SMTPNotSupported("Server does not offer SMTPUTF8"),
+            "DATA",
+            CONFIG_ERROR,
+            "not_supported",
+        ),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else None,
+)
+def test_each_exception_rule_alone(exc, stage, outcome, hint):
+    failure = classify_exception(exc, stage=stage)
+    assert (failure.outcome, failure.hint) == (outcome, HINTS[hint])
+
+
+def test_a_reset_without_a_trailing_colon_keeps_its_text():
+    exc = aiosmtplib.SMTPConnectError("Connection lost")
+    exc.__context__ = ConnectionAbortedError("aborted")
+    failure = classify_exception(exc)
+    assert (failure.text, failure.hint) == ("Connection lost", HINTS["reset"])
+
+
+def test_summary_without_a_code():
+    failure = classify_exception(ConnectionRefusedError(111, "Connection refused"))
+    assert failure.summary() == "[Errno 111] Connection refused"
+    assert classify_reply(421, "4.7.0 Bye").summary() == "421 4.7.0 Bye"
+
+
+# -- the alternatives of each pattern, one by one ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "stage", "outcome", "hint"),
+    [
+        # rspamd greylists after DATA: still no pause.
+        (451, "4.7.1 Greylisted, please try again later", "DATA", TRANSIENT, "recipient_deferred"),
+        (451, "4.7.1 Message throttled", "DATA", THROTTLED, "throttled"),
+        # Microsoft's "send as" refusal comes after DATA.
+        (
+            550,
+            "5.7.60 SMTP; Client does not have permissions to send as this sender",
+            "DATA",
+            PERMANENT,
+            "sender_refused",
+        ),
+        (
+            554,
+            "5.7.1 <f@example.com>: Sender address rejected: Access denied",
+            "DATA",
+            PERMANENT,
+            "sender_refused",
+        ),
+        (552, "Recipient is over quota", "RCPT", PERMANENT, "mailbox_full"),
+    ],
+)
+def test_each_pattern_alternative(code, text, stage, outcome, hint):
+    failure = classify_reply(code, text, stage=stage)
+    assert (failure.outcome, failure.hint) == (outcome, HINTS[hint])
+
+
+def test_outcome_values_are_stored_names():
+    """The values are stored in the delivery log and the outbox: they must not change."""
+    stored = {
+        "SENT": "sent",
+        "THROTTLED": "throttled",
+        "TRANSIENT": "transient",
+        "PERMANENT": "permanent",
+        "AUTH_FAILED": "auth_failed",
+        "TLS_FAILED": "tls_failed",
+        "CONNECTION_FAILED": "connection_failed",
+        "CONFIG_ERROR": "config_error",
+        "CANCELLED": "cancelled",
+    }
+    assert {name: Outcome[name].value for name in stored} == stored
+
+
+def test_failures_and_contexts_cannot_change():
+    """One Failure is shared by every message a batch gives up on: it must stay as read."""
+    failure = classify_reply(421, "4.7.0 Bye")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        failure.hint = ""  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Context().port = 25  # type: ignore[misc]

@@ -37,8 +37,7 @@ from ..exceptions import (
 from ..hints import Hints
 from ..models import SmtpAccount
 from ..outgoing import Outgoing
-from ..replies import classify_exception
-from ..transport import AuthMethod, Security, ServerConfig, Session
+from ..transport import AuthMethod, Security, ServerConfig, Session, classify
 
 if TYPE_CHECKING:
     from django.core.mail import EmailMessage
@@ -255,7 +254,7 @@ class EmailBackend(BaseEmailBackend):
             try:
                 smtp_loop.run(session.ensure_open())
             except Exception as exc:
-                failure = classify_exception(exc, stage="CONNECT")
+                failure = classify(exc, stage="CONNECT", context=session.context())
                 error = send_error(
                     SendFailed,
                     f"{failure.summary().rstrip('.')}. {failure.hint}".strip(),
