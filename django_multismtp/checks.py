@@ -32,7 +32,6 @@ BACKEND_PATHS = {
 UNSHARED_CACHES = {
     "django.core.cache.backends.locmem.LocMemCache",
     "django.core.cache.backends.filebased.FileBasedCache",
-    "django.core.cache.backends.db.DatabaseCache",
     "django.core.cache.backends.dummy.DummyCache",
 }
 
