@@ -71,10 +71,6 @@ def _internal_reason(address: str) -> str | None:
     return None
 
 
-def is_internal(address: str) -> bool:
-    return _internal_reason(address) is not None
-
-
 def public_addresses(
     host: str, port: int, *, resolve: Resolver = socket.getaddrinfo
 ) -> list[tuple[int, str]]:
