@@ -58,7 +58,7 @@ def _not_public(ip: IPAddress) -> bool:
 
 def _internal_reason(address: str) -> str | None:
     """Why ``address`` is internal ("" for no detail), or None when it is public."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    ip = ipaddress.ip_address(address)  # scoped IPv6 ("fe80::1%eth0") included
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         # An IPv4 address in IPv6 notation: judged as itself (the range ::ffff:0:0/96
         # is "private" to ipaddress whatever it holds).
