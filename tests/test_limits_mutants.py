@@ -139,6 +139,46 @@ def test_releasing_more_than_was_reserved_gives_nothing_back():
 
 
 @pytest.mark.django_db
+def test_releasing_one_slot_gives_one_back():
+    account = SmtpAccountFactory(limit_per_minute=2)
+    assert limits.reserve(account, 2, START) == 2
+    limits.release(account, 1, START)
+    assert limits.reserve(account, 2, START) == 1
+
+
+@pytest.mark.django_db
+def test_a_release_gives_back_to_its_own_account_only():
+    first = SmtpAccountFactory(limit_per_minute=5)
+    second = SmtpAccountFactory(limit_per_minute=5)
+    limits.reserve(first, 3, START)
+    limits.reserve(second, 3, START)
+    limits.release(first, 2, START)
+    assert limits.usage(first, START) == {"minute": (1, 5)}
+    assert limits.usage(second, START) == {"minute": (3, 5)}
+
+
+@pytest.mark.django_db
+def test_a_release_on_the_hour_gives_back_once_per_window():
+    # At 10:00:30 the minute and the hour windows start at the same instant.
+    on_the_hour = dt.datetime(2025, 6, 1, 10, 0, 30, tzinfo=dt.UTC)
+    account = SmtpAccountFactory(limit_per_minute=5, limit_per_hour=20)
+    limits.reserve(account, 4, on_the_hour)
+    limits.release(account, 1, on_the_hour)
+    assert limits.usage(account, on_the_hour) == {"minute": (3, 5), "hour": (3, 20)}
+
+
+@pytest.mark.django_db
+def test_a_release_leaves_ended_windows_alone():
+    account = SmtpAccountFactory(limit_per_minute=5)
+    limits.reserve(account, 4, START)
+    next_minute = START + dt.timedelta(minutes=1)
+    limits.reserve(account, 2, next_minute)
+    limits.release(account, 1, next_minute)
+    assert limits.usage(account, START) == {"minute": (4, 5)}
+    assert limits.usage(account, next_minute) == {"minute": (1, 5)}
+
+
+@pytest.mark.django_db
 def test_a_large_request_costs_a_few_queries_not_one_per_message(
     django_assert_max_num_queries,
 ):
