@@ -80,7 +80,8 @@ bench: venv
 
 # Mutation testing of the rules that protect users: each module against its own tests, one
 # worker at the lowest priority; prints a score per module and the survivors. Takes
-# minutes per module; never part of `make test`. MUTATE="netguard limits" runs only those.
+# minutes per module; never part of `make test`. MUTATE="netguard limits" runs only those;
+# MUTATE="--again limits" reruns only the survivors of the last run (after adding tests).
 # See docs/testing.rst.
 $(BIN)/.mutate-installed: pyproject.toml $(BIN)/.installed
 	$(BIN)/pip install -q -e '.[test,mutate]'
