@@ -16,6 +16,7 @@ import pytest
 from django.db import connection, connections, transaction
 
 from django_multismtp import limits
+from django_multismtp.models import UsageCounter
 from tests.factories import SmtpAccountFactory
 
 # 10:15:30 UTC: the minute ends at 10:16, the hour at 11:00, the day at midnight.
@@ -176,6 +177,24 @@ def test_a_release_leaves_ended_windows_alone():
     limits.release(account, 1, next_minute)
     assert limits.usage(account, START) == {"minute": (4, 5)}
     assert limits.usage(account, next_minute) == {"minute": (1, 5)}
+
+
+@pytest.mark.django_db
+def test_an_unlimited_account_or_an_empty_request_costs_no_query(django_assert_num_queries):
+    unlimited = SmtpAccountFactory()
+    limited = SmtpAccountFactory(limit_per_minute=3)
+    with django_assert_num_queries(0):
+        assert limits.reserve(unlimited, 50, START) == 50
+        assert limits.reserve(limited, 0, START) == 0
+
+
+@pytest.mark.django_db
+def test_counters_are_kept_two_days_not_longer():
+    account = SmtpAccountFactory(limit_per_minute=5, limit_per_day=100)
+    limits.reserve(account, 1, START)
+    limits.reserve(account, 1, START + dt.timedelta(days=2, hours=1))
+    # The first day's two counters are gone; the new minute and day remain.
+    assert UsageCounter.objects.filter(account=account).count() == 2
 
 
 @pytest.mark.django_db
