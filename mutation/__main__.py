@@ -117,6 +117,9 @@ def prepare(target: Target, work: Path) -> None:
         # Forking after the tests ran would leave thread pools (the form's resolver)
         # without their threads: fork every mutant from a server that only collected.
         "process_isolation": "forkserver",
+        # A mutant that loops forever (limits' reservation loop) is cut off at five
+        # times its tests' clean run rather than mutmut's fifteen.
+        "timeout_multiplier": 5.0,
     }
     lines = ["", "[tool.mutmut]"] + [
         f"{key} = {json.dumps(value)}" for key, value in section.items()
