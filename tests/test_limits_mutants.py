@@ -111,6 +111,8 @@ def test_a_shorter_window_that_refuses_gives_back_what_the_longer_ones_took():
         "hour": (6, 30),
         "day": (6, 6),
     }
+    # The minute that ended keeps what it was charged.
+    assert limits.usage(account, START) == {"minute": (4, 5), "hour": (6, 30), "day": (6, 6)}
     # Nothing left today: refused, and no window keeps a charge for it.
     assert limits.reserve(account, 1, at_next_minute) == 0
     assert limits.usage(account, at_next_minute) == {
@@ -118,6 +120,25 @@ def test_a_shorter_window_that_refuses_gives_back_what_the_longer_ones_took():
         "hour": (6, 30),
         "day": (6, 6),
     }
+
+
+@pytest.mark.django_db
+def test_what_a_longer_window_refuses_is_given_back_to_this_account_only():
+    other = SmtpAccountFactory(limit_per_minute=5, limit_per_day=50)
+    account = SmtpAccountFactory(limit_per_minute=5, limit_per_day=2)
+    limits.reserve(other, 3, START)
+    assert limits.reserve(account, 4, START) == 2
+    assert limits.usage(other, START) == {"minute": (3, 5), "day": (3, 50)}
+    assert limits.usage(account, START) == {"minute": (2, 5), "day": (2, 2)}
+
+
+@pytest.mark.django_db
+def test_what_a_longer_window_refuses_on_the_hour_is_given_back_once():
+    # At 10:00:30 the minute and the hour windows start at the same instant.
+    on_the_hour = dt.datetime(2025, 6, 1, 10, 0, 30, tzinfo=dt.UTC)
+    account = SmtpAccountFactory(limit_per_minute=5, limit_per_hour=30, limit_per_day=2)
+    assert limits.reserve(account, 4, on_the_hour) == 2
+    assert limits.usage(account, on_the_hour) == {"minute": (2, 5), "hour": (2, 30), "day": (2, 2)}
 
 
 @pytest.mark.django_db
@@ -207,6 +228,11 @@ def test_a_large_request_costs_a_few_queries_not_one_per_message(
         assert limits.reserve(account, 1000, START) == 10
     with django_assert_max_num_queries(16):
         assert limits.reserve(account, 1000, START + dt.timedelta(minutes=1)) == 10
+    # A window that is partly used: what is left is computed, not counted down to.
+    partly = SmtpAccountFactory(limit_per_minute=50)
+    limits.reserve(partly, 5, START)
+    with django_assert_max_num_queries(16):
+        assert limits.reserve(partly, 1000, START) == 45
 
 
 # -- two workers on a fresh window (PostgreSQL) -----------------------------------------
