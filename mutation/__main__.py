@@ -46,7 +46,9 @@ class Target:
 
 
 TARGETS: dict[str, Target] = {
-    "selection": Target("selection", ("tests/test_selection.py",)),
+    "selection": Target(
+        "selection", ("tests/test_selection.py", "tests/test_selection_mutants.py")
+    ),
     "limits": Target(
         "limits",
         ("tests/test_limits.py", "tests/test_limits_mutants.py"),
