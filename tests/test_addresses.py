@@ -56,9 +56,13 @@ def test_two_addresses_are_refused_with_the_reason():
         prep_address("ann@example.com, bob@example.com")
 
 
-def test_a_refusal_names_what_is_wrong():
-    with pytest.raises(ValueError, match=r"Invalid address 'ann lee@example.com': "):
+def test_a_refusal_names_everything_that_is_wrong():
+    with pytest.raises(ValueError) as caught:
         prep_address("ann lee@example.com")
+    assert str(caught.value) == (
+        "Invalid address 'ann lee@example.com': local-part is not dot-atom, "
+        "quoted-string, or obs-local-part; missing '.' between words"
+    )
 
 
 def test_without_force_ascii_unicode_stays():
