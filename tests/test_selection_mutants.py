@@ -55,3 +55,12 @@ def test_an_unknown_account_hint_says_what_to_check():
     assert str(caught.value) == (
         "No SMTP account 'nope' exists. Check the account hint (name or id)."
     )
+
+
+def test_accounts_of_another_purpose_leave_plain_mail_to_the_fallback_server():
+    billing = account(1, purpose="billing")
+    choice = pick([billing], uses_default_from=True, from_address=SITE_FROM)
+    assert choice.use_fallback
+    assert choice.candidates == []
+    choice = pick([billing], from_address="nobody@elsewhere.test")
+    assert choice.use_fallback
