@@ -16,7 +16,7 @@ PGDIR ?= /tmp/pgtest-$(notdir $(CURDIR))-$(shell id -u)
 APT_PACKAGES := postgresql chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: demo test sysdeps venv lint type docs bench clean pg-up pg-down
+.PHONY: demo test sysdeps venv lint type docs bench mutate clean pg-up pg-down
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -106,5 +106,17 @@ bench: venv
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postfix >/dev/null; }
 	$(BIN)/python -m benchmarks $(BENCHARGS)
 
+# Mutation testing of the rules that protect users: each module against its own tests, one
+# worker at the lowest priority; prints a score per module and the survivors. Takes
+# minutes per module; never part of `make test`. MUTATE="netguard limits" runs only those;
+# MUTATE="--again limits" reruns only the survivors of the last run (after adding tests).
+# See docs/testing.rst.
+$(BIN)/.mutate-installed: pyproject.toml $(BIN)/.installed
+	$(BIN)/pip install -q -e '.[test,mutate]'
+	touch $@
+
+mutate: venv $(BIN)/.mutate-installed
+	$(BIN)/python -m mutation $(MUTATE)
+
 clean:
-	rm -rf $(VENV) $(DEMO_VENV) .tox .demo .bench docs/_build
+	rm -rf $(VENV) $(DEMO_VENV) .tox .demo .bench .mutate docs/_build

@@ -53,7 +53,6 @@ BACKEND_OPTIONS = (
 UNSHARED_CACHES = {
     "django.core.cache.backends.locmem.LocMemCache",
     "django.core.cache.backends.filebased.FileBasedCache",
-    "django.core.cache.backends.db.DatabaseCache",
     "django.core.cache.backends.dummy.DummyCache",
 }
 

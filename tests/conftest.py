@@ -67,3 +67,15 @@ def outbox_off(settings) -> None:  # type: ignore[no-untyped-def]
     """Failures raise instead of being queued (MULTISMTP["OUTBOX"] = "off"), for tests
     of the error a caller sees, as on a site that turned the outbox off."""
     settings.MULTISMTP = {**getattr(settings, "MULTISMTP", {}), "OUTBOX": "off"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``postgresql`` run in the suite's PostgreSQL pass only."""
+    from django.conf import settings
+
+    if "postgresql" in settings.DATABASES["default"]["ENGINE"]:
+        return
+    skip = pytest.mark.skip(reason="a PostgreSQL race: runs with --ds=tests.settings_pg")
+    for item in items:
+        if item.get_closest_marker("postgresql"):
+            item.add_marker(skip)

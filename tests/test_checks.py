@@ -219,7 +219,6 @@ def test_locmem_cache_warns(wired):
     "backend",
     [
         "django.core.cache.backends.filebased.FileBasedCache",
-        "django.core.cache.backends.db.DatabaseCache",
         "django.core.cache.backends.dummy.DummyCache",
     ],
 )
@@ -236,8 +235,10 @@ def test_other_unshared_caches_warn(wired, backend):
             "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
             "LOCATION": "127.0.0.1:11211",
         },
+        # A table in the database every process uses: shared.
+        {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "cache_table"},
     ],
-    ids=["redis", "memcached"],
+    ids=["redis", "memcached", "database"],
 )
 def test_shared_cache_does_not_warn(wired, cache):
     wired.CACHES = {"default": cache}
