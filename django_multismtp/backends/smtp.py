@@ -79,6 +79,7 @@ class EmailBackend(BaseEmailBackend):
         account: Any = None,
         user: Any = None,
         purpose: str | None = None,
+        pool: str | None = None,
         fallback: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -96,7 +97,12 @@ class EmailBackend(BaseEmailBackend):
                 'add more with MULTISMTP["PURPOSES"].',
                 alias=self.alias,
             )
-        self.hints = Hints(account=account, user=user, purpose=purpose)
+        if pool is not None and pool not in conf.POOL_POLICIES:
+            raise MultiSMTPConfigurationError(
+                f"Unknown pool policy {pool!r}. Use one of {', '.join(conf.POOL_POLICIES)}.",
+                alias=self.alias,
+            )
+        self.hints = Hints(account=account, user=user, purpose=purpose, pool=pool)
         #: ``"fallback": False`` in OPTIONS: this mailer sends through accounts only,
         #: so it needs no host.
         self.uses_fallback = fallback is not False
