@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,12 +32,10 @@ NOON = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture(autouse=True)
-def fresh_rotation(clock: Any, outbox_off: None) -> Iterator[None]:
+def at_noon(clock: Any, outbox_off: None) -> None:
+    """A frozen day (the pool's rotation is reset by conftest for every test)."""
     clock.current = NOON
-    pools.reset()
     mail.outbox = []
-    yield
-    pools.reset()
 
 
 _numbers = itertools.count()
@@ -233,3 +230,17 @@ def test_a_pool_over_a_real_server_logs_each_account(smtp_server: SMTPTestServer
     assert len(smtp_server.received) == 8
     names = Counter(DeliveryLog.objects.values_list("account_name", flat=True))
     assert names == {"one": 2, "two": 6}
+
+
+def test_assign_is_deterministic_and_remembers_the_rotation() -> None:
+    weights = {1: 500, 2: 1600}
+    first = pools.assign("spread", [1, 2], 21, weights)
+    assert first[:7] == [2, 2, 1, 2, 2, 2, 1]
+    assert (first.count(1), first.count(2)) == (5, 16)
+    assert pools.assign("round_robin", [1, 2, 3], 2) == [1, 2]
+    assert pools.assign("round_robin", [1, 2, 3], 2) == [3, 1]  # carries on
+    assert pools.assign("fill_first", [1, 2, 3], 3) == [1, 1, 1]
+    # No room left anywhere: the rest is dealt in turn (each reservation then fails).
+    assert pools.assign("spread", [1, 2], 4, {1: 1, 2: 0}) == [1, 1, 2, 1]
+    pools.reset()
+    assert pools.assign("spread", [1, 2], 21, weights) == first
