@@ -3,13 +3,19 @@
 Workloads: ``--messages`` text messages and ``--attachment-messages`` messages with an
 ``--attachment-kb`` attachment sent to a sink that answers at once, then
 ``--delay-messages`` text messages sent to a sink that waits ``--delay-ms`` before each
-DATA reply, like a remote server. Each workload is sent by
+DATA reply (or every reply), like a remote server, and to a sink that models
+``--latency-ms`` of round trip (it waits only before a reply the client awaits). Each
+workload is sent by
 
 * ``stock``: ``django.core.mail.backends.smtp.EmailBackend``, one connection;
 * ``one``: ``django_multismtp.backends.EmailBackend`` through one account
   (``max_connections=1``);
 * ``four``: ours through four accounts on four ports (``max_connections=4`` each), the
   messages spread over them round-robin with the ``smtp_account`` hint;
+* ``four1``: the same with ``max_connections=1`` (the pool's accounts, hinted);
+* ``pool1`` / ``pool4``: four accounts of one purpose and priority (a pool) with 1 or 4
+  connections each, the messages sent as a site sends them: no hints, so the pool
+  policy (``spread``) shares them out;
 * ``bare`` (``--ceiling``): aiosmtplib's ``sendmail`` alone over 4 x 4 connections, no
   Django backend: the reference for what an aiosmtplib client reaches.
 
@@ -52,15 +58,33 @@ BODY_LINE = (
 BACKENDS = [
     ("stock", "Django SMTP (stock)", 0, 1),
     ("one", "multismtp, 1 account", 1, 1),
+    ("four1", "multismtp, 4 accounts", 4, 1),
+    ("pool1", "multismtp, no hints", 4, 1),
     ("four", "multismtp, 4 accounts", 4, 4),
+    ("pool4", "multismtp, no hints", 4, 4),
 ]
+#: The accounts of the pool (one purpose, one priority; "four1", "pool1", "pool4").
+POOL = [f"pool-{index}" for index in range(1, 5)]
 #: --ceiling: no Django backend at all, only aiosmtplib over as many connections as "four".
 CEILING = ("bare", "bare aiosmtplib sendmail", 4, 4)
 TARGETS = [
-    # (workload, sink delay in ms, backend, minimum ratio ours/stock): the "Fast" issue
-    ("text", 0.0, "one", 0.9),
-    ("text", 5.0, "four", 8.0),
+    # (workload, sink mode, sink delay in ms, backend, minimum ratio ours/stock)
+    # The "Fast" issue:
+    ("text", "none", 0.0, "one", 0.9),
+    ("text", "data", 5.0, "four", 8.0),
+    # #16, "Scale without hints" (the first kept from the pipelining work):
+    ("text", "none", 0.0, "one", 1.7),
+    ("text", "every", 5.0, "pool1", 3.5),
+    ("text", "every", 5.0, "pool4", 12.0),
+    ("text", "rtt", 5.0, "pool4", 30.0),
 ]
+#: What each sink mode does with its delay, for the tables.
+SINK_MODES = {
+    "none": "no delay",
+    "data": "{delay:g} ms before each DATA reply",
+    "every": "{delay:g} ms before every reply",
+    "rtt": "{delay:g} ms round trip",
+}
 WARMUP_MESSAGES = 20
 
 
@@ -70,11 +94,18 @@ class Workload:
     messages: int
     attachment_kb: int
     delay_ms: float
+    #: "none", "data" (delay before the end of DATA's reply), "every" (before every
+    #: reply) or "rtt" (round trip: before each reply the client awaits)
+    sink: str = "none"
 
     @property
     def label(self) -> str:
         size = f"{self.attachment_kb} KB attachment" if self.attachment_kb else "text"
         return f"{self.messages} x {size}"
+
+    @property
+    def delay_label(self) -> str:
+        return SINK_MODES[self.sink].format(delay=self.delay_ms)
 
 
 @dataclasses.dataclass
@@ -84,6 +115,7 @@ class Result:
     messages: int
     attachment_kb: int
     delay_ms: float
+    sink_mode: str
     backend: str
     backend_label: str
     accounts: int
@@ -177,6 +209,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "the end of DATA's",
     )
     parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=5.0,
+        help="round trip of the latency sink, which waits only before a reply the client "
+        "awaits (--delay-messages messages); 0 skips it (5)",
+    )
+    parser.add_argument(
+        "--backends",
+        default=",".join(key for key, *_ in BACKENDS),
+        help="comma-separated backends to run (stock is always run: the ratios need it); "
+        "default: " + ",".join(key for key, *_ in BACKENDS),
+    )
+    parser.add_argument(
         "--worker",
         action="store_true",
         help="also queue text messages in the outbox and drain them with the worker: "
@@ -193,8 +238,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(
             "--messages, --attachment-messages, --delay-messages and --runs must be at least 1"
         )
-    if args.attachment_kb < 0 or args.delay_ms < 0:
-        parser.error("--attachment-kb and --delay-ms cannot be negative")
+    if args.attachment_kb < 0 or args.delay_ms < 0 or args.latency_ms < 0:
+        parser.error("--attachment-kb, --delay-ms and --latency-ms cannot be negative")
+    known = {key for key, *_ in BACKENDS}
+    chosen = [key.strip() for key in args.backends.split(",") if key.strip()]
+    unknown = sorted(set(chosen) - known)
+    if unknown:
+        parser.error(f"unknown backend {unknown[0]!r}; choose from {', '.join(sorted(known))}")
+    args.backends = ["stock", *(key for key in chosen if key != "stock")]
     return args
 
 
@@ -232,9 +283,15 @@ def create_accounts() -> None:
         "auth_method": "none",
         "timeout": 30,
     }
-    SmtpAccount.objects.create(name="one", max_connections=1, **common)
+    # "one" and "four-*" are always named by a hint (which keeps the message's From):
+    # another purpose and From than the pool's, so that mail without hints (From
+    # bench@example.com) finds the pool alone, by its From.
+    hinted = {**common, "purpose": "customer_service", "from_email": "hinted@example.com"}
+    SmtpAccount.objects.create(name="one", max_connections=1, **hinted)
     for index in range(1, 5):
-        SmtpAccount.objects.create(name=f"four-{index}", max_connections=4, **common)
+        SmtpAccount.objects.create(name=f"four-{index}", max_connections=4, **hinted)
+    for name in POOL:  # same purpose (the default), priority, no site default: a pool
+        SmtpAccount.objects.create(name=name, max_connections=4, **common)
 
 
 def clear_log() -> None:
@@ -250,6 +307,7 @@ def point_accounts_at(ports: list[int]) -> None:
     SmtpAccount.objects.filter(name="one").update(port=ports[0])
     for index in range(1, 5):
         SmtpAccount.objects.filter(name=f"four-{index}").update(port=ports[index - 1])
+        SmtpAccount.objects.filter(name=POOL[index - 1]).update(port=ports[index - 1])
 
 
 def build_messages(workload: Workload, backend: str, count: int | None = None) -> list[Any]:
@@ -276,6 +334,9 @@ def build_messages(workload: Workload, backend: str, count: int | None = None) -
             message.smtp_account = "one"  # type: ignore[attr-defined]
         elif backend == "four":
             message.smtp_account = f"four-{index % 4 + 1}"  # type: ignore[attr-defined]
+        elif backend == "four1":
+            message.smtp_account = POOL[index % 4]  # type: ignore[attr-defined]
+        # "pool1" and "pool4": no hint at all, as a site sends its mail
         messages.append(message)
     return messages
 
@@ -352,7 +413,11 @@ def make_backend(backend: str, ports: list[int]) -> Any:
             ssl_certfile="",
         )
     from django_multismtp.backends import EmailBackend
+    from django_multismtp.models import SmtpAccount
 
+    if backend in ("four1", "pool1", "pool4"):  # the pool's connections (outside timing)
+        size = 4 if backend == "pool4" else 1
+        SmtpAccount.objects.filter(name__in=POOL).update(max_connections=size)
     # As mail.mailers builds it (an alias): Django 6.1 deprecates direct construction.
     return EmailBackend(alias="default")
 
@@ -415,6 +480,7 @@ def measure(
             messages=workload.messages,
             attachment_kb=workload.attachment_kb,
             delay_ms=workload.delay_ms,
+            sink_mode=workload.sink,
             backend=key,
             backend_label=label,
             accounts=accounts,
@@ -544,9 +610,9 @@ def table(results: list[Result]) -> str:
     lines: list[str] = []
     previous = None
     for result in results:
-        cell = (result.label, result.delay_ms)
+        cell = (result.label, result.delay_ms, result.sink_mode)
         if cell != previous:
-            delay = f"{result.delay_ms:g} ms delay" if result.delay_ms else "no delay"
+            delay = SINK_MODES[result.sink_mode].format(delay=result.delay_ms)
             if lines:
                 lines.append("")
             lines += [f"{result.label}, {delay}", header]
@@ -568,30 +634,32 @@ def table(results: list[Result]) -> str:
 
 def target_lines(results: list[Result]) -> tuple[list[str], list[dict[str, Any]]]:
     lines, verdicts = [], []
-    for workload, delay_ms, backend, minimum in TARGETS:
+    for workload, mode, delay_ms, backend, minimum in TARGETS:
         found = [
             r
             for r in results
             if r.workload == workload
-            and bool(r.delay_ms) == bool(delay_ms)
+            and r.sink_mode == mode
+            and r.attachment_kb == 0
             and r.backend == backend
         ]
         if not found:
             continue
         result = found[0]
         ratio = result.ratio or 0.0
-        delay = f"{result.delay_ms:g} ms delay" if result.delay_ms else "no delay"
+        delay = SINK_MODES[mode].format(delay=result.delay_ms)
         text = f"  {result.backend_label}, {delay}: {ratio:.2f}x stock (target >= {minimum:g}x"
         met: bool | None = ratio >= minimum
         if result.delay_ms != delay_ms:
             met = None  # the target says nothing about another delay
-            text += f" at {delay_ms:g} ms delay): not judged"
+            text += f" at {SINK_MODES[mode].format(delay=delay_ms)}): not judged"
         else:
             text += f"): {'met' if met else 'NOT met'}"
         lines.append(text)
         verdicts.append(
             {
                 "workload": workload,
+                "sink_mode": mode,
                 "delay_ms": result.delay_ms,
                 "backend": backend,
                 "target": minimum,
@@ -620,13 +688,17 @@ def profile(workload: Workload, sink: Sink) -> None:
 
 @contextlib.contextmanager
 def sinks(
-    kind: str, delay_ms: float, pipelining: bool, every_reply: bool
-) -> Iterator[dict[float, Sink]]:
-    started: dict[float, Sink] = {}
+    kind: str, delay_ms: float, pipelining: bool, every_reply: bool, latency_ms: float
+) -> Iterator[dict[str, Sink]]:
+    """The sinks by mode (see :class:`Workload`)."""
+    started: dict[str, Sink] = {}
     try:
-        started[0.0] = start_sink(kind, 4, 0.0, pipelining)
+        started["none"] = start_sink(kind, 4, 0.0, pipelining)
         if delay_ms:
-            started[delay_ms] = AiosmtpdSink(4, delay_ms, pipelining, every_reply)
+            mode = "every" if every_reply else "data"
+            started[mode] = AiosmtpdSink(4, delay_ms, pipelining, every_reply)
+        if latency_ms:
+            started["rtt"] = AiosmtpdSink(4, latency_ms, pipelining, round_trip=True)
         yield started
     finally:
         for sink in started.values():
@@ -657,13 +729,18 @@ def main(argv: list[str] | None = None) -> None:
     if args.attachment_kb:
         workloads.append(attachments)
     if args.delay_ms:
-        workloads.append(Workload("text", args.delay_messages, 0, args.delay_ms))
+        mode = "every" if args.delay_every_reply else "data"
+        workloads.append(Workload("text", args.delay_messages, 0, args.delay_ms, mode))
         if args.attachment_kb and args.delay_attachments:
-            workloads.append(dataclasses.replace(attachments, delay_ms=args.delay_ms))
+            workloads.append(dataclasses.replace(attachments, delay_ms=args.delay_ms, sink=mode))
+    if args.latency_ms:
+        workloads.append(Workload("text", args.delay_messages, 0, args.latency_ms, "rtt"))
 
-    backends = BACKENDS + ([CEILING] if args.ceiling else [])
+    backends = [b for b in BACKENDS if b[0] in args.backends] + ([CEILING] if args.ceiling else [])
     results: list[Result] = []
-    with sinks(args.sink, args.delay_ms, not args.no_pipelining, args.delay_every_reply) as running:
+    with sinks(
+        args.sink, args.delay_ms, not args.no_pipelining, args.delay_every_reply, args.latency_ms
+    ) as running:
         for sink in running.values():
             say(f"Sink      {sink.describe()}")
         if args.sink == "auto" and not SMTP_SINK.exists():
@@ -674,20 +751,19 @@ def main(argv: list[str] | None = None) -> None:
         )
         say("")
         for workload in workloads:
-            sink = running[workload.delay_ms]
+            sink = running[workload.sink]
             point_accounts_at(sink.ports)
-            delay = f"{workload.delay_ms:g} ms delay" if workload.delay_ms else "no delay"
-            say(f"{workload.label}, {delay}")
+            say(f"{workload.label}, {workload.delay_label}")
             results += measure(workload, sink, args.runs, backends, say)
         drained: dict[str, Any] = {}
         if args.worker:
-            point_accounts_at(running[0.0].ports)
+            point_accounts_at(running["none"].ports)
             say("")
             say("Outbox worker (1 account, 1 connection), no delay")
-            drained = worker_figures(running[0.0], say)
+            drained = worker_figures(running["none"], say)
         if args.profile:
-            point_accounts_at(running[0.0].ports)
-            profile(workloads[0], running[0.0])
+            point_accounts_at(running["none"].ports)
+            profile(workloads[0], running["none"])
 
     lines, verdicts = target_lines(results)
     say("")
@@ -709,7 +785,7 @@ def main(argv: list[str] | None = None) -> None:
         report = {
             "date": now.isoformat(timespec="seconds"),
             "machine": info,
-            "sinks": {f"{d:g}": s.describe() for d, s in running.items()},
+            "sinks": {mode: s.describe() for mode, s in running.items()},
             "arguments": vars(args),
             "results": [result.as_dict() for result in results],
             "worker": drained,

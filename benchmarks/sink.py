@@ -11,7 +11,13 @@ unless ``--no-pipelining`` is given. ``--delay-ms`` waits that long before answe
 end of DATA (the reply a real server takes longest to give: it queues the message, scans
 it, writes it to disk); the other commands are answered at once, as Postfix's
 ``smtp-sink -w`` does. With ``--every-reply`` it waits that long before every reply, one
-reply after another, as a server that takes its time over every command would.
+reply after another, as a server that takes its time over every command would. With
+``--round-trip`` it models network latency instead: a reply is delayed only when the
+client has sent nothing more, that is when the client is waiting for it before going on
+(the greeting, EHLO, the 354 that lets the body go, a non-pipelining client's every
+reply); a reply to a command the client pipelined behind others is in flight together
+with them and costs no extra round trip. A pipelining client then pays one round trip
+per message, a client that sends one command at a time one per command.
 
 Once listening, the sink prints one line, ``READY <port> <port> ...``, and then reads
 commands on stdin, one per line, answering each on stdout:
@@ -44,13 +50,20 @@ class SinkHandler:
     """aiosmtpd handler: every message is accepted after ``delay`` seconds."""
 
     def __init__(
-        self, counter: Counter, delay: float, pipelining: bool = True, every_reply: bool = False
+        self,
+        counter: Counter,
+        delay: float,
+        pipelining: bool = True,
+        every_reply: bool = False,
+        round_trip: bool = False,
     ) -> None:
         self.counter = counter
         self.delay = delay
         self.pipelining = pipelining
         #: Wait before every reply (see CountingSMTP.push), not only the end of DATA's.
         self.every_reply = every_reply
+        #: Wait before a reply only when the client is waiting for it (see push).
+        self.round_trip = round_trip
 
     async def handle_EHLO(  # noqa: N802
         self,
@@ -73,7 +86,7 @@ class SinkHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
         self.counter.messages += 1
         self.counter.bytes += len(envelope.original_content or b"")
-        if self.delay and not self.every_reply:
+        if self.delay and not (self.every_reply or self.round_trip):
             await asyncio.sleep(self.delay)
         return "250 2.0.0 Ok: queued"
 
@@ -83,13 +96,23 @@ class CountingSMTP(SMTP):
         super().__init__(handler, **kwargs)
         self._counter = handler.counter
         self._delay_every_reply = handler.delay if handler.every_reply else 0.0
+        self._round_trip = handler.delay if handler.round_trip else 0.0
 
     async def push(self, status: Any) -> None:
-        """With ``--every-reply``, wait before the last line of every reply."""
+        """With ``--every-reply``, wait before the last line of every reply; with
+        ``--round-trip``, only before one the client waits for: nothing more of its
+        input is buffered (it has sent nothing further, so it must be waiting)."""
         line = status.decode() if isinstance(status, bytes) else status
-        if self._delay_every_reply and line[3:4] != "-":
-            await asyncio.sleep(self._delay_every_reply)
+        if line[3:4] != "-":
+            if self._delay_every_reply:
+                await asyncio.sleep(self._delay_every_reply)
+            elif self._round_trip and not self._client_sent_more():
+                await asyncio.sleep(self._round_trip)
         await super().push(status)
+
+    def _client_sent_more(self) -> bool:
+        reader = getattr(self, "_reader", None)
+        return bool(reader is not None and getattr(reader, "_buffer", None))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._counter.connections += 1
@@ -97,10 +120,14 @@ class CountingSMTP(SMTP):
 
 
 async def serve(
-    ports: list[int], delay_ms: float, pipelining: bool = True, every_reply: bool = False
+    ports: list[int],
+    delay_ms: float,
+    pipelining: bool = True,
+    every_reply: bool = False,
+    round_trip: bool = False,
 ) -> None:
     counter = Counter()
-    handler = SinkHandler(counter, delay_ms / 1000, pipelining, every_reply)
+    handler = SinkHandler(counter, delay_ms / 1000, pipelining, every_reply, round_trip)
     loop = asyncio.get_running_loop()
     servers = []
     for port in ports:
@@ -156,10 +183,24 @@ def main(argv: list[str] | None = None) -> None:
         help="wait --delay-ms before every reply (greeting, EHLO, MAIL, RCPT, DATA...), "
         "one after another, not only before the end of DATA's",
     )
+    parser.add_argument(
+        "--round-trip",
+        action="store_true",
+        help="model --delay-ms of network round trip: wait only before a reply the client "
+        "is waiting for (nothing more of its input buffered)",
+    )
     args = parser.parse_args(argv)
     # aiosmtpd logs every connection at INFO on "mail.log": far too much at this rate.
     logging.getLogger("mail.log").setLevel(logging.ERROR)
-    asyncio.run(serve(args.port or [0], args.delay_ms, not args.no_pipelining, args.every_reply))
+    asyncio.run(
+        serve(
+            args.port or [0],
+            args.delay_ms,
+            not args.no_pipelining,
+            args.every_reply,
+            args.round_trip,
+        )
+    )
 
 
 if __name__ == "__main__":

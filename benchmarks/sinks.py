@@ -65,6 +65,7 @@ class Sink:
     delay_ms: float
     pipelining: bool = True
     every_reply: bool = False
+    round_trip: bool = False
 
     def messages(self) -> int | None:
         """Messages received so far (None when the sink cannot tell)."""
@@ -79,6 +80,8 @@ class Sink:
     def describe(self) -> str:
         which = "every reply" if self.every_reply else "each DATA reply"
         delay = f", {self.delay_ms:g} ms before {which}" if self.delay_ms else ""
+        if self.round_trip:
+            delay = f", {self.delay_ms:g} ms round trip (before each reply the client awaits)"
         pipelining = "" if self.pipelining else ", PIPELINING not offered"
         return f"{self.name} on 127.0.0.1:{','.join(map(str, self.ports))}{delay}{pipelining}"
 
@@ -89,16 +92,24 @@ class AiosmtpdSink(Sink):
     name = "aiosmtpd sink (benchmarks/sink.py)"
 
     def __init__(
-        self, count: int, delay_ms: float, pipelining: bool = True, every_reply: bool = False
+        self,
+        count: int,
+        delay_ms: float,
+        pipelining: bool = True,
+        every_reply: bool = False,
+        round_trip: bool = False,
     ) -> None:
         self.delay_ms = delay_ms
         self.pipelining = pipelining
         self.every_reply = every_reply
+        self.round_trip = round_trip
         command = [sys.executable, "-m", "benchmarks.sink", "--delay-ms", f"{delay_ms:g}"]
         if not pipelining:
             command.append("--no-pipelining")
         if every_reply:
             command.append("--every-reply")
+        if round_trip:
+            command.append("--round-trip")
         for _ in range(count):
             command += ["--port", "0"]
         self.process = subprocess.Popen(

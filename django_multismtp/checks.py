@@ -13,6 +13,7 @@ django_multismtp.E004  MULTISMTP is not a dict / PURPOSES is not a dict
 django_multismtp.E005  an OUTBOX setting has a value it cannot take
 django_multismtp.E006  a mailer's OPTIONS name an option our backend does not take
 django_multismtp.W004  queued mail waits with no worker (``check --database``)
+django_multismtp.E007  POOL_POLICY (or a mailer's ``pool`` option) is not a known policy
 =====================  ========================================================
 """
 
@@ -48,6 +49,7 @@ BACKEND_OPTIONS = (
     "account",
     "user",
     "purpose",
+    "pool",
     "fallback",
 )
 UNSHARED_CACHES = {
@@ -121,6 +123,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     errors.extend(_outbox_errors(raw))
+    errors.extend(_pool_errors(raw.get("POOL_POLICY", conf.DEFAULTS["POOL_POLICY"])))
     backends = compat.configured_backends()
     ours = {alias: options for alias, (path, options) in backends.items() if path in BACKEND_PATHS}
     for alias, options in ours.items():
@@ -144,6 +147,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                     f"MAILERS[{alias!r}] OPTIONS name the unknown purpose {purpose!r}.",
                     hint="Known purposes: " + ", ".join(purposes),
                     id="django_multismtp.E002",
+                )
+            )
+        pool = options.get("pool")
+        if pool is not None and pool not in conf.POOL_POLICIES:
+            errors.append(
+                Error(
+                    f"MAILERS[{alias!r}] OPTIONS name the unknown pool policy {pool!r}.",
+                    hint="Known policies: " + ", ".join(conf.POOL_POLICIES),
+                    id="django_multismtp.E007",
                 )
             )
     if not ours:
@@ -251,3 +263,19 @@ def _outbox_errors(raw: dict[str, Any]) -> list[Any]:
     elif wake is not None and not callable(wake):
         error("OUTBOX_WAKE", "is neither a dotted path nor a callable.", "Or leave it None.")
     return errors
+
+
+def _pool_errors(value: Any) -> list[Any]:
+    """POOL_POLICY: one known policy, or a dict of purpose (or "*") -> known policy."""
+    known = ", ".join(conf.POOL_POLICIES)
+    values = value.values() if isinstance(value, dict) else [value]
+    bad = [v for v in values if v not in conf.POOL_POLICIES]
+    if not bad:
+        return []
+    return [
+        Error(
+            f'MULTISMTP["POOL_POLICY"] holds {bad[0]!r}, not a pool policy.',
+            hint=f'Use one of {known}, or a dict {{purpose: policy}} with "*" for the rest.',
+            id="django_multismtp.E007",
+        )
+    ]

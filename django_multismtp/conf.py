@@ -15,6 +15,8 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 from django.utils.translation import gettext_lazy as _
 
+from .exceptions import MultiSMTPConfigurationError
+
 #: Purposes every site has. Add more with ``MULTISMTP["PURPOSES"]``.
 BUILTIN_PURPOSES: dict[str, Any] = {
     "system": _("System"),
@@ -85,10 +87,18 @@ DEFAULTS: dict[str, Any] = {
     # Dotted path (or callable) run after a transaction that queued mail commits, e.g.
     # "django_multismtp.tasks.wake_django_tasks" or "django_multismtp.tasks.wake_celery".
     "OUTBOX_WAKE": None,
+    # How messages are shared among accounts that are equally eligible for them (a pool:
+    # same selection step, same priority, allowed to send the message's From): "spread"
+    # (in proportion to each account's remaining quota), "round_robin" or "fill_first"
+    # (the first until it fails or fills up). One policy for every purpose, or a dict
+    # {purpose: policy} with "*" for the purposes it does not name. See docs/choosing.rst.
+    "POOL_POLICY": "spread",
 }
 
 #: Values of MULTISMTP["OUTBOX"].
 OUTBOX_MODES = ("retry", "always", "off")
+#: Values of MULTISMTP["POOL_POLICY"] (and of the ``pool`` option and hint).
+POOL_POLICIES = ("spread", "round_robin", "fill_first")
 
 
 def user_settings() -> dict[str, Any]:
@@ -148,3 +158,18 @@ def get_clock() -> Callable[[], dt.datetime] | None:
     if isinstance(clock, str):
         return import_string(clock)  # type: ignore[no-any-return]
     return clock  # type: ignore[no-any-return]
+
+
+def pool_policy(purpose: str) -> str:
+    """The pool policy of ``purpose`` (``MULTISMTP["POOL_POLICY"]``: one policy, or a
+    dict by purpose with ``"*"`` for the rest); "spread" when unset. An unknown value
+    raises: mail must not quietly go out by a rule nobody chose."""
+    value = get_setting("POOL_POLICY")
+    if isinstance(value, dict):
+        value = value.get(purpose, value.get("*", DEFAULTS["POOL_POLICY"]))
+    if value not in POOL_POLICIES:
+        raise MultiSMTPConfigurationError(
+            f'MULTISMTP["POOL_POLICY"] gives {value!r} for the purpose {purpose!r}: '
+            f"use one of {', '.join(POOL_POLICIES)}."
+        )
+    return str(value)

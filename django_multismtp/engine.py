@@ -42,7 +42,7 @@ from django.core.mail.utils import DNS_NAME
 from django.db import router, transaction
 from django.utils.translation import gettext as _
 
-from . import clock, conf, limits, outbox, selection, signals, stall, state
+from . import clock, conf, limits, outbox, pools, selection, signals, stall, state
 from .eventloop import smtp_loop
 from .exceptions import (
     CancelSend,
@@ -506,6 +506,9 @@ class Engine:
         wanted: dict[Any, list[Outgoing]] = defaultdict(list)
         by_pk: dict[Any, SmtpAccount] = {}
         attempts: list[Attempt] = []
+        # Messages whose next account is one of several equally eligible ones, by
+        # (policy, the members still available to them): shared out below in one pass.
+        pooled: dict[tuple[str, tuple[Any, ...]], list[Outgoing]] = defaultdict(list)
         for item in pending:
             assert item.choice is not None
             if item.choice.use_fallback:
@@ -515,19 +518,33 @@ class Engine:
                 item.tried.add(FALLBACK)
                 attempts.extend(self._attempt(item, None, now))
                 continue
-            account = next(
-                (
-                    a
-                    for a in item.choice.candidates
-                    if a.pk not in item.tried and a.pk not in excluded
-                ),
-                None,
-            )
-            if account is None:
+            available = [
+                (index, a)
+                for index, a in enumerate(item.choice.candidates)
+                if a.pk not in item.tried and a.pk not in excluded
+            ]
+            if not available:
                 self._give_up(item, excluded, log=log, now=now)
                 continue
+            members = [a for index, a in available if index < item.choice.pool]
+            policy = _pool_policy(item, members[0]) if len(members) > 1 else pools.FILL_FIRST
+            if policy != pools.FILL_FIRST:
+                pooled[(policy, tuple(a.pk for a in members))].append(item)
+                by_pk.update((a.pk, a) for a in members)
+                continue
+            account = available[0][1]
             wanted[account.pk].append(item)
             by_pk[account.pk] = account
+        if pooled:
+            spread = {pk for (policy, pks) in pooled if policy == pools.SPREAD for pk in pks}
+            left = limits.remaining([by_pk[pk] for pk in spread], now) if spread else {}
+            for (policy, pks), group in pooled.items():
+                shares = pools.assign(policy, pks, len(group), left)
+                for item, pk in zip(group, shares, strict=True):
+                    wanted[pk].append(item)
+                    room = left.get(pk)
+                    if room:  # the next pool sharing this account sees less room
+                        left[pk] = room - 1
         for pk, group in wanted.items():
             account = by_pk[pk]
             granted = limits.reserve(account, len(group), now)
@@ -776,6 +793,20 @@ class Engine:
         if failed and not self.fail_silently:
             raise _error_for(failed, sent)
         return sent
+
+
+def _pool_policy(item: Outgoing, first: SmtpAccount) -> str:
+    """How ``item`` is shared among its pool: its ``pool`` hint (the message's, the
+    context's or the mailer's option), else the ``POOL_POLICY`` of the pool's purpose."""
+    policy = item.hints.pool
+    if policy is None:
+        return conf.pool_policy(first.purpose)
+    if policy not in conf.POOL_POLICIES:
+        raise MultiSMTPConfigurationError(
+            f"Unknown pool policy {policy!r} in the pool hint of {item.message_id}: use one "
+            f"of {', '.join(conf.POOL_POLICIES)}."
+        )
+    return str(policy)
 
 
 def _stub(index: int, row: Any) -> Outgoing:

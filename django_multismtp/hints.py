@@ -29,6 +29,9 @@ class Hints:
     #: A user instance, primary key or user name.
     user: Any = None
     purpose: str | None = None
+    #: How to share the message among equally eligible accounts: "spread",
+    #: "round_robin" or "fill_first" (None: the purpose's ``POOL_POLICY``).
+    pool: str | None = None
 
     def over(self, other: Hints) -> Hints:
         """These hints, with ``other`` filling what is not set here."""
@@ -46,13 +49,19 @@ class Hints:
 
 
 #: Message attributes read as hints (set them directly or through MultiSMTPMessageMixin).
-MESSAGE_ATTRIBUTES = {"account": "smtp_account", "user": "smtp_user", "purpose": "smtp_purpose"}
+MESSAGE_ATTRIBUTES = {
+    "account": "smtp_account",
+    "user": "smtp_user",
+    "purpose": "smtp_purpose",
+    "pool": "smtp_pool",
+}
 #: Headers read as hints and removed before the message is rendered. The account header
 #: is a primary key when it is all digits, else a name (see :func:`header_account`).
 HINT_HEADERS = {
     "x-multismtp-account": "account",
     "x-multismtp-user": "user",
     "x-multismtp-purpose": "purpose",
+    "x-multismtp-pool": "pool",
 }
 
 _current: contextvars.ContextVar[Hints] = contextvars.ContextVar(
@@ -63,13 +72,17 @@ _current: contextvars.ContextVar[Hints] = contextvars.ContextVar(
 
 @contextlib.contextmanager
 def sending_as(
-    *, account: Any = None, user: Any = None, purpose: str | None = None
+    *,
+    account: Any = None,
+    user: Any = None,
+    purpose: str | None = None,
+    pool: str | None = None,
 ) -> Iterator[Hints]:
     """Route mail sent inside the block, e.g. ``with sending_as(user=request.user):``.
 
     Nested blocks inherit what they do not set. Works per thread and per asyncio task.
     """
-    hints = Hints(account=account, user=user, purpose=purpose).over(_current.get())
+    hints = Hints(account=account, user=user, purpose=purpose, pool=pool).over(_current.get())
     token = _current.set(hints)
     try:
         yield hints

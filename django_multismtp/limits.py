@@ -10,10 +10,11 @@ messages that were not attempted after all are given back with :func:`release`.
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 
 from .models import UsageCounter
 
@@ -94,6 +95,38 @@ def usage(account: SmtpAccount, now: dt.datetime) -> dict[str, tuple[int, int]]:
             .first()
         )
         result[period] = (used or 0, limit)
+    return result
+
+
+def remaining(accounts: Iterable[SmtpAccount], now: dt.datetime) -> dict[Any, int | None]:
+    """``{pk: sends left in the account's tightest current window}`` (None: no limits),
+    in one query for all of them: how the engine weighs the members of a pool."""
+    result: dict[Any, int | None] = {}
+    windows: dict[Any, list[tuple[str, dt.datetime, int]]] = {}
+    wanted = Q()
+    for account in accounts:
+        configured = account.limits()
+        if not configured:
+            result[account.pk] = None
+            continue
+        windows[account.pk] = []
+        for period, seconds, limit in configured:
+            start = window_start(now, seconds)
+            windows[account.pk].append((period, start, limit))
+            wanted |= Q(account_id=account.pk, period=period, window_start=start)
+    if not windows:
+        return result
+    used = {
+        (account_id, period, start): count
+        for account_id, period, start, count in UsageCounter.objects.filter(wanted).values_list(
+            "account_id", "period", "window_start", "count"
+        )
+    }
+    for pk, account_windows in windows.items():
+        tightest = min(
+            limit - used.get((pk, period, start), 0) for period, start, limit in account_windows
+        )
+        result[pk] = max(0, tightest)
     return result
 
 

@@ -23,6 +23,12 @@ personal account raises :exc:`AccountNotAllowed` rather than sending their mail.
 Behind the primary accounts come failover candidates: other shared accounts allowed to
 send the same From address (or, for mail using the site's default From, accounts of the
 same purpose), so a transient failure never changes who the mail appears to come from.
+
+The leading candidates that are equally eligible form a *pool* (:attr:`Choice.pool`):
+chosen by the same step, of the same priority, purpose, kind (site default or not,
+personal or shared) and, for mail with its own From, each allowed to send that From.
+Which member sends which message is the engine's (the purpose's ``POOL_POLICY``); the
+order here is unchanged, so ``fill_first`` is exactly the order above.
 """
 
 from __future__ import annotations
@@ -52,6 +58,10 @@ class Choice:
     #: The account an explicit hint named (step "account"), usable now or not: the
     #: outbox stores its primary key, so a queued message keeps exactly this account.
     account: SmtpAccount | None = None
+    #: How many leading candidates form a pool: equally eligible (chosen by the same
+    #: step, same priority, same kind, each allowed to send the From), so the engine may
+    #: share messages among them by the purpose's policy (see :func:`pool_size`).
+    pool: int = 1
 
     @property
     def use_fallback(self) -> bool:
@@ -210,7 +220,38 @@ def choose(
             choice.candidates.append(account)
         else:
             choice.skipped.append((account, reason))
+    if step != "account":
+        choice.pool = pool_size(
+            choice.candidates, chosen_ids, None if uses_default_from else matches_from
+        )
     return choice
+
+
+def _pool_key(account: SmtpAccount) -> tuple[Any, ...]:
+    return (account.priority, account.purpose, account.is_site_default, account.owner_id)
+
+
+def pool_size(
+    candidates: Sequence[SmtpAccount], primary_ids: set[Any], matches_from: Any = None
+) -> int:
+    """How many leading ``candidates`` are equally eligible: primary (chosen by the
+    step itself, not failover), with the first one's priority, purpose, site-default
+    flag and owner and, when ``matches_from`` is given (mail with its own From), each
+    allowed to send it. A first candidate that may not send the From (a purpose hint
+    can pick one) shares with nobody: a pool never widens who may send a From."""
+    if not candidates:
+        return 0
+    first = candidates[0]
+    if first.pk not in primary_ids or (matches_from is not None and not matches_from(first)):
+        return 1
+    size = 1
+    for account in candidates[1:]:
+        if account.pk not in primary_ids or _pool_key(account) != _pool_key(first):
+            break
+        if matches_from is not None and not matches_from(account):
+            break
+        size += 1
+    return size
 
 
 def _primary(

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from django_multismtp import pools
 from django_multismtp.clock import FrozenClock, use_clock
 from tests.mailers import use_mailers
 from tests.smtp_servers import SMTPTestServer, TLSFiles, make_tls_files
@@ -14,6 +15,15 @@ from tests.smtp_servers import SMTPTestServer, TLSFiles, make_tls_files
 USERS = {"alice": "right-password", "bob": "bob-password"}
 
 logging.getLogger("mail.log").setLevel(logging.ERROR)
+
+
+@pytest.fixture(autouse=True)
+def fresh_pool_rotation() -> Iterator[None]:
+    """Every test starts each pool at its first account (see django_multismtp.pools):
+    the rotation is per process, and primary keys repeat from test to test."""
+    pools.reset()
+    yield
+    pools.reset()
 
 
 @pytest.fixture(scope="session")

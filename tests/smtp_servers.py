@@ -853,6 +853,7 @@ class SMTPTestServer:
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._live: set[_TestSMTP] = set()  # touched only from the loop thread
+        self._peak_live = 0
         self._counting = False
         self._handler = _Handler(self)
         self._controller: _TestController | None = None
@@ -884,6 +885,13 @@ class SMTPTestServer:
         """TCP connections accepted (aiosmtpd's own start-up probe not included)."""
         with self._lock:
             return self._connections
+
+    @property
+    def peak_connections(self) -> int:
+        """The most client connections that were open at the same moment: proves that
+        clients ran concurrently without timing them."""
+        with self._lock:
+            return self._peak_live
 
     @property
     def running(self) -> bool:
@@ -1010,6 +1018,8 @@ class SMTPTestServer:
             authenticator=self._handler.authenticate,
         )
         self._live.add(smtp)
+        with self._lock:
+            self._peak_live = max(self._peak_live, len(self._live))
         return smtp
 
     def _on_client_hello(

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from asgiref.sync import sync_to_async
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.utils import DNS_NAME
-from django.db import connections
+from django.db import close_old_connections, connections
 from django.utils.functional import cached_property
 
 from .. import addresses, compat, conf
@@ -78,6 +78,7 @@ class EmailBackend(BaseEmailBackend):
         account: Any = None,
         user: Any = None,
         purpose: str | None = None,
+        pool: str | None = None,
         fallback: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -95,7 +96,12 @@ class EmailBackend(BaseEmailBackend):
                 'add more with MULTISMTP["PURPOSES"].',
                 alias=self.alias,
             )
-        self.hints = Hints(account=account, user=user, purpose=purpose)
+        if pool is not None and pool not in conf.POOL_POLICIES:
+            raise MultiSMTPConfigurationError(
+                f"Unknown pool policy {pool!r}. Use one of {', '.join(conf.POOL_POLICIES)}.",
+                alias=self.alias,
+            )
+        self.hints = Hints(account=account, user=user, purpose=purpose, pool=pool)
         #: ``"fallback": False`` in OPTIONS: this mailer sends through accounts only,
         #: so it needs no host.
         self.uses_fallback = fallback is not False
@@ -316,8 +322,23 @@ class EmailBackend(BaseEmailBackend):
                     self.close()
 
     async def asend_messages(self, email_messages: Iterable[EmailMessage]) -> int:
-        """``send_messages`` for async code: database work in a thread, SMTP on our loop."""
-        return await sync_to_async(self.send_messages, thread_sensitive=True)(email_messages)
+        """``send_messages`` for async code: the batch's database work in a thread of our
+        own small pool, its SMTP on our event loop, while the caller's loop goes on.
+
+        Not ``thread_sensitive=True``: that runs every such call of the process, one after
+        another, on asgiref's one shared thread, so concurrent sends (one per request of
+        an async view, or ``asyncio.gather`` of several) would wait for each other. Calls
+        on separate backends (``mail.mailers[...]``, ``get_connection()``) therefore send
+        concurrently; one backend instance still sends one batch at a time, as Django's
+        SMTP backend does. ``sending_as()`` hints travel with the call (asgiref copies
+        the context)."""
+        return int(
+            await sync_to_async(
+                _with_fresh_connections(self.send_messages),
+                thread_sensitive=False,
+                executor=_async_executor(),
+            )(email_messages)
+        )
 
     def send_queued(self, rows: Sequence[Any], **options: Any) -> list[Outgoing]:
         """Send claimed outbox rows through this mailer's engine (see
@@ -368,6 +389,38 @@ def _event_loop_running() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+#: Threads for asend_messages(): each runs one batch's database work at a time (its SMTP
+#: waits on our event loop), so this many batches are prepared and recorded at once.
+ASYNC_THREADS = 16
+_executor: concurrent.futures.ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _async_executor() -> concurrent.futures.ThreadPoolExecutor:
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=ASYNC_THREADS, thread_name_prefix="multismtp-async"
+            )
+        return _executor
+
+
+def _with_fresh_connections(function: Any) -> Any:
+    """``function`` bracketed as a request is: database connections that are too old
+    (``CONN_MAX_AGE``, 0 by default) or broken are closed before and after, so a
+    pooled thread neither reuses a dead connection nor keeps one open forever."""
+
+    def call(*args: Any) -> Any:
+        close_old_connections()
+        try:
+            return function(*args)
+        finally:
+            close_old_connections()
+
+    return call
 
 
 def _in_worker_thread(function: Any, *args: Any) -> Any:
