@@ -71,6 +71,17 @@ DEFAULTS: dict[str, Any] = {
     # Dotted path (or callable) run after a transaction that queued mail commits, e.g.
     # "django_multismtp.tasks.wake_django_tasks" or "django_multismtp.tasks.wake_celery".
     "OUTBOX_WAKE": None,
+    # OAuth 2.0 apps shared by every mailbox of a provider: {"microsoft": {"client_id":
+    # ..., "client_secret": ..., "tenant": ...}, "google": {...}, "<name>": {"token_url":
+    # ..., "authorize_url": ..., "scopes": ...}}. An account's own values win.
+    "OAUTH_PROVIDERS": {},
+    # Refresh an access token this long before it expires.
+    "OAUTH_REFRESH_MARGIN": dt.timedelta(minutes=5),
+    # Seconds to wait for a provider's token endpoint.
+    "OAUTH_HTTP_TIMEOUT": 10,
+    # E-mail the owner and ADMINS when an account needs reconnecting (the
+    # oauth_needs_reconnect signal is sent either way).
+    "OAUTH_NOTIFY": True,
 }
 
 #: Values of MULTISMTP["OUTBOX"].
@@ -129,3 +140,10 @@ def get_clock() -> Callable[[], dt.datetime] | None:
     if isinstance(clock, str):
         return import_string(clock)  # type: ignore[no-any-return]
     return clock  # type: ignore[no-any-return]
+
+
+def oauth_provider_settings(name: str) -> dict[str, Any]:
+    """``MULTISMTP["OAUTH_PROVIDERS"][name]``, or an empty dict."""
+    providers = get_setting("OAUTH_PROVIDERS")
+    value = providers.get(name) if isinstance(providers, dict) else None
+    return dict(value) if isinstance(value, dict) else {}

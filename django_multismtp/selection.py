@@ -147,6 +147,10 @@ def unusable_reason(account: SmtpAccount, now: dt.datetime, message_size: int) -
         return _("rate limited until %(time)s") % {
             "time": account.rate_limited_until.isoformat(timespec="seconds")
         }
+    # Read only when the engine select_related it: selection never queries.
+    oauth = account._state.fields_cache.get("oauth")
+    if oauth is not None and oauth.state == "needs_reconnect":
+        return _("OAuth needs reconnect")
     if account.max_message_size and message_size > account.max_message_size:
         return _("message of %(size)d bytes exceeds its maximum of %(max)d") % {
             "size": message_size,

@@ -2,6 +2,7 @@
 
 from .account import AuthMethod, Security, SmtpAccount
 from .delivery import DeliveryLog
+from .oauth import OAuthConnection, OAuthState
 from .outbox import OutboxMessage, OutboxStatus
 from .usage import UsageCounter
 from .verification import VerificationCode
@@ -9,6 +10,8 @@ from .verification import VerificationCode
 __all__ = [
     "AuthMethod",
     "DeliveryLog",
+    "OAuthConnection",
+    "OAuthState",
     "OutboxMessage",
     "OutboxStatus",
     "Security",

@@ -1,0 +1,225 @@
+"""XOAUTH2/OAUTHBEARER through a real authorization server and a bearer-checking SMTP server.
+
+The authorization server is django-oauth-toolkit in its own process
+(``tests/oauth_authserver.py``); the SMTP server asks its introspection endpoint about
+every bearer token, so an expired, revoked or foreign token is refused as Microsoft and
+Google refuse it. Our side's time is the injected clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.core.mail import EmailMessage
+
+from django_multismtp.models import OAuthConnection, OAuthState, SmtpAccount
+from django_multismtp.oauth import tokens
+from django_multismtp.signals import oauth_needs_reconnect
+from django_multismtp.transport import TokenUnavailable
+from tests.factories import SmtpAccountFactory
+from tests.mailers import get_mailer
+from tests.oauth_authserver import DAEMON_CLIENT, MAILBOX, WEB_CLIENT, AuthServer
+from tests.oauth_helpers import REDIRECT_URI, obtain_refresh_token
+from tests.smtp_servers import SMTPTestServer
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(scope="module")
+def authserver() -> Iterator[AuthServer]:
+    server = AuthServer([REDIRECT_URI])
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _healthy(authserver: AuthServer) -> None:
+    authserver.control("fault", mode="ok")
+
+
+@pytest.fixture(params=["microsoft", "google"])
+def bearer_server(request: Any, authserver: AuthServer) -> Iterator[SMTPTestServer]:
+    server = SMTPTestServer(
+        bearer_check=authserver.check_bearer, bearer_style=request.param, auth_required=True
+    ).start()
+    yield server
+    server.stop()
+
+
+def app_only_account(server: SMTPTestServer, authserver: AuthServer, **kw: Any) -> SmtpAccount:
+    account = SmtpAccountFactory.for_server(
+        server,
+        auth_method=kw.pop("auth_method", "xoauth2"),
+        username="shared@example.com",
+        from_email="shared@example.com",
+    )
+    OAuthConnection.objects.create(
+        account=account,
+        flow="client_credentials",
+        client_id=DAEMON_CLIENT[0],
+        client_secret=DAEMON_CLIENT[1],
+        token_url=authserver.token_url,
+        scopes="SMTP.Send",
+        state=OAuthState.CONNECTED,
+    )
+    return account
+
+
+def delegated_account(server: SMTPTestServer, authserver: AuthServer, **kw: Any) -> SmtpAccount:
+    token = obtain_refresh_token(authserver)
+    account = SmtpAccountFactory.for_server(
+        server,
+        auth_method=kw.pop("auth_method", "xoauth2"),
+        username=MAILBOX,
+        from_email=MAILBOX,
+    )
+    OAuthConnection.objects.create(
+        account=account,
+        flow="authorization_code",
+        client_id=WEB_CLIENT[0],
+        client_secret=WEB_CLIENT[1],
+        token_url=authserver.token_url,
+        scopes="SMTP.Send",
+        state=OAuthState.CONNECTED,
+        refresh_token=token["refresh_token"],
+    )
+    return account
+
+
+def send(account: SmtpAccount, subject: str = "Hello") -> int:
+    message = EmailMessage(subject, "body", account.from_email, ["to@example.test"])
+    return int(get_mailer().send_messages([message]))
+
+
+def token_requests(authserver: AuthServer) -> int:
+    return int(authserver.control("stats")["token_requests"])
+
+
+@pytest.mark.parametrize("method", ["xoauth2", "oauthbearer"])
+def test_app_only_account_sends_and_reuses_its_cached_token(
+    mailer: None,
+    outbox_off: None,
+    bearer_server: SMTPTestServer,
+    authserver: AuthServer,
+    method: str,
+) -> None:
+    account = app_only_account(bearer_server, authserver, auth_method=method)
+    before = token_requests(authserver)
+    assert send(account, "first") == 1
+    assert send(account, "second") == 1
+    assert [r.login for r in bearer_server.received] == ["shared@example.com"] * 2
+    # One client-credentials grant, then the cached (encrypted) token.
+    assert token_requests(authserver) == before + 1
+    oauth = OAuthConnection.objects.get(account=account)
+    assert oauth.access_expires_at is not None
+    assert bearer_server.auth_attempts[-1][0] == method.upper()
+
+
+def test_delegated_account_refreshes_when_its_token_is_due(
+    mailer: None,
+    outbox_off: None,
+    bearer_server: SMTPTestServer,
+    authserver: AuthServer,
+    clock: Any,
+) -> None:
+    account = delegated_account(bearer_server, authserver)
+    assert send(account, "first") == 1
+    first = OAuthConnection.objects.get(account=account)
+    requests_after_first = token_requests(authserver)
+    # Our clock passes the token's expiry (minus the margin): the next message refreshes.
+    clock.advance(seconds=3600)
+    assert send(account, "second") == 1
+    second = OAuthConnection.objects.get(account=account)
+    assert token_requests(authserver) == requests_after_first + 1
+    assert second.access_expires_at is not None and first.access_expires_at is not None
+    assert second.access_expires_at > first.access_expires_at
+    assert [r.login for r in bearer_server.received] == [MAILBOX, MAILBOX]
+
+
+def test_token_refused_by_the_server_is_refreshed_once_and_the_message_sent(
+    mailer: None, outbox_off: None, bearer_server: SMTPTestServer, authserver: AuthServer
+) -> None:
+    account = delegated_account(bearer_server, authserver)
+    assert send(account, "first") == 1
+    # The provider expires every token early; our cache still believes in it.
+    authserver.control("expire")
+    get_mailer().close()
+    assert send(account, "second") == 1
+    refused = [a for a in bearer_server.auth_attempts if not a[2]]
+    assert len(refused) == 1
+    assert len(bearer_server.received) == 2
+
+
+def test_withdrawn_consent_puts_the_account_in_needs_reconnect(
+    mailer: None, bearer_server: SMTPTestServer, authserver: AuthServer, clock: Any
+) -> None:
+    account = delegated_account(bearer_server, authserver)
+    told: list[dict[str, Any]] = []
+
+    def receiver(**kwargs: Any) -> None:
+        told.append(kwargs)
+
+    oauth_needs_reconnect.connect(receiver)
+    try:
+        authserver.control("withdraw", username=MAILBOX)
+        with pytest.raises(TokenUnavailable) as raised:
+            tokens.access_token(account.pk)
+        assert raised.value.permanent
+        # Asked again: no new request, still the same state, told only once.
+        before = token_requests(authserver)
+        with pytest.raises(TokenUnavailable):
+            tokens.access_token(account.pk)
+        assert token_requests(authserver) == before
+    finally:
+        oauth_needs_reconnect.disconnect(receiver)
+    oauth = OAuthConnection.objects.get(account=account)
+    assert oauth.state == OAuthState.NEEDS_RECONNECT
+    assert "invalid_grant" in oauth.last_refresh_error
+    assert len(told) == 1 and told[0]["account"] == account
+    assert "Connect" in told[0]["hint"]
+
+
+@pytest.mark.parametrize("mode", ["error500", "garbage", "down"])
+def test_temporary_token_endpoint_failure_backs_off(
+    mailer: None, bearer_server: SMTPTestServer, authserver: AuthServer, clock: Any, mode: str
+) -> None:
+    account = app_only_account(bearer_server, authserver)
+    if mode == "down":
+        OAuthConnection.objects.filter(account=account).update(
+            token_url="http://127.0.0.1:9/o/token/"
+        )
+    else:
+        authserver.control("fault", mode=mode)
+    with pytest.raises(TokenUnavailable) as raised:
+        tokens.access_token(account.pk)
+    assert not raised.value.permanent
+    oauth = OAuthConnection.objects.get(account=account)
+    assert oauth.state == OAuthState.CONNECTED
+    assert oauth.retry_refresh_at == clock.current + dt.timedelta(minutes=1)
+    # Within the back-off nothing is asked; after it, a healthy endpoint heals the account.
+    before = token_requests(authserver)
+    with pytest.raises(TokenUnavailable):
+        tokens.access_token(account.pk)
+    assert token_requests(authserver) == before
+    authserver.control("fault", mode="ok")
+    if mode == "down":
+        OAuthConnection.objects.filter(account=account).update(token_url=authserver.token_url)
+    clock.advance(minutes=1)
+    assert tokens.access_token(account.pk)
+    oauth.refresh_from_db()
+    assert oauth.refresh_failures == 0 and oauth.retry_refresh_at is None
+
+
+def test_invalid_grant_from_the_endpoint_is_permanent_with_the_aadsts_hint(
+    mailer: None, bearer_server: SMTPTestServer, authserver: AuthServer
+) -> None:
+    account = delegated_account(bearer_server, authserver)
+    authserver.control("fault", mode="invalid_grant")
+    with pytest.raises(TokenUnavailable) as raised:
+        tokens.access_token(account.pk)
+    assert raised.value.permanent
+    assert "Connect" in raised.value.hint
+    assert OAuthConnection.objects.get(account=account).state == OAuthState.NEEDS_RECONNECT
