@@ -9,20 +9,24 @@ Google refuse it. Our side's time is the injected clock.
 from __future__ import annotations
 
 import datetime as dt
+import io
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.core import mail
 from django.core.mail import EmailMessage
+from django.core.management import CommandError, call_command
 
 from django_multismtp.models import OAuthConnection, OAuthState, SmtpAccount
 from django_multismtp.oauth import tokens
 from django_multismtp.signals import oauth_needs_reconnect
 from django_multismtp.transport import TokenUnavailable
-from tests.factories import SmtpAccountFactory
+from tests.factories import SmtpAccountFactory, UserFactory
 from tests.mailers import get_mailer
 from tests.oauth_authserver import DAEMON_CLIENT, MAILBOX, WEB_CLIENT, AuthServer
 from tests.oauth_helpers import REDIRECT_URI, obtain_refresh_token
+from tests.processes import start, start_together, stop
 from tests.smtp_servers import SMTPTestServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -154,9 +158,12 @@ def test_token_refused_by_the_server_is_refreshed_once_and_the_message_sent(
 
 
 def test_withdrawn_consent_puts_the_account_in_needs_reconnect(
-    mailer: None, bearer_server: SMTPTestServer, authserver: AuthServer, clock: Any
+    bearer_server: SMTPTestServer, authserver: AuthServer, clock: Any, settings: Any
 ) -> None:
+    settings.ADMINS = [("Admin", "admin@example.test")]
     account = delegated_account(bearer_server, authserver)
+    account.owner = UserFactory(email="owner@example.test")
+    account.save()
     told: list[dict[str, Any]] = []
 
     def receiver(**kwargs: Any) -> None:
@@ -180,6 +187,92 @@ def test_withdrawn_consent_puts_the_account_in_needs_reconnect(
     assert "invalid_grant" in oauth.last_refresh_error
     assert len(told) == 1 and told[0]["account"] == account
     assert "Connect" in told[0]["hint"]
+    # The default notice (locmem here): the admins and the owner, once.
+    assert sorted(to for m in mail.outbox for to in m.to) == [
+        "admin@example.test",
+        "owner@example.test",
+    ]
+    assert all("needs to be connected again" in m.subject for m in mail.outbox)
+
+
+def test_needs_reconnect_account_is_skipped_and_verify_names_it(
+    mailer: None, outbox_off: None, bearer_server: SMTPTestServer, authserver: AuthServer
+) -> None:
+    broken = app_only_account(bearer_server, authserver)
+    broken.is_site_default = True
+    broken.priority = 1
+    broken.save()
+    OAuthConnection.objects.filter(account=broken).update(
+        state=OAuthState.NEEDS_RECONNECT, last_refresh_error="invalid_grant: AADSTS50173"
+    )
+    other_server = SMTPTestServer().start()
+    try:
+        other = SmtpAccountFactory.for_server(other_server, priority=2)
+        message = EmailMessage("failover", "body", None, ["to@example.test"])
+        assert get_mailer().send_messages([message]) == 1
+        assert len(other_server.received) == 1 and not bearer_server.received
+        assert message.multismtp_status.account == other.name  # type: ignore[attr-defined]
+    finally:
+        other_server.stop()
+    out = io.StringIO()
+    with pytest.raises(CommandError) as raised:
+        call_command("verify_smtp_accounts", broken.name, stdout=out)
+    assert broken.name in str(raised.value)
+    assert "Connect" in out.getvalue()
+
+
+def test_token_expiring_between_two_messages_of_one_batch(
+    mailer: None, outbox_off: None, authserver: AuthServer
+) -> None:
+    accepted: list[str] = []
+
+    def check_then_expire(user: str, token: str) -> str | None:
+        # The provider expires every token right after the first login of the batch.
+        error = authserver.check_bearer(user, token)
+        if error is None and not accepted:
+            authserver.control("expire")
+        if error is None:
+            accepted.append(token)
+        return error
+
+    server = SMTPTestServer(bearer_check=check_then_expire, auth_required=True).start()
+    try:
+        account = app_only_account(server, authserver)
+        account.max_messages_per_connection = 1  # a new login for the second message
+        account.save()
+        messages = [
+            EmailMessage(f"m{n}", "body", account.from_email, ["to@example.test"]) for n in (1, 2)
+        ]
+        assert get_mailer().send_messages(messages) == 2
+        assert len(server.received) == 2
+        assert [ok for _m, _u, ok in server.auth_attempts] == [True, False, True]
+        assert len(set(accepted)) == 2  # the second login used a refreshed token
+    finally:
+        server.stop()
+
+
+def test_two_processes_refreshing_at_once_share_one_refresh(
+    authserver: AuthServer, bearer_server: SMTPTestServer
+) -> None:
+    account = app_only_account(bearer_server, authserver)
+    account.is_site_default = True
+    account.save()
+    # The token endpoint takes two seconds: both processes need a token meanwhile.
+    authserver.control("fault", mode="slow")
+    before = token_requests(authserver)
+    children = [start(["-m", "tests.child_send", f"p{n}", "1"], stdin=True) for n in range(2)]
+    try:
+        start_together(children)
+        outputs = []
+        for child in children:
+            out, err = child.communicate(timeout=120)
+            assert child.returncode == 0, err
+            outputs.extend(out.split())
+    finally:
+        stop(*children)
+    assert sorted(outputs) == ["p0-0", "p1-0", "sent", "sent"]
+    assert token_requests(authserver) == before + 1
+    assert len(bearer_server.received) == 2
 
 
 @pytest.mark.parametrize("mode", ["error500", "garbage", "down"])
