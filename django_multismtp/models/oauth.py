@@ -10,11 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.validators import URLValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from ..fields import EncryptedPasswordField, EncryptedSecretTextField
 from .account import SmtpAccount
+
+
+#: A CharField with this validator rather than a URLField: the URLField's form field
+#: warns about its default scheme on Django 5.2, and these URLs are always typed whole.
+_URL = URLValidator(schemes=["https", "http"])
 
 
 class OAuthState(models.TextChoices):
@@ -46,9 +52,13 @@ class OAuthConnection(models.Model):
         _("client secret"), max_length=1000, blank=True, default=""
     )
     tenant = models.CharField(_("tenant id"), max_length=100, blank=True)
-    authorize_url = models.URLField(_("authorization URL"), max_length=500, blank=True)
-    token_url = models.URLField(_("token URL"), max_length=500, blank=True)
-    revoke_url = models.URLField(_("revocation URL"), max_length=500, blank=True)
+    authorize_url = models.CharField(
+        _("authorization URL"), max_length=500, blank=True, validators=[_URL]
+    )
+    token_url = models.CharField(_("token URL"), max_length=500, blank=True, validators=[_URL])
+    revoke_url = models.CharField(
+        _("revocation URL"), max_length=500, blank=True, validators=[_URL]
+    )
     scopes = models.CharField(_("scopes"), max_length=500, blank=True)
 
     # Token state, shared by every process through this row.
