@@ -17,7 +17,6 @@ from django.utils.translation import gettext_lazy as _
 from ..fields import EncryptedPasswordField, EncryptedSecretTextField
 from .account import SmtpAccount
 
-
 #: A CharField with this validator rather than a URLField: the URLField's form field
 #: warns about its default scheme on Django 5.2, and these URLs are always typed whole.
 _URL = URLValidator(schemes=["https", "http"])
