@@ -19,19 +19,20 @@ from django.test import Client
 from playwright.sync_api import Page, expect
 
 from django_multismtp.models import OAuthConnection, OAuthState, SmtpAccount
+from tests import test_browser
 from tests.factories import SmtpAccountFactory, UserFactory
 from tests.mailers import get_mailer
 from tests.oauth_authserver import MAILBOX, MAILBOX_PASSWORD, WEB_CLIENT, AuthServer
 from tests.smtp_servers import SMTPTestServer
-from tests.test_browser import (  # noqa: F401  (the module-scoped Playwright fixtures)
-    _fresh_rate_limits,
-    browser,
-    browser_context_args,
-    browser_type_launch_args,
-    log_in,
-    page,
-    playwright,
-)
+from tests.test_browser import log_in
+
+# The module-scoped Playwright fixtures of the admin's browser tests (see their docstring).
+playwright = test_browser.playwright
+browser = test_browser.browser
+browser_type_launch_args = test_browser.browser_type_launch_args
+browser_context_args = test_browser.browser_context_args
+page = test_browser.page
+_fresh_rate_limits = test_browser._fresh_rate_limits
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 CALLBACK = "/smtp/oauth/callback/"
