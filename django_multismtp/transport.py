@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import aiosmtplib
 
 from .netguard import public_addresses
+from .oauth.hints import for_bearer_refusal
 from .pipelining import Wire
 from .replies import HINTS, Failure, Outcome, classify_exception
 
@@ -215,7 +216,11 @@ class Session:
             await bearer_auth(client, config.auth_method, config.username, token, config)
         except aiosmtplib.SMTPAuthenticationError:
             token = await asyncio.to_thread(provider, True)
-            await bearer_auth(client, config.auth_method, config.username, token, config)
+            try:
+                await bearer_auth(client, config.auth_method, config.username, token, config)
+            except aiosmtplib.SMTPAuthenticationError as exc:
+                reply = f"{exc.code} {exc.message}"
+                raise TokenUnavailable(reply, for_bearer_refusal(reply), permanent=True) from exc
 
     async def ensure_open(self) -> None:
         limit = self.config.max_messages_per_connection

@@ -18,6 +18,7 @@ from django.core import mail
 from django.core.mail import EmailMessage
 from django.core.management import CommandError, call_command
 
+from django_multismtp import ops
 from django_multismtp.models import OAuthConnection, OAuthState, SmtpAccount
 from django_multismtp.oauth import tokens
 from django_multismtp.signals import oauth_needs_reconnect
@@ -316,3 +317,22 @@ def test_invalid_grant_from_the_endpoint_is_permanent_with_the_aadsts_hint(
     assert raised.value.permanent
     assert "Connect" in raised.value.hint
     assert OAuthConnection.objects.get(account=account).state == OAuthState.NEEDS_RECONNECT
+
+
+@pytest.mark.parametrize("style", ["microsoft", "google"])
+def test_a_fresh_token_refused_for_another_mailbox_says_what_to_fix(
+    authserver: AuthServer, style: str
+) -> None:
+    server = SMTPTestServer(bearer_check=authserver.check_bearer, bearer_style=style).start()
+    try:
+        account = delegated_account(server, authserver)
+        account.username = "bob@example.com"  # not the mailbox the token is for
+        account.save()
+        result = ops.test_connection(account)
+    finally:
+        server.stop()
+    assert not result.ok and result.outcome == "auth_failed"
+    assert "535 5.7" in result.reply
+    assert "user name" in result.hint
+    # Refused, refreshed once, refused again: not an endless loop of refreshes.
+    assert [ok for _m, _u, ok in server.auth_attempts] == [False, False]

@@ -82,3 +82,36 @@ def for_token_error(provider: str, description: str) -> str:
             "https://mail.google.com/."
         )
     return ENDPOINT_DOWN
+
+
+def for_bearer_refusal(reply: str) -> str:
+    """The hint for an SMTP server refusing a *fresh* access token (already refreshed once).
+
+    A fresh token being refused means the provider accepts the app but the mailbox does
+    not accept this login: the console settings below, not the token, are what to fix.
+    """
+    if "5.7.139" in reply:
+        return (
+            "Microsoft 365 has SMTP AUTH turned off for this mailbox or tenant. In Exchange "
+            "Online PowerShell run `Set-CASMailbox -Identity <mailbox> "
+            "-SmtpClientAuthenticationDisabled $false` (and check the tenant's “Turn off SMTP "
+            "AUTH” setting and Security defaults)."
+        )
+    if "5.7.3" in reply:
+        return (
+            "Microsoft 365 refused the token for this mailbox. The user name must be the "
+            "mailbox the token was issued for. Delegated: the app needs the SMTP.Send "
+            "permission, consented. App-only: register the app's service principal in "
+            "Exchange (`New-ServicePrincipal`) and give it the mailbox "
+            "(`Add-MailboxPermission -User <service principal id> -AccessRights FullAccess`)."
+        )
+    if "5.7.9" in reply:
+        return (
+            "Google refused the login: the token must carry the scope https://mail.google.com/ "
+            "and the Workspace admin must allow the app (Security → API controls)."
+        )
+    return (
+        "The server refused a freshly refreshed OAuth token. Check that the user name is "
+        "the mailbox the token was issued for (Google: the Google address; Microsoft: the "
+        "mailbox's primary address) and that the app has the SMTP scope; then connect again."
+    )
