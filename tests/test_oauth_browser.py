@@ -138,3 +138,26 @@ def test_staff_may_connect_only_their_own_account(
     assert response.status_code == 302
     assert response["Location"].startswith(authserver.authorize_url)
     assert "code_challenge_method=S256" in response["Location"]
+
+
+def test_my_smtp_settings_connects_the_owners_account(
+    page: Page,
+    live_server: Any,
+    authserver: AuthServer,
+    bearer_server: SMTPTestServer,
+    settings: Any,
+) -> None:
+    settings.MULTISMTP = {"ALLOW_INTERNAL_HOSTS": True}
+    owner = UserFactory(username="carol")
+    account = oauth_account(bearer_server, authserver, owner=owner)
+    log_in(page, live_server.url, "carol", "pw")
+    page.goto(f"{live_server.url}/smtp/{account.pk}/")
+    expect(page.locator(".oauth-state")).to_have_text("not connected")
+    page.get_by_role("button", name="Connect").click()
+    page.locator("#id_username").fill(MAILBOX)
+    page.locator("#id_password").fill(MAILBOX_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Authorize").click()
+    expect(page.locator("ul.messagelist")).to_contain_text("Connected; the connection test passed")
+    expect(page).to_have_url(f"{live_server.url}/smtp/{account.pk}/")
+    expect(page.locator(".oauth-state")).to_have_text("connected")
