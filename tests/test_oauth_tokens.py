@@ -12,16 +12,18 @@ import datetime as dt
 import io
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import django
 import pytest
 from django.core import mail
 from django.core.mail import EmailMessage
 from django.core.management import CommandError, call_command
+from django.test import Client
 
 from django_multismtp import ops
 from django_multismtp.models import OAuthConnection, OAuthState, SmtpAccount
-from django_multismtp.oauth import tokens
+from django_multismtp.oauth import providers, tokens
 from django_multismtp.signals import oauth_needs_reconnect
 from django_multismtp.transport import TokenUnavailable
 from tests.factories import SmtpAccountFactory, UserFactory
@@ -280,10 +282,17 @@ def test_two_processes_refreshing_at_once_share_one_refresh(
     assert len(bearer_server.received) == 2
 
 
-@pytest.mark.parametrize("mode", ["error500", "garbage", "down"])
+@pytest.mark.parametrize("mode", ["error500", "garbage", "down", "slow"])
 def test_temporary_token_endpoint_failure_backs_off(
-    mailer: None, bearer_server: SMTPTestServer, authserver: AuthServer, clock: Any, mode: str
+    mailer: None,
+    bearer_server: SMTPTestServer,
+    authserver: AuthServer,
+    clock: Any,
+    mode: str,
+    settings: Any,
 ) -> None:
+    # The slow endpoint answers after 2 s; we wait 1 s.
+    settings.MULTISMTP = {**getattr(settings, "MULTISMTP", {}), "OAUTH_HTTP_TIMEOUT": 1}
     account = app_only_account(bearer_server, authserver)
     if mode == "down":
         OAuthConnection.objects.filter(account=account).update(
@@ -340,3 +349,38 @@ def test_a_fresh_token_refused_for_another_mailbox_says_what_to_fix(
     assert "user name" in result.hint
     # Refused, refreshed once, refused again: not an endless loop of refreshes.
     assert [ok for _m, _u, ok in server.auth_attempts] == [False, False]
+
+
+def test_presets_resolve_the_tenant_and_the_site_app(settings: Any) -> None:
+    settings.MULTISMTP = {
+        "OAUTH_PROVIDERS": {"microsoft": {"client_id": "site-app", "tenant": "contoso-id"}}
+    }
+    delegated = providers.resolve("microsoft", flow="authorization_code")
+    assert delegated.client_id == "site-app"
+    assert delegated.token_url == ("https://login.microsoftonline.com/contoso-id/oauth2/v2.0/token")
+    assert "https://outlook.office.com/SMTP.Send" in delegated.scopes.split()
+    assert "offline_access" in delegated.scopes.split()
+    app_only = providers.resolve("microsoft", flow="client_credentials", client_id="own")
+    assert app_only.client_id == "own"  # the account's own value wins
+    assert app_only.scopes == "https://outlook.office365.com/.default"
+    google = providers.resolve("google", flow="authorization_code")
+    assert google.scopes.split()[0] == "https://mail.google.com/"
+    assert google.authorize_params == {"access_type": "offline", "prompt": "consent"}
+
+
+def test_connect_asks_google_for_offline_access(
+    authserver: AuthServer, bearer_server: SMTPTestServer
+) -> None:
+    owner = UserFactory()
+    account = SmtpAccountFactory.for_server(bearer_server, auth_method="xoauth2", owner=owner)
+    OAuthConnection.objects.create(
+        account=account, provider="google", client_id="g", authorize_url=authserver.authorize_url
+    )
+    client = Client()
+    client.force_login(owner)
+    location = client.post(f"/smtp/{account.pk}/oauth/connect/")["Location"]
+    query = parse_qs(urlparse(location).query)
+    assert query["access_type"] == ["offline"] and query["prompt"] == ["consent"]
+    assert query["scope"] == ["https://mail.google.com/ openid email"]
+    assert query["code_challenge_method"] == ["S256"] and query["state"][0]
+    assert query["redirect_uri"] == ["http://testserver/smtp/oauth/callback/"]
