@@ -20,6 +20,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 ROOT = Path(__file__).resolve().parent.parent
 
 MAILBOX = "alice@example.com"
@@ -33,14 +36,36 @@ RESOURCE_CLIENT = ("smtp-resource-server", "resource-secret-5e6f")
 SMTP_SCOPE = "SMTP.Send"
 
 
+#: A Workspace service account with domain-wide delegation (the JWT-bearer grant).
+SERVICE_ACCOUNT = "mailer@project.iam.example.test"
+
+
+def _service_account_keys() -> tuple[str, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public
+
+
 class AuthServer:
     def __init__(self, redirect_uris: list[str]) -> None:
         self.directory = tempfile.TemporaryDirectory(prefix="authserver-")
+        #: The service account's private key (PEM), as Google's JSON key file holds it.
+        self.service_account_key, public_key = _service_account_keys()
         fixtures = {
             "users": [
                 {"username": MAILBOX, "password": MAILBOX_PASSWORD},
                 {"username": "shared@example.com", "password": "x-not-used-1"},
             ],
+            "service_accounts": {SERVICE_ACCOUNT: public_key},
             "applications": [
                 {
                     "client_id": WEB_CLIENT[0],
@@ -53,6 +78,11 @@ class AuthServer:
                     "client_secret": DAEMON_CLIENT[1],
                     "grant_type": "client-credentials",
                     "user": "shared@example.com",
+                },
+                {
+                    "client_id": SERVICE_ACCOUNT,
+                    "client_secret": "not-used-by-the-jwt-grant",
+                    "grant_type": "client-credentials",
                 },
                 {
                     "client_id": RESOURCE_CLIENT[0],

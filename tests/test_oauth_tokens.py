@@ -28,7 +28,14 @@ from django_multismtp.signals import oauth_needs_reconnect
 from django_multismtp.transport import TokenUnavailable
 from tests.factories import SmtpAccountFactory, UserFactory
 from tests.mailers import get_mailer
-from tests.oauth_authserver import DAEMON_CLIENT, MAILBOX, WEB_CLIENT, AuthServer
+from tests.oauth_authserver import (
+    DAEMON_CLIENT,
+    MAILBOX,
+    SERVICE_ACCOUNT,
+    WEB_CLIENT,
+    AuthServer,
+    _service_account_keys,
+)
 from tests.oauth_helpers import REDIRECT_URI, obtain_refresh_token
 from tests.processes import start, start_together, stop
 from tests.smtp_servers import SMTPTestServer
@@ -384,3 +391,42 @@ def test_connect_asks_google_for_offline_access(
     assert query["scope"] == ["https://mail.google.com/ openid email"]
     assert query["code_challenge_method"] == ["S256"] and query["state"][0]
     assert query["redirect_uri"] == ["http://testserver/smtp/oauth/callback/"]
+
+
+def test_service_account_jwt_bearer_sends_as_the_mailbox(
+    mailer: None, outbox_off: None, bearer_server: SMTPTestServer, authserver: AuthServer
+) -> None:
+    """Workspace domain-wide delegation: RFC 7523 assertion signed with the key, sub = mailbox."""
+    account = SmtpAccountFactory.for_server(
+        bearer_server, auth_method="xoauth2", username=MAILBOX, from_email=MAILBOX
+    )
+    OAuthConnection.objects.create(
+        account=account,
+        flow="jwt_bearer",
+        client_id=SERVICE_ACCOUNT,
+        client_secret=authserver.service_account_key,
+        token_url=authserver.token_url,
+        scopes="SMTP.Send",
+        state=OAuthState.CONNECTED,
+    )
+    assert send(account, "delegated") == 1
+    assert [r.login for r in bearer_server.received] == [MAILBOX]
+
+
+def test_service_account_with_a_foreign_key_needs_reconnect(
+    bearer_server: SMTPTestServer, authserver: AuthServer
+) -> None:
+    account = SmtpAccountFactory.for_server(bearer_server, auth_method="xoauth2", username=MAILBOX)
+    other_key = _service_account_keys()[0]  # not the key the server knows
+    OAuthConnection.objects.create(
+        account=account,
+        flow="jwt_bearer",
+        client_id=SERVICE_ACCOUNT,
+        client_secret=other_key,
+        token_url=authserver.token_url,
+        scopes="SMTP.Send",
+        state=OAuthState.CONNECTED,
+    )
+    with pytest.raises(TokenUnavailable) as raised:
+        tokens.access_token(account.pk)
+    assert raised.value.permanent and "invalid_grant" in str(raised.value)

@@ -47,8 +47,9 @@ class OAuthConnection(models.Model):
     )
     # The app; empty fields are taken from MULTISMTP["OAUTH_PROVIDERS"][provider].
     client_id = models.CharField(_("client id"), max_length=255, blank=True)
+    #: For the JWT-bearer flow: the service account's private key (PEM).
     client_secret: Any = EncryptedPasswordField(
-        _("client secret"), max_length=1000, blank=True, default=""
+        _("client secret"), max_length=8000, blank=True, default=""
     )
     tenant = models.CharField(_("tenant id"), max_length=100, blank=True)
     authorize_url = models.CharField(

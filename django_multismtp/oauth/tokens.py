@@ -28,9 +28,11 @@ from typing import Any
 
 import requests
 from authlib.integrations.base_client import OAuthError
-from authlib.integrations.requests_client import OAuth2Session
+from authlib.integrations.requests_client import AssertionSession, OAuth2Session
+from authlib.oauth2.base import OAuth2Error
 from django.db import close_old_connections, connection
 from django.db.models import Q
+from joserfc.jwk import RSAKey
 
 from .. import clock, conf
 from ..models import OAuthConnection, OAuthState, SmtpAccount
@@ -88,6 +90,8 @@ def request_token(oauth: OAuthConnection) -> dict[str, Any]:
             token = client.refresh_token(
                 app.token_url, refresh_token=refresh, timeout=http_timeout()
             )
+        elif oauth.flow == OAuthFlow.JWT_BEARER:
+            token = _jwt_bearer_token(oauth, app)
         else:
             token = client.fetch_token(
                 app.token_url, grant_type="client_credentials", timeout=http_timeout()
@@ -97,6 +101,36 @@ def request_token(oauth: OAuthConnection) -> dict[str, Any]:
     if not isinstance(token, dict) or not token.get("access_token"):
         raise ValueError("the token endpoint answered without an access token")
     return dict(token)
+
+
+def _jwt_bearer_token(oauth: OAuthConnection, app: providers.App) -> Any:
+    """RFC 7523 JWT-bearer grant (a Google Workspace service account with domain-wide
+    delegation): an assertion signed with the service account's key, whose subject is
+    the mailbox. The key is the account's client secret (or the site's ``private_key``);
+    the client id is the service account's e-mail address (the issuer)."""
+    try:
+        key = RSAKey.import_key(app.private_key or app.client_secret)
+    except (ValueError, TypeError) as exc:
+        raise OAuthError(
+            error="invalid_client", description="the service account key is not an RSA key"
+        ) from exc
+    session = AssertionSession(
+        token_endpoint=app.token_url,
+        issuer=app.client_id,
+        subject=oauth.account.username,
+        audience=app.token_url,
+        grant_type=AssertionSession.JWT_BEARER_GRANT_TYPE,
+        scope=app.scopes,
+        key=key,
+        header={"alg": "RS256"},
+        default_timeout=http_timeout(),
+    )
+    try:
+        return session.refresh_token()
+    except OAuth2Error as exc:  # AssertionSession's error class: make it ours
+        raise OAuthError(error=exc.error, description=exc.description) from exc
+    finally:
+        session.close()
 
 
 def token_provider(account: SmtpAccount) -> TokenProvider:

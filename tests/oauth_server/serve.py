@@ -34,6 +34,9 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     with open(sys.argv[1]) as f:
         fixtures = json.load(f)
+    from tests.oauth_server import faults
+
+    faults.SERVICE_ACCOUNTS.update(fixtures.get("service_accounts", {}))
     for user in fixtures["users"]:
         User.objects.create_user(user["username"], password=user["password"])
     for app in fixtures["applications"]:
