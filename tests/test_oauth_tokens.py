@@ -430,3 +430,16 @@ def test_service_account_with_a_foreign_key_needs_reconnect(
     with pytest.raises(TokenUnavailable) as raised:
         tokens.access_token(account.pk)
     assert raised.value.permanent and "invalid_grant" in str(raised.value)
+
+
+def test_admin_list_shows_the_needs_reconnect_badge(
+    admin_client: Client, bearer_server: SMTPTestServer, authserver: AuthServer
+) -> None:
+    account = app_only_account(bearer_server, authserver)
+    page = admin_client.get("/admin/django_multismtp/smtpaccount/").content.decode()
+    assert "needs reconnect" not in page
+    OAuthConnection.objects.filter(account=account).update(
+        state=OAuthState.NEEDS_RECONNECT, last_refresh_error="invalid_grant: AADSTS50173"
+    )
+    page = admin_client.get("/admin/django_multismtp/smtpaccount/").content.decode()
+    assert "needs reconnect" in page and "AADSTS50173" in page
