@@ -20,9 +20,10 @@ from django.core import mail
 from django.core.mail import EmailMessage
 from django.core.management import CommandError, call_command
 from django.test import Client
+from django.utils import timezone
 
 from django_multismtp import ops
-from django_multismtp.models import OAuthConnection, OAuthState, SmtpAccount
+from django_multismtp.models import OAuthConnection, OAuthState, OutboxMessage, SmtpAccount
 from django_multismtp.oauth import providers, tokens
 from django_multismtp.signals import oauth_needs_reconnect
 from django_multismtp.transport import TokenUnavailable
@@ -443,3 +444,24 @@ def test_admin_list_shows_the_needs_reconnect_badge(
     )
     page = admin_client.get("/admin/django_multismtp/smtpaccount/").content.decode()
     assert "needs reconnect" in page and "AADSTS50173" in page
+
+
+def test_the_outbox_worker_sends_through_an_oauth_account_and_waits_for_a_broken_one(
+    mailer: None, bearer_server: SMTPTestServer, authserver: AuthServer, settings: Any
+) -> None:
+    settings.MULTISMTP = {"OUTBOX": "always"}
+    account = app_only_account(bearer_server, authserver)
+    account.is_site_default = True
+    account.save()
+    OAuthConnection.objects.filter(account=account).update(state=OAuthState.NEEDS_RECONNECT)
+    message = EmailMessage("queued", "body", account.from_email, ["to@example.test"])
+    get_mailer().send_messages([message])
+    call_command("send_queued_mail", stdout=io.StringIO())
+    assert not bearer_server.received  # skipped like a paused account: still queued
+    assert OutboxMessage.objects.get().status == "queued"
+    # Reconnected (here: state back to connected; the app-only flow needs no person).
+    OAuthConnection.objects.filter(account=account).update(state=OAuthState.CONNECTED)
+    OutboxMessage.objects.update(next_attempt_at=timezone.now())
+    call_command("send_queued_mail", stdout=io.StringIO())
+    assert [r.login for r in bearer_server.received] == ["shared@example.com"]
+    assert OutboxMessage.objects.get().status == "sent"

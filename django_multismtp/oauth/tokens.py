@@ -30,7 +30,7 @@ import requests
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.requests_client import AssertionSession, OAuth2Session
 from authlib.oauth2.base import OAuth2Error
-from django.db import close_old_connections, connection
+from django.db import DatabaseError, close_old_connections, connection
 from django.db.models import Q
 from joserfc.jwk import RSAKey
 
@@ -146,6 +146,12 @@ def access_token(account_pk: int, force: bool = False) -> str:
     """
     try:
         return _access_token(account_pk, force)
+    except DatabaseError as exc:
+        # The token state could not be read or written (a locked SQLite file, a lost
+        # connection): temporary, and said as such rather than crashing the send.
+        raise TokenUnavailable(
+            f"the OAuth token state could not be read: {exc}", hints.ENDPOINT_DOWN, permanent=False
+        ) from exc
     finally:
         if threading.current_thread() is not threading.main_thread():
             connection.close()
