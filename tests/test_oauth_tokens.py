@@ -465,3 +465,25 @@ def test_the_outbox_worker_sends_through_an_oauth_account_and_waits_for_a_broken
     call_command("send_queued_mail", stdout=io.StringIO())
     assert [r.login for r in bearer_server.received] == ["shared@example.com"]
     assert OutboxMessage.objects.get().status == "sent"
+
+
+@pytest.mark.parametrize("state", ["disconnected", "missing"])
+def test_an_unconnected_oauth_account_is_skipped(
+    mailer: None, outbox_off: None, authserver: AuthServer, state: str
+) -> None:
+    server, other_server = SMTPTestServer().start(), SMTPTestServer().start()
+    try:
+        account = app_only_account(server, authserver)
+        account.is_site_default, account.priority = True, 1
+        account.save()
+        if state == "missing":
+            OAuthConnection.objects.filter(account=account).delete()
+        else:
+            OAuthConnection.objects.filter(account=account).update(state=state)
+        SmtpAccountFactory.for_server(other_server, priority=2)
+        message = EmailMessage("skip", "body", None, ["to@example.test"])
+        assert get_mailer().send_messages([message]) == 1
+        assert len(other_server.received) == 1 and server.connections == 0
+    finally:
+        server.stop()
+        other_server.stop()
