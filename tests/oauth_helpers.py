@@ -26,8 +26,9 @@ def _form_fields(text: str) -> dict[str, str]:
     return {name: html.unescape(value) for name, value in _INPUT.findall(text)}
 
 
-def sign_in_and_consent(server: AuthServer, authorize_url: str) -> str:
-    """Follow ``authorize_url`` as the mailbox owner; return the redirect with the code."""
+def sign_in_and_consent(server: AuthServer, authorize_url: str, *, allow: bool = True) -> str:
+    """Follow ``authorize_url`` as the mailbox owner; return the redirect with the code
+    (or, with ``allow=False``, the one saying the owner declined)."""
     browser = requests.Session()
     try:
         page = browser.get(authorize_url, timeout=10)  # -> login page
@@ -35,7 +36,10 @@ def sign_in_and_consent(server: AuthServer, authorize_url: str) -> str:
         fields.update(username=MAILBOX, password=MAILBOX_PASSWORD)
         page = browser.post(page.url, data=fields, timeout=10)  # -> consent page
         fields = _form_fields(page.text)
-        fields["allow"] = "Authorize"
+        if allow:
+            fields["allow"] = "Authorize"
+        else:  # "Cancel": the form without its Authorize button
+            fields.pop("allow", None)
         answer = browser.post(page.url, data=fields, timeout=10, allow_redirects=False)
     finally:
         browser.close()

@@ -8,11 +8,13 @@ Google refuse it. Our side's time is the injected clock.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import io
+import json
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, quote, urlparse
 
 import django
 import pytest
@@ -25,6 +27,7 @@ from django.utils import timezone
 from django_multismtp import ops
 from django_multismtp.models import OAuthConnection, OAuthState, OutboxMessage, SmtpAccount
 from django_multismtp.oauth import providers, tokens
+from django_multismtp.oauth import views as oauth_views
 from django_multismtp.signals import oauth_needs_reconnect
 from django_multismtp.transport import TokenUnavailable
 from tests.factories import SmtpAccountFactory, UserFactory
@@ -37,7 +40,7 @@ from tests.oauth_authserver import (
     AuthServer,
     _service_account_keys,
 )
-from tests.oauth_helpers import REDIRECT_URI, obtain_refresh_token
+from tests.oauth_helpers import REDIRECT_URI, obtain_refresh_token, sign_in_and_consent
 from tests.processes import start, start_together, stop
 from tests.smtp_servers import SMTPTestServer
 
@@ -487,3 +490,42 @@ def test_an_unconnected_oauth_account_is_skipped(
     finally:
         server.stop()
         other_server.stop()
+
+
+def test_a_declined_consent_comes_back_as_a_message_and_changes_nothing(
+    authserver: AuthServer, bearer_server: SMTPTestServer
+) -> None:
+    owner = UserFactory()
+    account = SmtpAccountFactory.for_server(
+        bearer_server, auth_method="xoauth2", owner=owner, username=MAILBOX
+    )
+    OAuthConnection.objects.create(
+        account=account,
+        client_id=WEB_CLIENT[0],
+        client_secret=WEB_CLIENT[1],
+        authorize_url=authserver.authorize_url,
+        token_url=authserver.token_url,
+        scopes="SMTP.Send",
+    )
+    client = Client()
+    client.force_login(owner)
+    location = client.post(f"/smtp/{account.pk}/oauth/connect/")["Location"]
+    # This module's authorization server knows only REDIRECT_URI: point ours at it.
+    ours = quote("http://testserver/smtp/oauth/callback/", safe="")
+    back = sign_in_and_consent(
+        authserver, location.replace(ours, quote(REDIRECT_URI, safe="")), allow=False
+    )
+    query = urlparse(back).query
+    assert "error=access_denied" in query
+    response = client.get(f"/smtp/oauth/callback/?{query}", follow=True)
+    assert "did not connect the account: access_denied" in response.content.decode()
+    assert OAuthConnection.objects.get(account=account).state == OAuthState.DISCONNECTED
+    # The state was used once: the same answer again is refused.
+    assert client.get(f"/smtp/oauth/callback/?{query}").status_code == 400
+
+
+def test_the_mailbox_address_is_read_from_the_token_response() -> None:
+    claims = base64.urlsafe_b64encode(json.dumps({"email": "x@example.com"}).encode()).decode()
+    assert oauth_views._mailbox_of({"id_token": f"h.{claims.rstrip('=')}.s"}) == "x@example.com"
+    assert oauth_views._mailbox_of({"email": "y@example.com"}) == "y@example.com"
+    assert oauth_views._mailbox_of({"id_token": "garbage"}) == ""
