@@ -192,6 +192,7 @@ def _access_token(account_pk: int, force: bool) -> str:
         cached = _cached(oauth, now)
         if cached is not None and not force:
             return cached
+        stale = cached if force else None
         if not force and oauth.retry_refresh_at and oauth.retry_refresh_at > now:
             raise TokenUnavailable(
                 f"the token endpoint failed; next try at {oauth.retry_refresh_at:%H:%M:%S}: "
@@ -205,7 +206,7 @@ def _access_token(account_pk: int, force: bool) -> str:
             .update(refreshing_until=now + REFRESH_LEASE)
         )
         if claimed:
-            return _refresh(oauth, now, stale=cached if force else None)
+            return _refresh(oauth, now, stale=stale)
         # Another process is refreshing: its token will do for us too.
         if time.monotonic() > deadline:
             raise TokenUnavailable(
@@ -218,13 +219,57 @@ def _access_token(account_pk: int, force: bool) -> str:
 
 
 def _refresh(oauth: OAuthConnection, now: dt.datetime, stale: str | None) -> str:
+    """Refresh under the lease this process claimed, and release it.
+
+    The new token is stored in the same UPDATE that releases the lease: released first,
+    a waiting process would find neither a lease nor a token and refresh again (spending
+    a rotating refresh token twice). On failure the state is written before release.
+    """
     try:
-        oauth.refresh_from_db()
-        # Claimed after a refused token: another process may have refreshed already.
-        current = _cached(oauth, now)
-        if current is not None and stale is not None and current != stale:
-            return current
-        token = request_token(oauth)
+        token = _request_under_lease(oauth, now, stale)
+    except BaseException:
+        OAuthConnection.objects.filter(pk=oauth.pk).update(refreshing_until=None)
+        raise
+    if isinstance(token, str):  # another process's fresh token
+        OAuthConnection.objects.filter(pk=oauth.pk).update(refreshing_until=None)
+        return token
+    expires_in = token.get("expires_in")
+    expires_at = now + dt.timedelta(seconds=float(expires_in or 3600))
+    update: dict[str, Any] = {
+        "access_token": _field("access_token").seal(token["access_token"]),
+        "access_expires_at": expires_at,
+        "refresh_failures": 0,
+        "retry_refresh_at": None,
+        "last_refresh_error": "",
+        "state": OAuthState.CONNECTED,
+        "refreshing_until": None,
+    }
+    if token.get("refresh_token"):  # rotated (Microsoft, Google sometimes)
+        update["refresh_token"] = _field("refresh_token").seal(token["refresh_token"])
+    # Conditional: a disconnect meanwhile wins over this refresh.
+    stored = (
+        OAuthConnection.objects.filter(pk=oauth.pk)
+        .exclude(state=OAuthState.DISCONNECTED)
+        .update(**update)
+    )
+    if not stored:
+        OAuthConnection.objects.filter(pk=oauth.pk).update(refreshing_until=None)
+    return str(token["access_token"])
+
+
+def _request_under_lease(
+    oauth: OAuthConnection, now: dt.datetime, stale: str | None
+) -> dict[str, Any] | str:
+    """The token endpoint's answer, or a token another process stored meanwhile; a
+    failure is recorded on the row and raised as :class:`TokenUnavailable`."""
+    oauth.refresh_from_db()
+    # Another process may have stored a token between our read and our claim (its
+    # lease released with it): use that one, unless it is the token that was refused.
+    current = _cached(oauth, now)
+    if current is not None and current != stale:
+        return current
+    try:
+        return request_token(oauth)
     except OAuthError as exc:
         description = f"{exc.error}: {exc.description or ''}".strip(": ")
         if exc.error in PERMANENT_ERRORS:
@@ -237,25 +282,6 @@ def _refresh(oauth: OAuthConnection, now: dt.datetime, stale: str | None) -> str
         raise _temporary(oauth, now, description) from exc
     except (requests.RequestException, ValueError, OSError) as exc:
         raise _temporary(oauth, now, f"{type(exc).__name__}: {exc}") from exc
-    finally:
-        OAuthConnection.objects.filter(pk=oauth.pk).update(refreshing_until=None)
-    expires_in = token.get("expires_in")
-    expires_at = now + dt.timedelta(seconds=float(expires_in or 3600))
-    update: dict[str, Any] = {
-        "access_token": _field("access_token").seal(token["access_token"]),
-        "access_expires_at": expires_at,
-        "refresh_failures": 0,
-        "retry_refresh_at": None,
-        "last_refresh_error": "",
-        "state": OAuthState.CONNECTED,
-    }
-    if token.get("refresh_token"):  # rotated (Microsoft, Google sometimes)
-        update["refresh_token"] = _field("refresh_token").seal(token["refresh_token"])
-    # Conditional: a disconnect meanwhile wins over this refresh.
-    OAuthConnection.objects.filter(pk=oauth.pk).exclude(state=OAuthState.DISCONNECTED).update(
-        **update
-    )
-    return str(token["access_token"])
 
 
 def _temporary(oauth: OAuthConnection, now: dt.datetime, description: str) -> TokenUnavailable:
