@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import F, Q, QuerySet
@@ -30,7 +31,8 @@ from . import clock, conf, ops, outbox, stall, verification
 from .exposure import security_warnings
 from .fields import Undecryptable, secret_fields
 from .forms import ConfirmCodeForm, SendCodeForm, SmtpAccountForm
-from .models import DeliveryLog, OutboxMessage, SmtpAccount
+from .models import DeliveryLog, OAuthConnection, OutboxMessage, SmtpAccount
+from .oauth import providers as oauth_providers
 from .presets import PRESETS
 from .throttling import too_many
 
@@ -259,9 +261,88 @@ class PurposeFilter(admin.SimpleListFilter):
         return queryset.filter(purpose=self.value()) if self.value() else queryset
 
 
+class OAuthConnectionForm(forms.ModelForm):  # type: ignore[type-arg]
+    """The OAuth app of an account; the client secret is write-only (blank keeps it)."""
+
+    client_secret = forms.CharField(
+        label=_("client secret"),
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text=_("Leave empty to keep the stored secret (or to use OAUTH_PROVIDERS)."),
+    )
+
+    class Meta:
+        model = OAuthConnection
+        fields = (
+            "provider",
+            "flow",
+            "client_id",
+            "client_secret",
+            "tenant",
+            "authorize_url",
+            "token_url",
+            "revoke_url",
+            "scopes",
+        )
+
+    def clean_client_secret(self) -> Any:
+        typed = self.cleaned_data.get("client_secret") or ""
+        return typed or (self.instance.client_secret if self.instance.pk else "")
+
+
+class OAuthConnectionInline(SecretFieldsMixin, admin.StackedInline):  # type: ignore[type-arg]
+    """OAuth 2.0 app and connection of an account, with Connect / Disconnect buttons."""
+
+    model = OAuthConnection
+    form = OAuthConnectionForm
+    extra = 0
+    max_num = 1
+    can_delete = True
+    verbose_name = _("OAuth 2.0 (XOAUTH2 / OAUTHBEARER)")
+    verbose_name_plural = verbose_name
+    readonly_fields = ("connection", "last_refresh_error")
+
+    @admin.display(description=_("connection"))
+    def connection(self, obj: OAuthConnection) -> str:
+        if obj.pk is None:
+            return gettext("Save the account first, then connect it.")
+        connect = reverse("django_multismtp:oauth_connect", args=[obj.account_id])
+        disconnect = reverse("django_multismtp:oauth_disconnect", args=[obj.account_id])
+        back = reverse("admin:django_multismtp_smtpaccount_change", args=[obj.account_id])
+        callback = reverse("django_multismtp:oauth_callback")
+        label = oauth_providers.provider(obj.provider).label
+        return format_html(
+            '<strong class="oauth-state">{}</strong> '
+            '<button type="submit" class="button" name="oauth-connect" '
+            'formaction="{}?next={}" formmethod="post" formnovalidate>{}</button> '
+            '<button type="submit" class="button" name="oauth-disconnect" '
+            'formaction="{}?next={}" formmethod="post" formnovalidate>{}</button>'
+            '<p class="help">{} <code class="oauth-redirect-uri">{}</code></p>',
+            obj.get_state_display(),
+            connect,
+            back,
+            gettext("Connect with %(provider)s") % {"provider": label},
+            disconnect,
+            back,
+            gettext("Disconnect"),
+            gettext("Redirect URI to register in the provider's console (this site's address +):"),
+            callback,
+        )
+
+
 @admin.register(SmtpAccount)
 class SmtpAccountAdmin(SecretFieldsMixin, ValidSelectionMixin, AccountAdminBase):  # type: ignore[misc]
     form = SmtpAccountForm
+    inlines = (OAuthConnectionInline,)
+
+    def get_inline_instances(self, request: HttpRequest, obj: Any = None) -> Any:
+        # The OAuth section only for a saved account that logs in with OAuth: other
+        # accounts' forms stay as they were (no inline management form to post).
+        if obj is None or obj.auth_method not in ("xoauth2", "oauthbearer"):
+            return []
+        return super().get_inline_instances(request, obj)
+
     list_display = (
         "name",
         "purpose_label",
@@ -365,6 +446,14 @@ class SmtpAccountAdmin(SecretFieldsMixin, ValidSelectionMixin, AccountAdminBase)
         if obj.pk is None:
             return "-"
         key, label = obj.status(clock.now())
+        oauth = getattr(obj, "oauth", None)
+        if key != "inactive" and oauth is not None and oauth.state == "needs_reconnect":
+            return _badge(
+                "error",
+                BADGE_COLOURS["error"],
+                gettext("needs reconnect"),
+                oauth.last_refresh_error,
+            )
         return _badge(key, BADGE_COLOURS[key], label, obj.last_error if key == "error" else "")
 
     # -- scoping: owners see their own accounts ---------------------------------------
@@ -379,7 +468,7 @@ class SmtpAccountAdmin(SecretFieldsMixin, ValidSelectionMixin, AccountAdminBase)
         )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[SmtpAccount]:
-        queryset = super().get_queryset(request).select_related("owner")
+        queryset = super().get_queryset(request).select_related("owner", "oauth")
         if self._global(request, "view") or self._global(request, "change"):
             return queryset
         return queryset.filter(owner=request.user.pk)

@@ -17,3 +17,4 @@ class MultiSMTPConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the checks)
+        from .oauth import notify  # noqa: F401  (the default needs-reconnect notice)

@@ -93,6 +93,17 @@ DEFAULTS: dict[str, Any] = {
     # (the first until it fails or fills up). One policy for every purpose, or a dict
     # {purpose: policy} with "*" for the purposes it does not name. See docs/choosing.rst.
     "POOL_POLICY": "spread",
+    # OAuth 2.0 apps shared by every mailbox of a provider: {"microsoft": {"client_id":
+    # ..., "client_secret": ..., "tenant": ...}, "google": {...}, "<name>": {"token_url":
+    # ..., "authorize_url": ..., "scopes": ...}}. An account's own values win.
+    "OAUTH_PROVIDERS": {},
+    # Refresh an access token this long before it expires.
+    "OAUTH_REFRESH_MARGIN": dt.timedelta(minutes=5),
+    # Seconds to wait for a provider's token endpoint.
+    "OAUTH_HTTP_TIMEOUT": 10,
+    # E-mail the owner and ADMINS when an account needs reconnecting (the
+    # oauth_needs_reconnect signal is sent either way).
+    "OAUTH_NOTIFY": True,
 }
 
 #: Values of MULTISMTP["OUTBOX"].
@@ -173,3 +184,10 @@ def pool_policy(purpose: str) -> str:
             f"use one of {', '.join(POOL_POLICIES)}."
         )
     return str(value)
+
+
+def oauth_provider_settings(name: str) -> dict[str, Any]:
+    """``MULTISMTP["OAUTH_PROVIDERS"][name]``, or an empty dict."""
+    providers = get_setting("OAUTH_PROVIDERS")
+    value = providers.get(name) if isinstance(providers, dict) else None
+    return dict(value) if isinstance(value, dict) else {}

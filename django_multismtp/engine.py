@@ -58,9 +58,10 @@ from .hints import Hints, context_hints, message_hints
 from .message import SendStatus
 from .models import DeliveryLog, OutboxMessage, SmtpAccount
 from .models.delivery import DEFERRED
+from .oauth import tokens as oauth_tokens
 from .outgoing import Attempt, Outgoing
 from .replies import Failure, Outcome
-from .transport import Delivery, ServerConfig, Session
+from .transport import BEARER_METHODS, Delivery, ServerConfig, Session
 
 if TYPE_CHECKING:
     from django.core.mail import EmailMessage
@@ -953,7 +954,7 @@ def _error_for(failed: list[Outgoing], sent: int) -> MultiSMTPError:
 
 def load_accounts() -> list[SmtpAccount]:
     """Every account, with the users each is the default for, in two queries."""
-    accounts = list(SmtpAccount.objects.all())
+    accounts = list(SmtpAccount.objects.select_related("oauth"))
     through = SmtpAccount.default_for.through
     default_for: dict[int, set[int]] = defaultdict(set)
     for account_id, user_id in through.objects.values_list("smtpaccount_id", "user_id"):
@@ -965,6 +966,8 @@ def load_accounts() -> list[SmtpAccount]:
 
 def account_config(account: SmtpAccount) -> ServerConfig:
     config = account.server_config()
+    if config.auth_method in BEARER_METHODS:
+        config = dataclasses.replace(config, token_provider=oauth_tokens.token_provider(account))
     if not config.ehlo_hostname:
         config = dataclasses.replace(config, ehlo_hostname=DNS_NAME.get_fqdn())
     return config

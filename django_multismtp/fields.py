@@ -28,7 +28,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.encoding import force_bytes, force_str
-from fernet_fields import EncryptedCharField, hkdf
+from fernet_fields import EncryptedCharField, EncryptedTextField, hkdf
 
 #: How a secret appears in dumps: this prefix and the Fernet token.
 SERIALIZED_PREFIX = "fernet:"
@@ -202,3 +202,7 @@ class EncryptedSecretMixin:
 
 class EncryptedPasswordField(EncryptedSecretMixin, EncryptedCharField):  # type: ignore[misc]
     """A password (or API key) kept encrypted; see :class:`EncryptedSecretMixin`."""
+
+
+class EncryptedSecretTextField(EncryptedSecretMixin, EncryptedTextField):  # type: ignore[misc]
+    """A long secret (an OAuth token or client secret); see :class:`EncryptedSecretMixin`."""

@@ -37,7 +37,9 @@ PRESETS: dict[str, Preset] = {
             Security.STARTTLS,
             _(
                 "Not for bulk campaigns (about 500 messages a day for Gmail, 2,000 for "
-                "Workspace). Turn on 2-Step Verification and use an App Password."
+                "Workspace). Prefer OAuth 2.0 (XOAUTH2): choose it as authentication, save, "
+                "and connect with Google; otherwise turn on 2-Step Verification and use an "
+                "App Password."
             ),
             _("Your full Gmail address"),
         ),
@@ -48,8 +50,9 @@ PRESETS: dict[str, Preset] = {
             587,
             Security.STARTTLS,
             _(
-                "Microsoft is retiring basic-auth SMTP: Authenticated SMTP must be enabled for "
-                "the mailbox, and may stop working; prefer another provider for new set-ups."
+                "Microsoft turns basic-auth SMTP off at the end of December 2026: choose OAuth "
+                "2.0 (XOAUTH2) as authentication, save, and connect with Microsoft. "
+                "Authenticated SMTP must be enabled for the mailbox."
             ),
             _("Your full Microsoft 365 address"),
         ),

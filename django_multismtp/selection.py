@@ -157,6 +157,15 @@ def unusable_reason(account: SmtpAccount, now: dt.datetime, message_size: int) -
         return _("rate limited until %(time)s") % {
             "time": account.rate_limited_until.isoformat(timespec="seconds")
         }
+    # An OAuth account that is not connected (never, disconnected, or refused for good)
+    # has no token to log in with: skipped like a paused account. Read only when the
+    # engine select_related it (None: no OAuth row at all); selection never queries.
+    cache = account._state.fields_cache
+    if account.auth_method in ("xoauth2", "oauthbearer") and "oauth" in cache:
+        oauth = cache["oauth"]
+        if oauth is None or oauth.state != "connected":
+            state = "not connected" if oauth is None else oauth.get_state_display()
+            return _("OAuth %(state)s") % {"state": state}
     if account.max_message_size and message_size > account.max_message_size:
         return _("message of %(size)d bytes exceeds its maximum of %(max)d") % {
             "size": message_size,

@@ -21,3 +21,8 @@ post_send = Signal()
 #: An account's state changed. kwargs: account, change ("rate_limited", "failed",
 #: "failed_over", "recovered"), failure (or None), detail (text)
 account_state_changed = Signal()
+
+#: An OAuth account's refresh token was refused for good: someone must click "Connect"
+#: again. kwargs: account, error (the provider's error), hint. Sent once per breakage,
+#: from the thread that refreshed (do not send mail through the same account there).
+oauth_needs_reconnect = Signal()

@@ -9,13 +9,14 @@ the admin's *test connection* and the commands.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import datetime as dt
 import enum
 import socket
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ import aiosmtplib
 from cryptography import x509
 
 from .netguard import public_addresses
+from .oauth.hints import for_bearer_refusal
 from .pipelining import ProtocolError, Wire
 from .replies import (
     HINTS,
@@ -49,6 +51,25 @@ class AuthMethod(enum.StrEnum):
     PLAIN = "plain"
     LOGIN = "login"
     CRAM_MD5 = "cram-md5"
+    XOAUTH2 = "xoauth2"  # OAuth 2.0 bearer token (Microsoft 365, Google)
+    OAUTHBEARER = "oauthbearer"  # the same, as standardised in RFC 7628
+
+
+#: Login methods that send an OAuth 2.0 access token instead of a password.
+BEARER_METHODS = frozenset({AuthMethod.XOAUTH2, AuthMethod.OAUTHBEARER})
+
+#: ``token_provider(force_refresh)`` returns a current access token. It may block (it
+#: talks to the database and the token endpoint), so the transport runs it in a thread.
+TokenProvider = Callable[[bool], str]
+
+
+class TokenUnavailable(Exception):  # noqa: N818
+    """No access token can be had now; ``permanent`` when only reconnecting helps."""
+
+    def __init__(self, message: str, hint: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.hint = hint
+        self.permanent = permanent
 
 
 class UndecryptablePassword(Exception):  # noqa: N818
@@ -110,6 +131,9 @@ class ServerConfig:
     #: A ready TLS context to use instead of building one (a backend subclass's own
     #: ``ssl_context``); not part of the server's identity.
     ssl_context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
+    #: For XOAUTH2/OAUTHBEARER: where the access token comes from (never compared, so
+    #: configs of one account stay equal).
+    token_provider: TokenProvider | None = field(default=None, compare=False, repr=False)
 
     @property
     def logs_in(self) -> bool:
@@ -242,7 +266,35 @@ class Session:
             await client.auth_login(config.username, config.password)
         elif method == AuthMethod.CRAM_MD5:
             await client.auth_crammd5(config.username, config.password)
+        elif method in BEARER_METHODS:
+            await self._bearer_login(client)
         self.auth_mechanism = method.value.upper()
+
+    async def _bearer_login(self, client: aiosmtplib.SMTP) -> None:
+        """AUTH XOAUTH2 / OAUTHBEARER; a refused token is refreshed once and tried again.
+
+        The cached token may have been revoked or may have expired early (clock skew, a
+        password change at the provider): one forced refresh tells that apart from an
+        account that really cannot log in.
+        """
+        config = self.config
+        provider = config.token_provider
+        if provider is None:
+            raise TokenUnavailable(
+                "no OAuth token source for this account",
+                "Connect the account to its OAuth provider first.",
+                permanent=True,
+            )
+        token = await asyncio.to_thread(provider, False)
+        try:
+            await bearer_auth(client, config.auth_method, config.username, token, config)
+        except aiosmtplib.SMTPAuthenticationError:
+            token = await asyncio.to_thread(provider, True)
+            try:
+                await bearer_auth(client, config.auth_method, config.username, token, config)
+            except aiosmtplib.SMTPAuthenticationError as exc:
+                reply = f"{exc.code} {exc.message}"
+                raise TokenUnavailable(reply, for_bearer_refusal(reply), permanent=True) from exc
 
     async def ensure_open(self) -> None:
         limit = self.config.max_messages_per_connection
@@ -282,6 +334,9 @@ class Session:
         except UndecryptablePassword as exc:
             failure = Failure(Outcome.CONFIG_ERROR, None, str(exc), HINTS["undecryptable"])
             return Delivery(failure, duration=time.perf_counter() - started)
+        except TokenUnavailable as exc:
+            await self.close()
+            return Delivery(token_failure(exc), duration=time.perf_counter() - started)
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
             failure = classify(exc, stage=stage, context=self.context())
             if failure.account_level or not self.connected:
@@ -377,6 +432,47 @@ def _invalid_setting(exc: ValueError) -> Failure:
     return Failure(Outcome.CONFIG_ERROR, None, safe_text(str(exc)), HINTS["invalid_setting"])
 
 
+def bearer_initial_response(
+    method: AuthMethod, user: str, token: str, host: str, port: int
+) -> bytes:
+    """The base64 initial client response of XOAUTH2 or OAUTHBEARER (RFC 7628 section 3.1)."""
+    if method == AuthMethod.XOAUTH2:
+        raw = f"user={user}\x01auth=Bearer {token}\x01\x01"
+    else:
+        raw = f"n,a={user},\x01host={host}\x01port={port}\x01auth=Bearer {token}\x01\x01"
+    return base64.b64encode(raw.encode("utf-8"))
+
+
+async def bearer_auth(
+    client: aiosmtplib.SMTP, method: AuthMethod, user: str, token: str, config: ServerConfig
+) -> None:
+    """Send the token; raise ``SMTPAuthenticationError`` with the server's final reply.
+
+    A refused token may first be answered ``334 <base64 JSON error>`` (Google, RFC 7628):
+    the client must then send an empty line to get the final 5xx reply.
+    """
+    mechanism = b"XOAUTH2" if method == AuthMethod.XOAUTH2 else b"OAUTHBEARER"
+    response = await client.execute_command(
+        b"AUTH",
+        mechanism,
+        bearer_initial_response(method, user, token, config.host, config.port),
+    )
+    if response.code == 334:
+        detail = response.message
+        try:
+            detail = base64.b64decode(response.message).decode("utf-8", "replace")
+        except ValueError:
+            pass
+        # RFC 7628: the client answers the error challenge with a dummy \x01 (OAUTHBEARER)
+        # or an empty line (XOAUTH2) and the server replies with the final failure.
+        final = await client.execute_command(
+            base64.b64encode(b"\x01") if method == AuthMethod.OAUTHBEARER else b""
+        )
+        raise aiosmtplib.SMTPAuthenticationError(final.code, f"{final.message} {detail}".strip())
+    if response.code != 235:
+        raise aiosmtplib.SMTPAuthenticationError(response.code, response.message)
+
+
 async def _connect_public(config: ServerConfig) -> socket.socket:
     """Resolve once, refuse internal addresses, and connect to a checked address."""
     loop = asyncio.get_running_loop()
@@ -393,6 +489,12 @@ async def _connect_public(config: ServerConfig) -> socket.socket:
             continue
         return sock
     raise error
+
+
+def token_failure(exc: TokenUnavailable) -> Failure:
+    """No token: the account is unusable for now (temporary) or until reconnected."""
+    outcome = Outcome.AUTH_FAILED if exc.permanent else Outcome.CONNECTION_FAILED
+    return Failure(outcome, None, str(exc), exc.hint)
 
 
 @dataclass(frozen=True)
@@ -466,6 +568,9 @@ async def _check_server(config: ServerConfig) -> tuple[Failure | None, ServerFac
     except UndecryptablePassword as exc:
         failure = Failure(Outcome.CONFIG_ERROR, None, str(exc), HINTS["undecryptable"])
         return failure, ServerFacts()
+    except TokenUnavailable as exc:
+        await session.close()
+        return token_failure(exc), ServerFacts()
     except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
         return classify(exc, stage="CONNECT", context=session.context()), ServerFacts()
     except ValueError as exc:  # after SSL errors, which are ValueErrors too

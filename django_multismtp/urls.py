@@ -3,6 +3,7 @@
 from django.urls import path
 
 from . import views
+from .oauth import views as oauth_views
 
 app_name = "django_multismtp"
 
@@ -12,4 +13,7 @@ urlpatterns = [
     path("<int:pk>/test/", views.test_settings, name="test"),
     path("<int:pk>/send-code/", views.send_code, name="send_code"),
     path("<int:pk>/confirm/", views.confirm, name="confirm"),
+    path("<int:pk>/oauth/connect/", oauth_views.connect, name="oauth_connect"),
+    path("<int:pk>/oauth/disconnect/", oauth_views.disconnect, name="oauth_disconnect"),
+    path("oauth/callback/", oauth_views.callback, name="oauth_callback"),
 ]

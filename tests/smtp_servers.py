@@ -23,6 +23,7 @@ Typical use::
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime
 import email
@@ -30,13 +31,14 @@ import email.message
 import email.policy
 import hmac
 import ipaddress
+import json
 import logging
 import os
 import secrets
 import socket
 import ssl
 import threading
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -76,6 +78,8 @@ LOCALHOST: Final = "127.0.0.1"
 
 MODES: Final = ("plain", "starttls", "implicit")
 SUPPORTED_MECHANISMS: Final = ("PLAIN", "LOGIN", "CRAM-MD5")
+#: Offered only by a server given ``bearer_check`` (an OAuth 2.0 resource server).
+BEARER_MECHANISMS: Final = ("XOAUTH2", "OAUTHBEARER")
 
 # Stages at which a fault can fire.  "EHLO" covers HELO too: the client has seen the
 # greeting and is waiting for the EHLO/HELO answer.  "AUTH" fires once the AUTH command
@@ -752,6 +756,51 @@ class _Handler:
             return AuthResult(success=True, auth_data=login)
         return AuthResult(success=False, handled=False)
 
+    @auth_mechanism("XOAUTH2")
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        """XOAUTH2 (Microsoft, Google): ``user=<mailbox>^Aauth=Bearer <token>^A^A``."""
+        return await self._bearer(server, args, "XOAUTH2")
+
+    @auth_mechanism("OAUTHBEARER")
+    async def auth_OAUTHBEARER(self, server: SMTP, args: list[str]) -> AuthResult:
+        """OAUTHBEARER (RFC 7628): ``n,a=<mailbox>,^Ahost=...^Aauth=Bearer <token>^A^A``."""
+        return await self._bearer(server, args, "OAUTHBEARER")
+
+    async def _bearer(self, server: SMTP, args: list[str], mechanism: str) -> AuthResult:
+        check = self.owner.bearer_check
+        assert check is not None
+        if len(args) > 1:
+            try:
+                response: Any = base64.b64decode(args[1], validate=True)
+            except ValueError:
+                await server.push("501 5.5.2 Cannot decode response")
+                return AuthResult(success=False, handled=True)
+        else:
+            response = await server.challenge_auth("")
+            if not isinstance(response, bytes):
+                return AuthResult(success=False, handled=True)
+        fields = response.decode("utf-8", "replace").split("\x01")
+        user, token = "", ""
+        for part in fields:
+            if part.startswith("user="):
+                user = part[5:]
+            elif part.startswith("n,a="):
+                user = part[4:].rstrip(",")
+            elif part.startswith("auth=Bearer "):
+                token = part[len("auth=Bearer ") :]
+        # The check asks the authorization server over HTTP: not on this loop.
+        error = await asyncio.get_running_loop().run_in_executor(None, check, user, token)
+        self.owner._record_auth(mechanism, user, error is None)
+        if error is None:
+            return AuthResult(success=True, auth_data=user)
+        if self.owner.bearer_style == "google" or mechanism == "OAUTHBEARER":
+            detail = json.dumps({"status": "401", "schemes": "bearer", "scope": "SMTP.Send"})
+            await server.challenge_auth(detail.encode())
+            await server.push("535 5.7.8 Username and Password not accepted (" + error + ")")
+        else:
+            await server.push("535 5.7.3 Authentication unsuccessful [" + error + "]")
+        return AuthResult(success=False, handled=True)
+
 
 class _TestController(Controller):
     """Controller serving on a socket we bound ourselves, creating our SMTP per connection.
@@ -816,6 +865,8 @@ class SMTPTestServer:
         data_size_limit: int | None = None,
         pipelining: bool = True,
         client_ca: str | None = None,
+        bearer_check: Callable[[str, str], str | None] | None = None,
+        bearer_style: str = "microsoft",
     ) -> None:
         if client_ca is not None and mode != "implicit":
             raise ValueError("client_ca (asking for a client certificate) needs mode='implicit'")
@@ -825,7 +876,7 @@ class SMTPTestServer:
             raise ValueError(f"mode {mode!r} needs tls=make_tls_files(...)")
         if require_starttls and mode != "starttls":
             raise ValueError("require_starttls needs mode='starttls'")
-        if auth_required and not users:
+        if auth_required and not (users or bearer_check):
             raise ValueError("auth_required needs users")
         unknown = set(mechanisms) - set(SUPPORTED_MECHANISMS)
         if unknown:
@@ -842,6 +893,14 @@ class SMTPTestServer:
         self.pipelining = pipelining
         # No accounts (or no mechanisms): no AUTH line in EHLO, and AUTH gets 502.
         self.offers_auth = self.users is not None and bool(self.mechanisms)
+        #: ``bearer_check(user, token)``: None when the token may log in as ``user``, else
+        #: the OAuth error (checked at the authorization server, as real providers do).
+        self.bearer_check = bearer_check
+        #: How a refused token is answered: "microsoft" (535 5.7.3) or "google" (334 and a
+        #: base64 JSON error, then 535 5.7.8 once the client answers).
+        self.bearer_style = bearer_style
+        if bearer_check is not None:
+            self.offers_auth = True
 
         self.host = LOCALHOST
         self.received = []
@@ -997,8 +1056,10 @@ class SMTPTestServer:
                 self._connections += 1
             connection_no = self._connections
         excluded = [m for m in SUPPORTED_MECHANISMS if m not in self.mechanisms]
-        if not self.offers_auth:
+        if not self.users:
             excluded = list(SUPPORTED_MECHANISMS)
+        if self.bearer_check is None:
+            excluded += BEARER_MECHANISMS
         smtp = _TestSMTP(
             self._handler,
             owner=self,

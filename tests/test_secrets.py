@@ -43,7 +43,13 @@ from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
 from django_multismtp import urls as self_service_urls
 from django_multismtp.admin import STATE_FIELDS, SecretFieldsMixin, SmtpAccountAdmin
 from django_multismtp.fields import SERIALIZED_PREFIX, fernet_for, secret_field_names
-from django_multismtp.models import DeliveryLog, OutboxMessage, SmtpAccount
+from django_multismtp.models import (
+    DeliveryLog,
+    OAuthConnection,
+    OAuthState,
+    OutboxMessage,
+    SmtpAccount,
+)
 from tests.factories import SmtpAccountFactory, UserFactory
 from tests.smtp_servers import SMTPTestServer
 from tests.test_admin import ADD, add_data, change_data
@@ -54,9 +60,20 @@ pytestmark = pytest.mark.django_db
 CANARY_SITE = "Canary-Site-Pw-7f3a91"
 CANARY_OWNED = "Canary-Owned-Pw-2b8c44"
 CANARY_TYPED = "Canary-Typed-Pw-5d6e07"
-CANARIES = (CANARY_SITE, CANARY_OWNED, CANARY_TYPED)
+# OAuth secrets: the app's client secret and both tokens of a connected account.
+CANARY_CLIENT_SECRET = "Canary-Client-Secret-9a1b2c"
+CANARY_REFRESH = "Canary-Refresh-Token-3d4e5f"
+CANARY_ACCESS = "Canary-Access-Token-6a7b8c"
+CANARIES = (
+    CANARY_SITE,
+    CANARY_OWNED,
+    CANARY_TYPED,
+    CANARY_CLIENT_SECRET,
+    CANARY_REFRESH,
+    CANARY_ACCESS,
+)
 APP = SmtpAccount._meta.app_label
-MODELS = (SmtpAccount, DeliveryLog, OutboxMessage)
+MODELS = (SmtpAccount, DeliveryLog, OutboxMessage, OAuthConnection)
 
 
 def leaked(text: str) -> list[str]:
@@ -501,6 +518,29 @@ def world(allow_internal, site_account, owned_account, owner, viewer, admin_user
         next_attempt_at=now,
         created_at=now,
         sent_by=site_account,
+    )
+    # An OAuth account, connected: its client secret and tokens are canaries too. Its
+    # token endpoint is a closed port, so nothing the walk does reaches a provider.
+    oauth_account = SmtpAccountFactory(
+        name="OAuth box",
+        host="127.0.0.1",
+        port=9,
+        auth_method="xoauth2",
+        username="oauth@example.test",
+        owner=owner,
+    )
+    OAuthConnection.objects.create(
+        account=oauth_account,
+        provider="generic",
+        flow="authorization_code",
+        client_id="canary-client",
+        client_secret=CANARY_CLIENT_SECRET,
+        authorize_url="http://127.0.0.1:9/authorize",
+        token_url="http://127.0.0.1:9/token",
+        refresh_token=CANARY_REFRESH,
+        access_token=CANARY_ACCESS,
+        access_expires_at=now + timezone.timedelta(hours=1),
+        state=OAuthState.CONNECTED,
     )
     # A password changed through the admin: its LogEntry is on the history pages.
     client = logged_in(admin_user)

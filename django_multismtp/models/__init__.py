@@ -2,6 +2,7 @@
 
 from .account import AuthMethod, Security, SmtpAccount
 from .delivery import DeliveryLog
+from .oauth import OAuthConnection, OAuthState
 from .outbox import OutboxMessage, OutboxStatus
 from .usage import UsageCounter
 from .verification import VerificationCode
@@ -10,6 +11,8 @@ from .worker import OutboxWorkerSeen
 __all__ = [
     "AuthMethod",
     "DeliveryLog",
+    "OAuthConnection",
+    "OAuthState",
     "OutboxMessage",
     "OutboxStatus",
     "OutboxWorkerSeen",

@@ -36,6 +36,8 @@ AUTH_CHOICES = [
     (AuthMethod.PLAIN.value, "PLAIN"),
     (AuthMethod.LOGIN.value, "LOGIN"),
     (AuthMethod.CRAM_MD5.value, "CRAM-MD5"),
+    (AuthMethod.XOAUTH2.value, _("OAuth 2.0 (XOAUTH2)")),
+    (AuthMethod.OAUTHBEARER.value, _("OAuth 2.0 (OAUTHBEARER)")),
     (AuthMethod.NONE.value, _("None (no login)")),
 ]
 #: (period name, seconds, model field) of the sending limits, smallest first.
