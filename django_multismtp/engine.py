@@ -117,6 +117,13 @@ class _Batch:
     finished: list[Outgoing] = dataclasses.field(default_factory=list)
     handed: set[int] = dataclasses.field(default_factory=set)
     written_at: float = dataclasses.field(default_factory=time.monotonic)
+    #: Run once in the calling thread while the batch is on the wire (see
+    #: :meth:`Engine.send_queued`); None once it ran.
+    meanwhile: Callable[[], Any] | None = None
+
+    def take_meanwhile(self) -> Callable[[], Any] | None:
+        meanwhile, self.meanwhile = self.meanwhile, None
+        return meanwhile
 
     def finish(self, items: Iterable[Outgoing]) -> None:
         for item in items:
@@ -219,6 +226,7 @@ class Engine:
         *,
         settle: Settle | None = None,
         every: SettleEvery | None = None,
+        meanwhile: Callable[[], Any] | None = None,
     ) -> list[Outgoing]:
         """Send claimed outbox rows by the same rules as a direct send; return the
         items with their outcomes.
@@ -230,9 +238,13 @@ class Engine:
 
         Whatever our own code raises for the batch as a whole (loading the accounts,
         say), every message not finished yet becomes a failed attempt with the error;
-        only ``settle`` itself failing (the database gone) is raised."""
+        only ``settle`` itself failing (the database gone) is raised.
+
+        ``meanwhile`` runs once in this thread when every message of the first round is
+        rendered and the connections are busy with them (the worker claims its next
+        batch there, so the connections do not wait for it)."""
         items: list[Outgoing] = []
-        batch = _Batch(settle, every or SETTLE_EVERY)
+        batch = _Batch(settle, every or SETTLE_EVERY, meanwhile=meanwhile)
         try:
             now = clock.now()
             accounts = load_accounts()
@@ -607,7 +619,8 @@ class Engine:
         # The connections send on our loop while this thread renders their next messages
         # (see feed.py): rendering overlaps the waits for the servers.
         feed = Feed(smtp_loop.loop(), [lane for _, lane in lanes])
-        feed.run(_send_groups(lanes, feed), _render, self._on_replies)
+        idle = self._batch.take_meanwhile() if self._batch is not None else None
+        feed.run(_send_groups(lanes, feed), _render, self._on_replies, idle=idle)
 
     def _settle(
         self,
