@@ -158,7 +158,9 @@ def child(args: argparse.Namespace) -> None:
 
         profiler.disable()
         out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(30)
+        stats = pstats.Stats(profiler, stream=out)
+        stats.sort_stats("tottime").print_stats(25)
+        stats.sort_stats("cumulative").print_stats("django_multismtp", 40)
         sys.stderr.write(out.getvalue())
     report = {
         "started": started,
@@ -275,6 +277,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.child:
         child(args)
+        return
+    if args.messages <= 0:
+        print("Outbox case skipped (--messages 0).")
         return
     if not os.environ.get("PGPORT"):
         sys.exit("PGPORT is not set: run `make bench`, or start a cluster (see --help).")

@@ -8,8 +8,10 @@ call on every version (SQLite runs it in-process, cheaply).
 On PostgreSQL ``executemany`` is still one statement *per row* for the server (psycopg 3
 pipelines the round trips, not the work): a worker settling its rows one UPDATE each
 spent more CPU in PostgreSQL than a direct send spends in total. There, rows go in as
-one multi-row ``INSERT ... VALUES`` and one ``UPDATE ... FROM (VALUES ...)``, split only
-past PostgreSQL's 65,535 parameters per statement (thousands of rows).
+one ``INSERT ... SELECT * FROM unnest(...)`` and one ``UPDATE ... FROM unnest(...)``: one
+array parameter per column, so the statement's text stays short and the same for any
+number of rows (a multi-row ``VALUES`` list made psycopg parse thousands of placeholders
+on every call).
 """
 
 from __future__ import annotations
@@ -50,13 +52,9 @@ def insert_rows(model: type[models.Model], objects: Sequence[models.Model]) -> N
         if connection.vendor != "postgresql":
             cursor.executemany(sql, rows)
             return
-        row_sql = "({})".format(", ".join(["%s"] * len(fields)))
         head = sql.partition(" VALUES ")[0]
-        for chunk in _chunks(rows, len(fields)):
-            cursor.execute(
-                f"{head} VALUES {', '.join([row_sql] * len(chunk))}",
-                [value for row in chunk for value in row],
-            )
+        unnest = _unnest(connection, fields)
+        cursor.execute(f"{head} SELECT * FROM {unnest}", _columns(rows))  # noqa: S608
 
 
 def update_rows(
@@ -113,14 +111,11 @@ def _update_from_values(
     conditions: list[tuple[models.Field[Any, Any], str, object]],
     extra: list[Any],
 ) -> int:
-    """PostgreSQL: ``UPDATE t SET c = v.c ... FROM (VALUES ...) v WHERE t.pk = v.pk``,
-    every value cast to its column's type (a VALUES list has no target to infer it)."""
+    """PostgreSQL: ``UPDATE t SET c = v.c ... FROM unnest(...) v WHERE t.pk = v.pk``."""
     quote = connection.ops.quote_name
     opts = model._meta
     pk = opts.pk
     assert pk is not None
-    typed = [*columns, pk]
-    casts = ", ".join(f"CAST(%s AS {f.db_type(connection)})" for f in typed)
     names = [f"c{index}" for index in range(len(columns))]
     table = quote(opts.db_table)
     assignments = ", ".join(
@@ -131,31 +126,28 @@ def _update_from_values(
         [f.get_db_prep_save(getattr(obj, f.attname), connection) for f in columns] + [obj.pk]
         for obj in objects
     ]
-    updated = 0
+    # Only quoted table and column names and our own types are formatted in.
+    sql = (
+        f"UPDATE {table} SET {assignments} "  # noqa: S608
+        f"FROM {_unnest(connection, [*columns, pk])} AS v({', '.join([*names, 'pk'])}) "
+        f"WHERE {table}.{quote(str(pk.column))} = v.pk{where}"
+    )
     with (
         transaction.atomic(using=connection.alias, savepoint=False),
         connection.cursor() as cursor,
     ):
-        for chunk in _chunks(rows, len(typed) + len(extra)):
-            # Only quoted table and column names and our own types are formatted in.
-            sql = (
-                f"UPDATE {table} SET {assignments} FROM (VALUES "  # noqa: S608
-                + ", ".join([f"({casts})"] * len(chunk))
-                + f") AS v({', '.join([*names, 'pk'])}) "
-                f"WHERE {table}.{quote(str(pk.column))} = v.pk{where}"
-            )
-            cursor.execute(sql, [value for row in chunk for value in row] + extra)
-            updated += max(int(cursor.rowcount), 0)
-    return updated
+        cursor.execute(sql, _columns(rows) + extra)
+        return max(int(cursor.rowcount), 0)
 
 
-#: PostgreSQL's limit of parameters in one statement.
-_MAX_PARAMETERS = 65535
+def _unnest(connection: Any, fields: Sequence[models.Field[Any, Any]]) -> str:
+    """``unnest(%s::type[], ...)``: one array parameter per column, so the statement's
+    text (parsed and cached by the driver) is the same for any number of rows."""
+    return "unnest({})".format(", ".join(f"%s::{f.db_type(connection)}[]" for f in fields))
 
 
-def _chunks(rows: list[list[Any]], width: int) -> list[list[list[Any]]]:
-    size = max((_MAX_PARAMETERS - 100) // max(width, 1), 1)
-    return [rows[start : start + size] for start in range(0, len(rows), size)]
+def _columns(rows: list[list[Any]]) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 def _concrete(model: type[models.Model], name: str) -> models.Field[Any, Any]:

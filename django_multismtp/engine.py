@@ -53,7 +53,7 @@ from .exceptions import (
     UnknownAccount,
     send_error,
 )
-from .feed import Feed, Lane
+from .feed import AHEAD, Feed, Lane
 from .hints import Hints, context_hints, message_hints
 from .message import SendStatus
 from .models import DeliveryLog, OutboxMessage, SmtpAccount
@@ -618,7 +618,11 @@ class Engine:
                     lanes.append((session, Lane(lane)))
         # The connections send on our loop while this thread renders their next messages
         # (see feed.py): rendering overlaps the waits for the servers.
-        feed = Feed(smtp_loop.loop(), [lane for _, lane in lanes])
+        # Queued mail is rendered already (its bytes are in memory with the rows): hand
+        # every message over at once, so the connections never wait for this thread
+        # while it writes settlements. Direct sends render a few ahead, to bound memory.
+        ahead = len(attempts) if all(a.item.raw is not None for a in attempts) else AHEAD
+        feed = Feed(smtp_loop.loop(), [lane for _, lane in lanes], ahead=ahead)
         idle = self._batch.take_meanwhile() if self._batch is not None else None
         feed.run(_send_groups(lanes, feed), _render, self._on_replies, idle=idle)
 
