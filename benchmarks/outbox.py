@@ -147,7 +147,8 @@ def child(args: argparse.Namespace) -> None:
     if args.profile:
         import cProfile
 
-        profiler = cProfile.Profile()
+        # CPU time of the calling thread (not the waits for the database)
+        profiler = cProfile.Profile(time.thread_time)
         profiler.enable()
     started, cpu = time.time(), own_cpu()
     result = worker.drain(batch_size=args.batch)

@@ -248,8 +248,9 @@ class Engine:
         try:
             now = clock.now()
             accounts = load_accounts()
+            shared: dict[Any, Any] = {}
             for index, row in enumerate(rows):
-                items.append(self._queued_item(index, row, accounts, now))
+                items.append(self._queued_item(index, row, accounts, now, shared))
             self._deliver([item for item in items if not item.done], now, batch)
         except Exception as exc:
             logger.exception("Sending a batch of %d queued messages failed", len(rows))
@@ -262,11 +263,18 @@ class Engine:
         self._write(batch)
         return items
 
-    def _queued_item(self, index: int, row: Any, accounts: list[SmtpAccount], now: Any) -> Outgoing:
+    def _queued_item(
+        self,
+        index: int,
+        row: Any,
+        accounts: list[SmtpAccount],
+        now: Any,
+        shared: dict[Any, Any] | None = None,
+    ) -> Outgoing:
         """An outbox row made ready to send; a row our code cannot read or route is a
         fault of that row alone."""
         try:
-            item = Outgoing.from_row(index, row)
+            item = Outgoing.from_row(index, row, shared)
         except Exception as exc:
             item = _stub(index, row)
             self._fault(item, _("reading it from the outbox"), exc)
