@@ -120,10 +120,18 @@ class _Batch:
     #: Run once in the calling thread while the batch is on the wire (see
     #: :meth:`Engine.send_queued`); None once it ran.
     meanwhile: Callable[[], Any] | None = None
+    #: Attempts of the round on the wire not replied to yet, and how few of them
+    #: there may be when ``meanwhile`` runs.
+    in_round: int = 0
+    tail: int = 0
 
-    def take_meanwhile(self) -> Callable[[], Any] | None:
-        meanwhile, self.meanwhile = self.meanwhile, None
-        return meanwhile
+    def replied(self, count: int) -> None:
+        """``count`` more replies of the round: run ``meanwhile`` once only its tail is
+        left on the wire."""
+        self.in_round -= count
+        if self.meanwhile is not None and count and self.in_round <= self.tail:
+            meanwhile, self.meanwhile = self.meanwhile, None
+            meanwhile()
 
     def finish(self, items: Iterable[Outgoing]) -> None:
         for item in items:
@@ -240,9 +248,9 @@ class Engine:
         say), every message not finished yet becomes a failed attempt with the error;
         only ``settle`` itself failing (the database gone) is raised.
 
-        ``meanwhile`` runs once in this thread when every message of the first round is
-        rendered and the connections are busy with them (the worker claims its next
-        batch there, so the connections do not wait for it)."""
+        ``meanwhile`` runs once in this thread when only the tail of a round is left on
+        the wire (the worker claims its next batch there, so the connections do not wait
+        for it, and the rows it claims are held unsent as briefly as possible)."""
         items: list[Outgoing] = []
         batch = _Batch(settle, every or SETTLE_EVERY, meanwhile=meanwhile)
         try:
@@ -362,15 +370,18 @@ class Engine:
         if batch is None:
             return
         now = clock.now() if attempts else None
+        fresh = 0
         for attempt in attempts:
             if attempt.recorded:
                 continue
             attempt.recorded = True
+            fresh += 1
             self._record(attempt, batch, now)
             if attempt.item.done:
                 batch.finish([attempt.item])
         while (count := batch.due()) is not None:
             self._write(batch, count)
+        batch.replied(fresh)
 
     def _record(self, attempt: Attempt, batch: _Batch, now: Any) -> None:
         """Take one attempt's outcome into account; a fault is the message's alone."""
@@ -631,8 +642,13 @@ class Engine:
         # while it writes settlements. Direct sends render a few ahead, to bound memory.
         ahead = len(attempts) if all(a.item.raw is not None for a in attempts) else AHEAD
         feed = Feed(smtp_loop.loop(), [lane for _, lane in lanes], ahead=ahead)
-        idle = self._batch.take_meanwhile() if self._batch is not None else None
-        feed.run(_send_groups(lanes, feed), _render, self._on_replies, idle=idle)
+        if self._batch is not None:
+            # The worker claims its next batch once only the tail of this round is left
+            # on the wire: the connections never wait for that claim, and the rows it
+            # takes are held, unsent, for as short a time as possible.
+            self._batch.in_round = len(attempts)
+            self._batch.tail = AHEAD * len(lanes)
+        feed.run(_send_groups(lanes, feed), _render, self._on_replies)
 
     def _settle(
         self,

@@ -69,21 +69,16 @@ class Feed:
         send: Coroutine[Any, Any, None],
         render: Callable[[Any], bytes],
         on_replies: Callable[[list[Any]], Any] | None = None,
-        idle: Callable[[], Any] | None = None,
     ) -> None:
         """Start ``send`` on the loop, render every attempt for it, wait until it is done.
 
         ``on_replies`` runs in this thread with the attempts replied to since its last
-        call (possibly none: it is also a clock tick), until the loop is done. ``idle``
-        runs once when everything is rendered, while the loop still sends: this thread
-        has nothing else to do then."""
+        call (possibly none: it is also a clock tick), until the loop is done."""
         self._on_replies = on_replies or _ignore
         future = asyncio.run_coroutine_threadsafe(send, self.loop)
         future.add_done_callback(lambda _future: self._notify())
         try:
             self._render_all(render, future)
-            if idle is not None:
-                idle()
             while not future.done():
                 with self._changed:
                     if not self._replied and not future.done():
