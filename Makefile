@@ -96,15 +96,21 @@ docs: venv
 demo: $(DEMO_BIN)/.installed
 	$(DEMO_BIN)/python example_project/manage.py demo $(DEMOARGS)
 
-# Throughput, memory and queries against Django's stock SMTP backend on loopback sinks;
-# see benchmarks/README.md. Never part of `make test`.
+# Throughput, memory and queries against Django's stock SMTP backend on loopback sinks,
+# then the outbox case (queue, drain with 1 and 2 worker processes) on a throw-away
+# PostgreSQL cluster of its own, stopped whatever the outcome; see benchmarks/README.md.
+# Never part of `make test`. OUTBOXARGS go to the outbox case ("--messages 0" skips it).
 # Postfix's smtp-sink (a C sink that is never the bottleneck) is installed when missing; the
 # package also brings Postfix's mail service, which the benchmark does not use.
-bench: venv
+BENCHPG := $(PGDIR)-bench
+bench: venv sysdeps
 	@[ -x /usr/sbin/smtp-sink ] || { echo "Installing Debian package: postfix (for smtp-sink)"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postfix >/dev/null; }
 	$(BIN)/python -m benchmarks $(BENCHARGS)
+	$(MAKE) --no-print-directory pg-up PGDIR=$(BENCHPG)
+	PGPORT=$$(cat $(BENCHPG)/port) $(BIN)/python -m benchmarks.outbox $(OUTBOXARGS); rc=$$?; \
+	  $(MAKE) --no-print-directory pg-down PGDIR=$(BENCHPG); exit $$rc
 
 # Mutation testing of the rules that protect users: each module against its own tests, one
 # worker at the lowest priority; prints a score per module and the survivors. Takes

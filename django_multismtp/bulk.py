@@ -3,7 +3,15 @@
 ``bulk_create`` splits rows by the backend's parameter cap (Django 5.2 assumes 999 for
 SQLite: 13 INSERTs for 1,000 delivery-log rows, 25 for 1,000 outbox rows), so the number
 of queries would grow with the batch. ``executemany`` keeps one prepared statement per
-call on every version, and psycopg 3 pipelines it into one round trip.
+call on every version (SQLite runs it in-process, cheaply).
+
+On PostgreSQL ``executemany`` is still one statement *per row* for the server (psycopg 3
+pipelines the round trips, not the work): a worker settling its rows one UPDATE each
+spent more CPU in PostgreSQL than a direct send spends in total. There, rows go in as
+one ``INSERT ... SELECT * FROM unnest(...)`` and one ``UPDATE ... FROM unnest(...)``: one
+array parameter per column, so the statement's text stays short and the same for any
+number of rows (a multi-row ``VALUES`` list made psycopg parse thousands of placeholders
+on every call).
 """
 
 from __future__ import annotations
@@ -41,7 +49,12 @@ def insert_rows(model: type[models.Model], objects: Sequence[models.Model]) -> N
         transaction.atomic(using=connection.alias, savepoint=False),
         connection.cursor() as cursor,
     ):
-        cursor.executemany(sql, rows)
+        if connection.vendor != "postgresql":
+            cursor.executemany(sql, rows)
+            return
+        head = sql.partition(" VALUES ")[0]
+        unnest = _unnest(connection, fields)
+        cursor.execute(f"{head} SELECT * FROM {unnest}", _columns(rows))  # noqa: S608
 
 
 def update_rows(
@@ -75,6 +88,8 @@ def update_rows(
         "".join(f" AND {quote(str(f.column))} {op} %s" for f, op, _value in conditions),
     )
     extra = [f.get_db_prep_save(value, connection) for f, _op, value in conditions]
+    if connection.vendor == "postgresql":
+        return _update_from_values(connection, model, objects, columns, conditions, extra)
     rows = [
         [f.get_db_prep_save(getattr(obj, f.attname), connection) for f in columns]
         + [obj.pk, *extra]
@@ -86,6 +101,53 @@ def update_rows(
     ):
         cursor.executemany(sql, rows)
         return max(int(cursor.rowcount), 0)
+
+
+def _update_from_values(
+    connection: Any,
+    model: type[models.Model],
+    objects: Sequence[models.Model],
+    columns: list[models.Field[Any, Any]],
+    conditions: list[tuple[models.Field[Any, Any], str, object]],
+    extra: list[Any],
+) -> int:
+    """PostgreSQL: ``UPDATE t SET c = v.c ... FROM unnest(...) v WHERE t.pk = v.pk``."""
+    quote = connection.ops.quote_name
+    opts = model._meta
+    pk = opts.pk
+    assert pk is not None
+    names = [f"c{index}" for index in range(len(columns))]
+    table = quote(opts.db_table)
+    assignments = ", ".join(
+        f"{quote(str(f.column))} = v.{name}" for f, name in zip(columns, names, strict=True)
+    )
+    where = "".join(f" AND {table}.{quote(str(f.column))} {op} %s" for f, op, _v in conditions)
+    rows = [
+        [f.get_db_prep_save(getattr(obj, f.attname), connection) for f in columns] + [obj.pk]
+        for obj in objects
+    ]
+    # Only quoted table and column names and our own types are formatted in.
+    sql = (
+        f"UPDATE {table} SET {assignments} "  # noqa: S608
+        f"FROM {_unnest(connection, [*columns, pk])} AS v({', '.join([*names, 'pk'])}) "
+        f"WHERE {table}.{quote(str(pk.column))} = v.pk{where}"
+    )
+    with (
+        transaction.atomic(using=connection.alias, savepoint=False),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(sql, _columns(rows) + extra)
+        return max(int(cursor.rowcount), 0)
+
+
+def _unnest(connection: Any, fields: Sequence[models.Field[Any, Any]]) -> str:
+    """``unnest(%s::type[], ...)``: one array parameter per column, so the statement's
+    text (parsed and cached by the driver) is the same for any number of rows."""
+    return "unnest({})".format(", ".join(f"%s::{f.db_type(connection)}[]" for f in fields))
+
+
+def _columns(rows: list[list[Any]]) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 def _concrete(model: type[models.Model], name: str) -> models.Field[Any, Any]:

@@ -53,7 +53,7 @@ from .exceptions import (
     UnknownAccount,
     send_error,
 )
-from .feed import Feed, Lane
+from .feed import AHEAD, Feed, Lane
 from .hints import Hints, context_hints, message_hints
 from .message import SendStatus
 from .models import DeliveryLog, OutboxMessage, SmtpAccount
@@ -124,6 +124,21 @@ class _Batch:
     finished: list[Outgoing] = dataclasses.field(default_factory=list)
     handed: set[int] = dataclasses.field(default_factory=set)
     written_at: float = dataclasses.field(default_factory=time.monotonic)
+    #: Run once in the calling thread while the batch is on the wire (see
+    #: :meth:`Engine.send_queued`); None once it ran.
+    meanwhile: Callable[[], Any] | None = None
+    #: Attempts of the round on the wire not replied to yet, and how few of them
+    #: there may be when ``meanwhile`` runs.
+    in_round: int = 0
+    tail: int = 0
+
+    def replied(self, count: int) -> None:
+        """``count`` more replies of the round: run ``meanwhile`` once only its tail is
+        left on the wire."""
+        self.in_round -= count
+        if self.meanwhile is not None and count and self.in_round <= self.tail:
+            meanwhile, self.meanwhile = self.meanwhile, None
+            meanwhile()
 
     def finish(self, items: Iterable[Outgoing]) -> None:
         for item in items:
@@ -226,6 +241,7 @@ class Engine:
         *,
         settle: Settle | None = None,
         every: SettleEvery | None = None,
+        meanwhile: Callable[[], Any] | None = None,
     ) -> list[Outgoing]:
         """Send claimed outbox rows by the same rules as a direct send; return the
         items with their outcomes.
@@ -237,15 +253,20 @@ class Engine:
 
         Whatever our own code raises for the batch as a whole (loading the accounts,
         say), every message not finished yet becomes a failed attempt with the error;
-        only ``settle`` itself failing (the database gone) is raised."""
+        only ``settle`` itself failing (the database gone) is raised.
+
+        ``meanwhile`` runs once in this thread when only the tail of a round is left on
+        the wire (the worker claims its next batch there, so the connections do not wait
+        for it, and the rows it claims are held unsent as briefly as possible)."""
         items: list[Outgoing] = []
-        batch = _Batch(settle, every or SETTLE_EVERY)
+        batch = _Batch(settle, every or SETTLE_EVERY, meanwhile=meanwhile)
         try:
             now = clock.now()
             stall.worker_seen(now)  # a worker is sending: queued mail is not stranded
             accounts = load_accounts()
+            shared: dict[Any, Any] = {}
             for index, row in enumerate(rows):
-                items.append(self._queued_item(index, row, accounts, now))
+                items.append(self._queued_item(index, row, accounts, now, shared))
             self._deliver([item for item in items if not item.done], now, batch)
         except Exception as exc:
             logger.exception("Sending a batch of %d queued messages failed", len(rows))
@@ -258,11 +279,18 @@ class Engine:
         self._write(batch)
         return items
 
-    def _queued_item(self, index: int, row: Any, accounts: list[SmtpAccount], now: Any) -> Outgoing:
+    def _queued_item(
+        self,
+        index: int,
+        row: Any,
+        accounts: list[SmtpAccount],
+        now: Any,
+        shared: dict[Any, Any] | None = None,
+    ) -> Outgoing:
         """An outbox row made ready to send; a row our code cannot read or route is a
         fault of that row alone."""
         try:
-            item = Outgoing.from_row(index, row)
+            item = Outgoing.from_row(index, row, shared)
         except Exception as exc:
             item = _stub(index, row)
             self._fault(item, _("reading it from the outbox"), exc)
@@ -350,15 +378,18 @@ class Engine:
         if batch is None:
             return
         now = clock.now() if attempts else None
+        fresh = 0
         for attempt in attempts:
             if attempt.recorded:
                 continue
             attempt.recorded = True
+            fresh += 1
             self._record(attempt, batch, now)
             if attempt.item.done:
                 batch.finish([attempt.item])
         while (count := batch.due()) is not None:
             self._write(batch, count)
+        batch.replied(fresh)
 
     def _record(self, attempt: Attempt, batch: _Batch, now: Any) -> None:
         """Take one attempt's outcome into account; a fault is the message's alone."""
@@ -643,7 +674,17 @@ class Engine:
                     lanes.append((session, Lane(lane)))
         # The connections send on our loop while this thread renders their next messages
         # (see feed.py): rendering overlaps the waits for the servers.
-        feed = Feed(smtp_loop.loop(), [lane for _, lane in lanes])
+        # Queued mail is rendered already (its bytes are in memory with the rows): hand
+        # every message over at once, so the connections never wait for this thread
+        # while it writes settlements. Direct sends render a few ahead, to bound memory.
+        ahead = len(attempts) if all(a.item.raw is not None for a in attempts) else AHEAD
+        feed = Feed(smtp_loop.loop(), [lane for _, lane in lanes], ahead=ahead)
+        if self._batch is not None:
+            # The worker claims its next batch once only the tail of this round is left
+            # on the wire: the connections never wait for that claim, and the rows it
+            # takes are held, unsent, for as short a time as possible.
+            self._batch.in_round = len(attempts)
+            self._batch.tail = AHEAD * len(lanes)
         feed.run(_send_groups(lanes, feed), _render, self._on_replies)
 
     def _settle(

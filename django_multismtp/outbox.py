@@ -222,9 +222,9 @@ def claim(
         # transaction that read first could not take the write lock while another
         # process waits for it. The UPDATE re-checks that each row is still due and
         # unclaimed, so two workers never both take a row.
-        OutboxMessage.objects.using(alias).filter(
-            due, pk__in=list(ordered.values_list("pk", flat=True)[:limit])
-        ).update(**changes)
+        ids = list(ordered.values_list("pk", flat=True)[:limit])
+        if ids:
+            OutboxMessage.objects.using(alias).filter(due, pk__in=ids).update(**changes)
     else:
         with transaction.atomic(using=alias):
             locked = ordered.select_for_update(
@@ -233,9 +233,13 @@ def claim(
             ids = list(locked.values_list("pk", flat=True)[:limit])
             if ids:
                 OutboxMessage.objects.using(alias).filter(pk__in=ids).update(**changes)
+    if not ids:
+        return []
+    # Only the rows this call claimed: the worker may hold others still (the batch on
+    # the wire while it claims the next one), which must not be sent twice.
     return list(
         OutboxMessage.objects.using(alias)
-        .filter(locked_by=worker, status=Status.QUEUED)
+        .filter(pk__in=ids, locked_by=worker, status=Status.QUEUED)
         .order_by("next_attempt_at", "pk")
     )
 

@@ -122,25 +122,34 @@ class Outgoing:
         return item
 
     @classmethod
-    def from_row(cls, index: int, row: OutboxMessage) -> Outgoing:
-        """A queued message, ready for the same rounds as a direct send."""
-        from_email = row.from_email
-        from .models import SmtpAccount
+    def from_row(
+        cls, index: int, row: OutboxMessage, shared: dict[Any, Any] | None = None
+    ) -> Outgoing:
+        """A queued message, ready for the same rounds as a direct send.
 
+        ``shared``: a dict kept for one batch, where rows that name the same account
+        and sender share what is worked out from them (a model instance per row cost
+        more than the rest of this method)."""
+        from_email = row.from_email
+        shared = {} if shared is None else shared
         # By primary key only: a reference carrying the id (and, for the error should
         # the account be gone, the name it had). A hint kept as text is found only on
         # rows queued before hints were stored by id that named no account then: read
         # as the header is (digits are a primary key, anything else a name).
-        account: Any = header_account(row.account_hint) if row.account_hint else None
-        if row.hinted_account_id is not None:
-            account = SmtpAccount(pk=row.hinted_account_id, name=row.account_hint)
-        hints = Hints(account=account, purpose=row.purpose or None)
+        key = ("hints", row.hinted_account_id, row.account_hint, row.purpose)
+        hints = shared.get(key)
+        if hints is None:
+            hints = shared[key] = _row_hints(row)
+        sender_key = ("sender", from_email)
+        from_address = shared.get(sender_key)
+        if from_address is None:
+            from_address = shared[sender_key] = sender_spec(from_email)
         return cls(
             index=index,
             message=row,
             hints=hints,
             user_id=row.user_id,
-            from_address=sender_spec(from_email),
+            from_address=from_address,
             uses_default_from=row.uses_default_from,
             envelope_recipients=row.recipients(),
             message_id=row.message_id,
@@ -199,6 +208,15 @@ class Outgoing:
     def recipient_domains(self) -> str:
         domains = sorted({r.rpartition("@")[2].lower() for r in self.envelope_recipients})
         return ",".join(domains)[:500]
+
+
+def _row_hints(row: OutboxMessage) -> Hints:
+    from .models import SmtpAccount
+
+    account: Any = header_account(row.account_hint) if row.account_hint else None
+    if row.hinted_account_id is not None:
+        account = SmtpAccount(pk=row.hinted_account_id, name=row.account_hint)
+    return Hints(account=account, purpose=row.purpose or None)
 
 
 @dataclass

@@ -41,8 +41,44 @@ def backend_for(mailer: str) -> EmailBackend:
     return EmailBackend()
 
 
+#: Seconds a looping worker keeps its SMTP connections open with nothing to send.
+KEEP_OPEN_IDLE = 5.0
+
+
+class Mailers:
+    """The backends of one drain, one per mailer alias, built once and kept open across
+    batches, so a looping worker reuses its SMTP connections (and what each connection
+    learned: EHLO, PIPELINING, login) instead of opening new ones for every batch.
+
+    Connections still close after an account's ``max_messages_per_connection`` (the
+    session counts), when the worker has been idle for :data:`KEEP_OPEN_IDLE` seconds,
+    and when the drain ends (:meth:`close`)."""
+
+    def __init__(self) -> None:
+        self._backends: dict[str, EmailBackend] = {}
+
+    def get(self, mailer: str) -> EmailBackend:
+        backend = self._backends.get(mailer)
+        if backend is None:
+            backend = self._backends[mailer] = backend_for(mailer)
+        return backend
+
+    def close(self) -> None:
+        backends, self._backends = self._backends, {}
+        for mailer, backend in backends.items():
+            try:
+                backend.close()
+            except Exception:
+                logger.exception("Closing the connections of mailer %r failed", mailer)
+
+
 def send_batch(
-    rows: list[OutboxMessage], *, worker: str, every: SettleEvery | None = None
+    rows: list[OutboxMessage],
+    *,
+    worker: str,
+    every: SettleEvery | None = None,
+    mailers: Mailers | None = None,
+    meanwhile: Callable[[], Any] | None = None,
 ) -> outbox.Settlement:
     """Send claimed rows (grouped by mailer), settling them as their replies arrive.
 
@@ -50,7 +86,11 @@ def send_batch(
     message's (a failed attempt, see :mod:`django_multismtp.engine`), and a group that
     fails as a whole gives its unsettled rows back with the attempt counted
     (:func:`outbox.give_back`). Only a database that refuses even that is left to the
-    lease."""
+    lease.
+
+    ``mailers``: backends kept open across batches (the caller closes them); without
+    it each mailer's connections close with the batch. ``meanwhile``: run once in this
+    thread while the batch is on the wire (the worker claims its next batch there)."""
     by_mailer: dict[str, list[OutboxMessage]] = defaultdict(list)
     for row in rows:
         by_mailer[row.mailer].append(row)
@@ -61,14 +101,44 @@ def send_batch(
 
     for mailer, group in by_mailer.items():
         try:
-            backend_for(mailer).send_queued(group, settle=settle, every=every)
+            if mailers is not None:
+                backend = mailers.get(mailer)
+                backend.send_queued(
+                    group, settle=settle, every=every, meanwhile=meanwhile, keep_open=True
+                )
+            else:
+                backend_for(mailer).send_queued(group, settle=settle, every=every)
         except Exception as exc:
             logger.exception("Sending %d outbox rows of mailer %r failed", len(group), mailer)
             try:
                 result.add(outbox.give_back(group, worker=worker, now=clock.now(), error=exc))
             except Exception:
                 logger.exception("Giving back %d outbox rows failed", len(group))
+        meanwhile = None  # once per batch (a mailer that failed early may not have run it)
     return result
+
+
+class _Prefetch:
+    """The next batch, claimed while the current one is on the wire, so the
+    connections never wait for the claim between batches. Only after a full batch (a
+    short one means nothing more was due), and never raising: a claim that fails here
+    is simply made again by the loop."""
+
+    def __init__(self, size: int, worker: str) -> None:
+        self.size, self.worker = size, worker
+        self.rows: list[OutboxMessage] | None = None
+
+    def __call__(self) -> None:
+        if self.rows is not None:
+            return
+        try:
+            self.rows = outbox.claim(self.size, worker=self.worker, now=clock.now())
+        except Exception:
+            logger.exception("Claiming the next outbox batch failed; claiming it again later")
+
+    def take(self) -> list[OutboxMessage] | None:
+        rows, self.rows = self.rows, None
+        return rows
 
 
 def drain(
@@ -80,6 +150,7 @@ def drain(
     sleep: Callable[[float], Any] = time.sleep,
     on_batch: Callable[[outbox.Settlement], Any] | None = None,
     every: SettleEvery | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> outbox.Settlement:
     """Send due mail until none is due (or, with ``loop``, until ``stop()``).
 
@@ -88,23 +159,48 @@ def drain(
     its rows rather than leaving them claimed (see :func:`send_batch`); only a worker
     that dies leaves rows to the lease, which then hands them to the next worker marked
     as possible duplicates.
+
+    The SMTP connections stay open from batch to batch (see :class:`Mailers`), and the
+    next batch is claimed while the current one is on the wire; rows claimed that way
+    and not sent because the drain stops are given back untouched.
     """
     size = batch_size or int(conf.get_setting("OUTBOX_BATCH_SIZE"))
     poll = conf.get_timedelta("OUTBOX_POLL_INTERVAL").total_seconds()
     worker = outbox.worker_id()
     total = outbox.Settlement()
-    started = time.monotonic()
-    while not stop():
-        if max_seconds is not None and time.monotonic() - started >= max_seconds:
-            break
-        rows = outbox.claim(size, worker=worker, now=clock.now())
-        if not rows:
-            if not loop:
+    started = busy = monotonic()
+    mailers = Mailers()
+    prefetch = _Prefetch(size, worker)
+    try:
+        while not stop():
+            if max_seconds is not None and monotonic() - started >= max_seconds:
                 break
-            sleep(poll)
-            continue
-        result = send_batch(rows, worker=worker, every=every)
-        total.add(result)
-        if on_batch is not None:
-            on_batch(result)
+            rows = prefetch.take()
+            if rows is None:
+                rows = outbox.claim(size, worker=worker, now=clock.now())
+            if not rows:
+                if not loop:
+                    break
+                if monotonic() + poll - busy >= KEEP_OPEN_IDLE:
+                    mailers.close()  # idle: do not hold the servers' connections
+                sleep(poll)
+                continue
+            result = send_batch(
+                rows,
+                worker=worker,
+                every=every,
+                mailers=mailers,
+                meanwhile=prefetch if len(rows) >= size else None,
+            )
+            busy = monotonic()
+            total.add(result)
+            if on_batch is not None:
+                on_batch(result)
+    finally:
+        leftover = prefetch.take()
+        try:
+            if leftover:
+                outbox.release(leftover, worker=worker)
+        finally:
+            mailers.close()
     return total

@@ -639,3 +639,80 @@ def test_a_failing_pre_send_receiver_defers_its_message_and_spares_the_batch(
     assert poison.status == Status.QUEUED
     assert "A pre_send receiver raised KeyError('bug in a receiver')" in poison.last_error
     assert [str(r.message()["Subject"]) for r in smtp_server.received] == ["fine"]
+
+
+# -- a worker keeps its connections and claims ahead ----------------------------------------
+
+
+def test_a_drain_reuses_its_connection_across_batches_and_sends_each_row_once(
+    settings, account, smtp_server, clock
+):
+    """Batches of 2 of 7 rows: one connection for the whole drain (it used to open one
+    per batch), and the batch claimed while another is on the wire is never the one
+    still being sent (each message arrives once)."""
+    outbox_mode(settings, "always")
+    assert send(*(message(f"m{i}") for i in range(7))) == 7
+    result = worker.drain(batch_size=2)
+    assert (result.sent, result.retrying, result.failed, result.lost_lease) == (7, 0, 0, 0)
+    ids = received_ids(smtp_server)
+    assert sorted(ids) == sorted(OutboxMessage.objects.values_list("message_id", flat=True))
+    assert len(set(ids)) == 7
+    assert smtp_server.connections == 1
+    assert not OutboxMessage.objects.exclude(locked_by="").exists()
+
+
+def test_a_looping_worker_closes_its_connections_when_idle(settings, account, smtp_server, clock):
+    outbox_mode(settings, "always")
+    ticks = iter(range(1000))  # each look at the monotonic clock: one second later
+    polls: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        polls.append(seconds)
+        if len(polls) == 1:
+            assert smtp_server.connections == 1
+            send(message("after a pause"))
+
+    send(message("first"))
+    result = worker.drain(
+        loop=True,
+        sleep=sleep,
+        stop=lambda: len(polls) >= 2,
+        monotonic=lambda: float(next(ticks)),
+    )
+    assert result.sent == 2
+    # Closed before the idle poll (the server saw QUIT), a new connection after it.
+    assert smtp_server.connections == 2
+    assert [str(r.message()["Subject"]) for r in smtp_server.received] == [
+        "first",
+        "after a pause",
+    ]
+
+
+def test_rows_claimed_ahead_are_given_back_when_the_drain_stops(
+    settings, account, smtp_server, clock
+):
+    outbox_mode(settings, "always")
+    send(*(message(f"m{i}") for i in range(5)))
+    batches: list[Any] = []
+    result = worker.drain(batch_size=2, on_batch=batches.append, stop=lambda: len(batches) >= 1)
+    assert result.sent == 2
+    # The next two were claimed while the first two were sent, and released unsent.
+    assert OutboxMessage.objects.filter(status=Status.QUEUED).count() == 3
+    assert not OutboxMessage.objects.exclude(locked_by="").exists()
+    assert OutboxMessage.objects.filter(claims=1).count() == 4
+    assert worker.drain().sent == 3
+    assert len(set(received_ids(smtp_server))) == 5
+
+
+def test_queueing_writes_any_number_of_messages_with_the_same_queries(settings, account, clock):
+    """send_messages() under "always": 10 and 1,000 messages, the same statements."""
+    outbox_mode(settings, "always")
+    send(message("warm-up"))
+    counts = []
+    for size in (10, 1000):
+        batch = [message(f"q{i}") for i in range(size)]
+        with CaptureQueriesContext(connection) as queries:
+            assert send(*batch) == size
+        counts.append(len(queries))
+    assert counts[0] == counts[1], counts
+    assert OutboxMessage.objects.filter(status=Status.QUEUED).count() == 1011

@@ -58,10 +58,10 @@ def refuse_the_marked_recipient(server: SMTPTestServer) -> None:
 def fault_in_reading(monkeypatch: pytest.MonkeyPatch, server: SMTPTestServer) -> str:
     from_row = Outgoing.from_row.__func__  # type: ignore[attr-defined]
 
-    def raising(cls: type[Outgoing], index: int, row: OutboxMessage) -> Outgoing:
+    def raising(cls: type[Outgoing], index: int, row: OutboxMessage, *rest: Any) -> Outgoing:
         if POISON in row.recipients():
             raise Injected("reading")
-        return from_row(cls, index, row)  # type: ignore[no-any-return]
+        return from_row(cls, index, row, *rest)  # type: ignore[no-any-return]
 
     monkeypatch.setattr(Outgoing, "from_row", classmethod(raising))
     return "Injected('reading')"

@@ -340,14 +340,17 @@ class EmailBackend(BaseEmailBackend):
             )(email_messages)
         )
 
-    def send_queued(self, rows: Sequence[Any], **options: Any) -> list[Outgoing]:
+    def send_queued(
+        self, rows: Sequence[Any], *, keep_open: bool = False, **options: Any
+    ) -> list[Outgoing]:
         """Send claimed outbox rows through this mailer's engine (see
         :meth:`Engine.send_queued`, which takes the ``options``), reusing connections
-        while the backend is open."""
+        while the backend is open. ``keep_open``: leave the backend open afterwards (a
+        worker's next batch reuses the connections; the worker calls :meth:`close`)."""
         with self._lock:
             # Not open(): a worker must settle its rows whatever the server does, so the
             # engine connects (and records failures) per row, never raising.
-            created = not self._is_open
+            created = not self._is_open and not keep_open
             self._is_open = True
             try:
                 return self.engine.send_queued(rows, **options)
