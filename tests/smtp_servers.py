@@ -129,7 +129,7 @@ class TLSFiles:
 def make_tls_files(
     directory: str | os.PathLike[str], *, valid_for: datetime.timedelta | None = None
 ) -> TLSFiles:
-    """Write a fresh EC P-256 self-signed certificate and key into ``directory``.
+    """Write a fresh EC P-256 self-signed server certificate and key into ``directory``.
 
     ``valid_for``: how long the certificate stays valid from now (30 days by default;
     a few days for tests of expiry warnings).
@@ -139,60 +139,14 @@ def make_tls_files(
     enable by default in ``ssl.create_default_context()``: a non-CA leaf (CA:FALSE,
     digitalSignature only, serverAuth) with subject/authority key identifiers.
     """
-    folder = Path(directory)
-    folder.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    public_key = key.public_key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + (valid_for or datetime.timedelta(days=30)))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(LOCALHOST))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key), critical=False
-        )
-        .sign(key, hashes.SHA256())
+    return _self_signed(
+        directory,
+        common_name="localhost",
+        usage=ExtendedKeyUsageOID.SERVER_AUTH,
+        alt_names=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(LOCALHOST))],
+        valid_for=valid_for or datetime.timedelta(days=30),
+        stem="smtp-test",
     )
-    cert_path = folder / "smtp-test-cert.pem"
-    key_path = folder / "smtp-test-key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
-    return TLSFiles(cert_path=str(cert_path), key_path=str(key_path))
 
 
 def make_client_tls_files(directory: str | os.PathLike[str]) -> TLSFiles:
@@ -201,21 +155,45 @@ def make_client_tls_files(directory: str | os.PathLike[str]) -> TLSFiles:
     For servers that ask the client for a certificate (``client_ca=``): the server trusts
     exactly this certificate, the client presents it (``ssl_certfile``/``ssl_keyfile``).
     """
+    return _self_signed(
+        directory,
+        common_name=CLIENT_CERT_NAME,
+        usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+        alt_names=[],
+        valid_for=datetime.timedelta(days=30),
+        stem="smtp-client",
+    )
+
+
+def _self_signed(
+    directory: str | os.PathLike[str],
+    *,
+    common_name: str,
+    usage: x509.ObjectIdentifier,
+    alt_names: list[x509.GeneralName],
+    valid_for: datetime.timedelta,
+    stem: str,
+) -> TLSFiles:
+    """One non-CA EC P-256 leaf for ``usage``, written as ``<stem>-cert.pem``/``-key.pem``."""
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     public_key = key.public_key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CLIENT_CERT_NAME)])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
-    certificate = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .not_valid_after(now + valid_for)
+    )
+    if alt_names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+    certificate = (
+        builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
@@ -230,15 +208,15 @@ def make_client_tls_files(directory: str | os.PathLike[str]) -> TLSFiles:
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key), critical=False
         )
         .sign(key, hashes.SHA256())
     )
-    cert_path = folder / "smtp-client-cert.pem"
-    key_path = folder / "smtp-client-key.pem"
+    cert_path = folder / f"{stem}-cert.pem"
+    key_path = folder / f"{stem}-key.pem"
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
         key.private_bytes(
