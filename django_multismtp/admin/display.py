@@ -1,0 +1,33 @@
+"""Shared column helpers: coloured status badges and the stalled-worker banner."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from .. import clock, stall
+
+
+def badge(key: str, colour: str, label: Any, title: str = "") -> str:
+    return format_html(
+        '<span class="multismtp-status multismtp-status-{}" style="color:#fff;'
+        'background:{};padding:2px 6px;border-radius:8px;white-space:nowrap" title="{}">'
+        "{}</span>",
+        key,
+        colour,
+        title,
+        label,
+    )
+
+
+def warn_if_stalled(request: HttpRequest) -> None:
+    """A banner on the account and outbox lists when queued mail waits with no worker
+    (see :mod:`django_multismtp.stall`): a site that queues must run one."""
+    if request.method != "GET":
+        return
+    stuck = stall.stalled(clock.now())
+    if stuck is not None:
+        messages.error(request, stuck.message())
