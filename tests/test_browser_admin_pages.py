@@ -1,0 +1,88 @@
+"""The app's own admin pages look like Django's on every supported Django line.
+
+Django 6.1 writes and styles breadcrumbs as ``<ol class="breadcrumbs">``; a page that
+still writes 5.2's ``<div class="breadcrumbs">`` shows them as bare text under 6.1. Each
+of our pages is compared, in headless Chromium, with Django's own changelist on the same
+line: the trail must have the same background as Django's and sit right under #header.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from playwright.sync_api import Page, expect
+
+from tests import test_browser
+from tests.factories import SmtpAccountFactory, UserFactory
+from tests.smtp_servers import SMTPTestServer
+from tests.test_browser import PASSWORD, SELF_SERVICE, log_in, run_action
+
+# The Playwright fixtures of the browser tests (module-scoped there, see its docstring).
+pytestmark = test_browser.pytestmark
+browser_type_launch_args = test_browser.browser_type_launch_args
+playwright = test_browser.playwright
+browser = test_browser.browser
+browser_context_args = test_browser.browser_context_args
+page = test_browser.page
+server = test_browser.server
+_fresh_rate_limits = test_browser._fresh_rate_limits
+
+TRAIL = "nav .breadcrumbs"
+
+
+def trail_style(page: Page) -> dict[str, Any]:
+    """What decides whether the trail looks like Django's: colour, and its place."""
+    result: dict[str, Any] = page.evaluate(
+        """() => {
+            const trail = document.querySelector('nav .breadcrumbs');
+            const header = document.querySelector('#header');
+            const style = getComputedStyle(trail);
+            return {
+                tag: trail.tagName,
+                background: style.backgroundColor,
+                padding: style.paddingLeft,
+                gap: trail.getBoundingClientRect().top - header.getBoundingClientRect().bottom,
+                width: trail.getBoundingClientRect().width - header.getBoundingClientRect().width,
+            };
+        }"""
+    )
+    return result
+
+
+def test_breadcrumbs_of_our_pages_are_styled_as_djangos(
+    page: Page, live_server: Any, server: SMTPTestServer, settings: Any
+) -> None:
+    settings.MULTISMTP = SELF_SERVICE
+    base = live_server.url
+    get_user_model().objects.create_superuser("admin", "admin@example.test", PASSWORD)
+    account = SmtpAccountFactory.for_server(server, name="Support", username="", password="")
+    log_in(page, base, "admin", PASSWORD)
+
+    page.goto(f"{base}/admin/django_multismtp/smtpaccount/")
+    reference = trail_style(page)
+    assert reference["background"] not in ("rgba(0, 0, 0, 0)", "transparent"), reference
+
+    def check(what: str, *texts: str) -> None:
+        style = trail_style(page)
+        assert style == reference, (what, style, reference)
+        for text in texts:
+            expect(page.locator(TRAIL)).to_contain_text(text)
+
+    run_action(page, "test_connection", "Support")
+    expect(page.locator("h1")).to_have_text("Connection test results")
+    check("test results", "Home", "SMTP accounts", "Connection test results")
+
+    page.goto(f"{base}/admin/django_multismtp/smtpaccount/")
+    run_action(page, "send_test_email", "Support")
+    expect(page.locator("h1")).to_contain_text("confirmation code")
+    check("send code", "Home", "SMTP accounts")
+
+    page.goto(f"{base}/admin/django_multismtp/smtpaccount/{account.pk}/confirm/")
+    check("confirm code", "Home", "Support", "Confirm code")
+
+    UserFactory(username="carol", email="carol@example.test")
+    page.context.clear_cookies()
+    log_in(page, base, "carol", PASSWORD)
+    page.goto(f"{base}/smtp/")
+    check("my SMTP settings", "Home", "My SMTP settings")
