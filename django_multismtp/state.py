@@ -52,6 +52,8 @@ def record_failure(account: SmtpAccount, failure: Failure, now: dt.datetime) -> 
         failure.outcome,
         failure.summary(),
         failure.hint,
+        # verify_smtp_accounts reports these itself and filters them out.
+        extra={"multismtp_account_failure": True},
     )
     signals.account_state_changed.send_robust(
         sender=SmtpAccount,

@@ -440,6 +440,34 @@ def test_send_queued_mail_reports_what_it_did(settings, account, smtp_server, cl
     assert len(smtp_server.received) == 4
 
 
+def test_send_queued_mail_v2_reports_mail_waiting_but_not_due(settings, account, clock):
+    outbox_mode(settings, "always")
+    send(message("later"), message("much later"))
+    first = clock.current + dt.timedelta(minutes=5)
+    OutboxMessage.objects.filter(subject="later").update(next_attempt_at=first)
+    OutboxMessage.objects.filter(subject="much later").update(
+        next_attempt_at=first + dt.timedelta(hours=1)
+    )
+    out = StringIO()
+    call_command("send_queued_mail", verbosity=2, stdout=out)
+    lines = out.getvalue().strip().splitlines()
+    assert lines[0] == "Total: sent 0, retrying later 0, failed 0, cancelled 0."
+    assert lines[1] == (
+        f"Waiting, not yet due: 2; the next is due at {first.isoformat(timespec='seconds')} "
+        "(in 300 s)."
+    )
+    # The default verbosity stays one line for cron mail.
+    out = StringIO()
+    call_command("send_queued_mail", stdout=out)
+    assert out.getvalue().strip().count("\n") == 0
+
+
+def test_send_queued_mail_v2_says_when_nothing_waits(settings, account, clock):
+    out = StringIO()
+    call_command("send_queued_mail", verbosity=2, stdout=out)
+    assert out.getvalue().strip().endswith("Nothing else is waiting.")
+
+
 @pytest.mark.parametrize(
     ("args", "error"),
     [
