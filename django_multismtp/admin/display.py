@@ -23,6 +23,19 @@ def badge(key: str, colour: str, label: Any, title: str = "") -> str:
     )
 
 
+def truncated(text: str, width: int) -> str:
+    """``text`` cut between words to ``width`` characters, with the whole of it as a
+    tooltip: long subjects and replies must not push the decisive columns off a
+    1366-pixel screen."""
+    text = " ".join((text or "").split())
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    if " " in cut and text[width - 1] != " ":
+        cut = cut[: cut.rfind(" ")]
+    return format_html('<span title="{}">{}\u2026</span>', text, cut.rstrip())
+
+
 def warn_if_stalled(request: HttpRequest) -> None:
     """A banner on the account and outbox lists when queued mail waits with no worker
     (see :mod:`django_multismtp.stall`): a site that queues must run one."""

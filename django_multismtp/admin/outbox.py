@@ -9,13 +9,13 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html
-from django.utils.translation import gettext
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from .. import clock, outbox
-from ..models import OutboxMessage
+from ..models import OutboxMessage, OutboxStatus
 from .actions import ValidSelectionMixin
-from .display import badge, warn_if_stalled
+from .display import badge, truncated, warn_if_stalled
 from .secrets import SecretFieldsMixin
 
 if TYPE_CHECKING:
@@ -70,21 +70,24 @@ class OutboxMessageAdmin(SecretFieldsMixin, ValidSelectionMixin, OutboxAdminBase
         warn_if_stalled(request)
         return super().changelist_view(request, extra_context)
 
+    # What decides "did it go out, and if not, when and why" first; long text truncated
+    # (whole in a tooltip) so that it fits a 1366-pixel screen with the sidebar open.
     list_display = (
         "created_at",
-        "subject",
+        "subject_short",
         "recipients_short",
         "status_badge",
-        "attempts",
-        "next_attempt_at",
+        "next_attempt",
         "last_error_short",
+        "tries",
         "sent_by",
     )
     list_filter = (OutboxStatusFilter, "created_at")
     search_fields = ("message_id", "subject", "envelope_recipients", "from_email")
     date_hierarchy = "created_at"
     actions = ("retry_now", "cancel")
-    exclude = ("data",)
+    # Shown through displays that name what they count (and hide what no longer applies).
+    exclude = ("data", "attempts", "deferrals", "next_attempt_at")
     readonly_fields = (
         "message_id",
         "subject",
@@ -98,10 +101,10 @@ class OutboxMessageAdmin(SecretFieldsMixin, ValidSelectionMixin, OutboxAdminBase
         "purpose",
         "mailer",
         "status",
-        "attempts",
-        "deferrals",
+        "failed_passes",
+        "deferred_passes",
         "smtp_attempts",
-        "next_attempt_at",
+        "next_attempt",
         "last_error",
         "last_error_code",
         "created_at",
@@ -117,18 +120,45 @@ class OutboxMessageAdmin(SecretFieldsMixin, ValidSelectionMixin, OutboxAdminBase
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: OutboxMessage) -> str:
         key = obj.display_status(clock.now())
-        return badge(key, OUTBOX_COLOURS[key], OUTBOX_LABELS[key], obj.last_error)
+        return badge(key, OUTBOX_COLOURS[key], OUTBOX_LABELS[key], _open_error(obj))
+
+    @admin.display(description=_("subject"), ordering="subject")
+    def subject_short(self, obj: OutboxMessage) -> str:
+        return truncated(obj.subject, 60)
+
+    @admin.display(description=_("next attempt"), ordering="next_attempt_at")
+    def next_attempt(self, obj: OutboxMessage) -> Any:
+        """Only while the row is queued: a sent, failed or cancelled row has none."""
+        return obj.next_attempt_at if obj.status == OutboxStatus.QUEUED else "-"
+
+    @admin.display(description=_("tries"))
+    def tries(self, obj: OutboxMessage) -> str:
+        """SMTP attempts and deferrals, named: "0 attempts" on a sent row read as if it
+        never went out (``attempts`` counts failed passes only)."""
+        n = obj.smtp_attempts
+        text = ngettext("%(n)d SMTP attempt", "%(n)d SMTP attempts", n) % {"n": n}
+        if obj.deferrals:
+            n = obj.deferrals
+            text += ", " + ngettext("%(n)d deferral", "%(n)d deferrals", n) % {"n": n}
+        return text
+
+    @admin.display(description=_("failed passes (count toward OUTBOX_MAX_ATTEMPTS)"))
+    def failed_passes(self, obj: OutboxMessage) -> int:
+        return obj.attempts
+
+    @admin.display(description=_("deferrals (no account could send yet: limits, rate limits)"))
+    def deferred_passes(self, obj: OutboxMessage) -> int:
+        return obj.deferrals
 
     @admin.display(description=_("recipients"))
     def recipients_short(self, obj: OutboxMessage) -> str:
         recipients = obj.recipients()
         more = f" (+{len(recipients) - 1})" if len(recipients) > 1 else ""
-        return (recipients[0] if recipients else "") + more
+        return truncated(recipients[0], 32) + more if recipients else ""
 
     @admin.display(description=_("last error"))
     def last_error_short(self, obj: OutboxMessage) -> str:
-        first = obj.last_error.splitlines()[0] if obj.last_error else ""
-        return first[:120] + ("..." if len(first) > 120 else "")
+        return truncated(_open_error(obj), 60)
 
     @admin.display(description=_("delivery log"))
     def delivery_log(self, obj: OutboxMessage) -> str:
@@ -179,3 +209,9 @@ class OutboxMessageAdmin(SecretFieldsMixin, ValidSelectionMixin, OutboxAdminBase
         skipped = queryset.count() - count
         text = done % {"count": count} + (" " + left % {"n": skipped} if skipped else "")
         self.message_user(request, text, messages.SUCCESS if count else messages.WARNING)
+
+
+def _open_error(obj: OutboxMessage) -> str:
+    """The last error while it still applies: a sent row's earlier deferral ("reached
+    its sending limit") is history, not a problem (the delivery log keeps it)."""
+    return "" if obj.status == OutboxStatus.SENT else obj.last_error
