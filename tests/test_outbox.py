@@ -667,3 +667,19 @@ def test_a_failing_pre_send_receiver_defers_its_message_and_spares_the_batch(
     assert poison.status == Status.QUEUED
     assert "A pre_send receiver raised KeyError('bug in a receiver')" in poison.last_error
     assert [str(r.message()["Subject"]) for r in smtp_server.received] == ["fine"]
+
+
+def test_a_row_sent_after_a_failed_pass_keeps_no_error(settings, account, smtp_server, clock):
+    """The earlier pass's error stays in the delivery log, not on the sent row."""
+    outbox_mode(settings, "always")
+    send(message("retried"))
+    smtp_server.add_fault(Fault.reply(451, "4.3.0 Mailbox busy", on_message=1))
+    call_command("send_queued_mail", stdout=StringIO(), stderr=StringIO())
+    row = OutboxMessage.objects.get()
+    assert row.status == "queued" and "451" in row.last_error
+    clock.current = row.next_attempt_at
+    call_command("send_queued_mail", stdout=StringIO(), stderr=StringIO())
+    row.refresh_from_db()
+    assert row.status == "sent"
+    assert (row.last_error, row.last_error_code) == ("", None)
+    assert DeliveryLog.objects.filter(reply_code=451).exists()
