@@ -102,7 +102,7 @@ def _result(
         failure.outcome.value,
         failure.code,
         failure.text,
-        failure.hint,
+        state.account_hint(account, failure),
         seconds,
     )
 

@@ -12,10 +12,20 @@ from django.db.models import F
 from . import conf, signals
 from .bulk import insert_rows
 from .models import DeliveryLog, SmtpAccount
-from .replies import Failure, Outcome
+from .presets import PRESETS
+from .replies import Failure, Outcome, hint_for_provider
 from .safetext import safe_text
 
 logger = logging.getLogger("django_multismtp")
+
+
+def account_hint(account: SmtpAccount, failure: Failure) -> str:
+    """The hint for ``failure`` on ``account``, in its provider's words when the account
+    still uses its preset's server (a host changed by hand is another provider)."""
+    preset = PRESETS.get(account.preset or "")
+    if preset is None or (account.host or "").lower() != preset.host:
+        return failure.hint
+    return hint_for_provider(failure, preset.key)
 
 
 def throttle_backoff(account: SmtpAccount, failure: Failure) -> dt.timedelta:
@@ -31,7 +41,7 @@ def record_failure(account: SmtpAccount, failure: Failure, now: dt.datetime) -> 
     """Store the last error; for throttling replies, pause the account."""
     updates: dict[str, object] = {
         # (the fields clean them too: ReplyTextField, ReplyCodeField)
-        "last_error": safe_text(f"{failure.summary()}\n{failure.hint}".strip()),
+        "last_error": safe_text(f"{failure.summary()}\n{account_hint(account, failure)}".strip()),
         "last_error_code": failure.code if failure.code and 200 <= failure.code < 600 else None,
         "last_error_at": now,
     }
@@ -51,7 +61,7 @@ def record_failure(account: SmtpAccount, failure: Failure, now: dt.datetime) -> 
         account.name,
         failure.outcome,
         failure.summary(),
-        failure.hint,
+        account_hint(account, failure),
         # verify_smtp_accounts reports these itself and filters them out.
         extra={"multismtp_account_failure": True},
     )
