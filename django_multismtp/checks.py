@@ -12,6 +12,7 @@ django_multismtp.W003  no mailer uses django_multismtp.backends.EmailBackend
 django_multismtp.E004  MULTISMTP is not a dict / PURPOSES is not a dict
 django_multismtp.E005  an OUTBOX setting has a value it cannot take
 django_multismtp.E006  a mailer's OPTIONS name an option our backend does not take
+django_multismtp.E007  LOG_RECIPIENTS is not "plain", "hashed" or "off"
 django_multismtp.W004  queued mail waits with no worker (``check --database``)
 django_multismtp.W005  ALLOW_INTERNAL_HOSTS is on (``check --deploy``)
 django_multismtp.W006  SERVER_EMAIL / DEFAULT_FROM_EMAIL is Django's default (deploy)
@@ -124,6 +125,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     errors.extend(_outbox_errors(raw))
+    if raw.get("LOG_RECIPIENTS", "plain") not in conf.LOG_RECIPIENT_MODES:
+        errors.append(
+            Error(
+                f'MULTISMTP["LOG_RECIPIENTS"] is {raw["LOG_RECIPIENTS"]!r}; the delivery log '
+                "then records no recipients.",
+                hint="Use one of: " + ", ".join(map(repr, conf.LOG_RECIPIENT_MODES)) + ".",
+                id="django_multismtp.E007",
+            )
+        )
     backends = compat.configured_backends()
     ours = {alias: options for alias, (path, options) in backends.items() if path in BACKEND_PATHS}
     for alias, options in ours.items():

@@ -43,6 +43,9 @@ DEFAULTS: dict[str, Any] = {
     "TEST_TIMEOUT": 15,
     # Write one DeliveryLog row per attempt.
     "DELIVERY_LOG": True,
+    # The log's recipients column: "plain" addresses, "hashed" (searchable by the whole
+    # address, unreadable in the table) or "off" (domains only).
+    "LOG_RECIPIENTS": "plain",
     # Dotted path to a callable returning an aware datetime (tests, simulations).
     "CLOCK": None,
     # Self-service pages refuse hosts resolving to internal addresses unless allowed.
@@ -148,3 +151,12 @@ def get_clock() -> Callable[[], dt.datetime] | None:
     if isinstance(clock, str):
         return import_string(clock)  # type: ignore[no-any-return]
     return clock  # type: ignore[no-any-return]
+
+
+LOG_RECIPIENT_MODES = ("plain", "hashed", "off")
+
+
+def log_recipients_mode() -> str:
+    """``LOG_RECIPIENTS``, checked (an unknown value logs nothing rather than too much)."""
+    value = get_setting("LOG_RECIPIENTS")
+    return value if value in LOG_RECIPIENT_MODES else "off"

@@ -183,6 +183,7 @@ def send_test_message(
                 from_email=account.from_email,
                 recipient_count=1,
                 recipient_domains=recipient.rpartition("@")[2],
+                **state.log_details(message, [recipient]),
                 outcome=failure.outcome.value if failure else Outcome.SENT.value,
                 reply_code=delivery.code,
                 reply_text=(failure.summary() if failure else delivery.reply)[:2000],

@@ -4,8 +4,10 @@ delivery log, written once per batch rather than once per message."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from django.db.models import F
 
@@ -98,6 +100,26 @@ def record_failover(account: SmtpAccount, to: SmtpAccount | None, failure: Failu
         failure=failure,
         detail=f"message moved to {to.name if to else 'no other account'}",
     )
+
+
+def hash_address(address: str) -> str:
+    """A recipient as the log stores it in "hashed" mode: the same for the same address
+    (case-insensitive), so the admin can search for it, but not readable."""
+    digest = hashlib.sha256(address.strip().lower().encode()).hexdigest()
+    return f"sha256:{digest[:24]}"
+
+
+def log_details(message: Any, recipients: Iterable[str]) -> dict[str, str]:
+    """The subject and recipients columns of a log row, as LOG_RECIPIENTS allows."""
+    subject = " ".join(str(getattr(message, "subject", "") or "").split())[:255]
+    mode = conf.log_recipients_mode()
+    if mode == "plain":
+        listed = ", ".join(recipients)
+    elif mode == "hashed":
+        listed = ", ".join(hash_address(r) for r in recipients)
+    else:
+        listed = ""
+    return {"subject": subject, "recipients": listed[:10000]}
 
 
 def write_log(entries: list[DeliveryLog]) -> None:

@@ -343,3 +343,9 @@ def test_deploy_checks_run_only_with_deploy(deployed):
     ours = {"django_multismtp.W002", "django_multismtp.W005", "django_multismtp.W006"}
     assert not ours & set(plain)
     assert ours <= set(deploy)
+
+
+def test_an_unknown_log_recipients_mode_is_an_error(wired):
+    wired.MULTISMTP = {"PURPOSES": PURPOSES, "LOG_RECIPIENTS": "hash"}
+    (error,) = check_settings()
+    assert error.id == "django_multismtp.E007" and "'hashed'" in error.hint
