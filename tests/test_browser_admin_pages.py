@@ -86,3 +86,28 @@ def test_breadcrumbs_of_our_pages_are_styled_as_djangos(
     log_in(page, base, "carol", PASSWORD)
     page.goto(f"{base}/smtp/")
     check("my SMTP settings", "Home", "My SMTP settings")
+
+
+def test_the_change_page_has_test_connection_and_send_test_email_buttons(
+    page: Page, live_server: Any, server: SMTPTestServer
+) -> None:
+    base = live_server.url
+    get_user_model().objects.create_superuser("admin", "admin@example.test", PASSWORD)
+    account = SmtpAccountFactory.for_server(server, name="Support", username="", password="")
+    log_in(page, base, "admin", PASSWORD)
+    change = f"{base}/admin/django_multismtp/smtpaccount/{account.pk}/change/"
+
+    page.goto(change)
+    page.get_by_role("button", name="Test connection").click()
+    expect(page.locator("h1")).to_have_text("Connection test results")
+    expect(page.locator("table.multismtp-results")).to_contain_text("Support")
+
+    page.goto(change)
+    page.get_by_role("button", name="Send test e-mail").click()
+    expect(page.locator("h1")).to_contain_text("confirmation code")
+
+    # The add form starts with the preset, and has no State section yet.
+    page.goto(f"{base}/admin/django_multismtp/smtpaccount/add/")
+    headings = page.locator("fieldset h2").all_inner_texts()
+    assert headings[0].strip().lower() == "provider" and "State" not in headings
+    expect(page.get_by_role("button", name="Test connection")).to_have_count(0)

@@ -74,6 +74,18 @@ class StatusFilter(admin.SimpleListFilter):
         return queryset
 
 
+#: Owner vs "Default for users", in one line each (they are easily confused).
+OWNERSHIP_HELP = {
+    "owner": _(
+        "Owner: the one user whose personal account this is; they may edit it, and only "
+        "mail sent as them goes through it."
+    ),
+    "default_for": _(
+        "Default for users: a shared account that these users' mail goes through unless "
+        "they have their own; they cannot edit it."
+    ),
+}
+
 #: Live state: shown, never edited (the backend and the actions maintain it).
 STATE_FIELDS = (
     "status_badge",
@@ -181,6 +193,21 @@ class SmtpAccountAdmin(SecretFieldsMixin, ValidSelectionMixin, AccountAdminBase)
             {"fields": ("is_active", *STATE_FIELDS)},
         ),
     )
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        """A new account starts with the provider preset and shows only what it needs:
+        no State (nothing has happened yet), no "keep the stored password" (none is)."""
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is not None:
+            return fieldsets
+        skip = {"preset", "clear_password"}
+        trimmed = [
+            (title, {**options, "fields": [f for f in options["fields"] if f not in skip]})
+            for title, options in fieldsets
+            if title != _("State")
+        ]
+        return [(_("Provider"), {"fields": ["preset"]}), *trimmed]
+
     actions = [
         "test_connection",
         "send_test_email",
@@ -274,6 +301,8 @@ class SmtpAccountAdmin(SecretFieldsMixin, ValidSelectionMixin, AccountAdminBase)
     def get_form(
         self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
     ) -> Any:
+        # Owner and "Default for users" look alike; one line each says which is which.
+        kwargs["help_texts"] = {**OWNERSHIP_HELP, **kwargs.get("help_texts", {})}
         form = super().get_form(request, obj, change, **kwargs)
         if not self._global(request):
             # Owners type their own host, as on "My SMTP settings": public hosts only.
@@ -303,6 +332,10 @@ class SmtpAccountAdmin(SecretFieldsMixin, ValidSelectionMixin, AccountAdminBase)
         form_url: str = "",
         obj: Any = None,
     ) -> HttpResponse:
+        context["account_tools"] = [
+            ("test_connection", gettext("Test connection")),
+            ("send_test_email", gettext("Send test e-mail")),
+        ]
         # In red at the top of the form: what the saved settings expose (exposure.py).
         if obj is not None and obj.pk is not None:
             context["security_warnings"] = security_warnings(
