@@ -181,17 +181,15 @@ class TestChangelist:
         assert cells["from_email"] == "bills@example.test"
         assert 'alt="True"' in cells["is_active"]
         assert "not verified" in cells["status_badge"]
-        assert cells["updated_at"].strip()
         headers = [str(h["text"]) for h in response.context["result_headers"]]
         assert headers[1:] == [
             "name",
+            "status",
             "purpose",
             "owner",
             "server",
             "from email",
             "active",
-            "status",
-            "updated",
         ]
 
     @pytest.mark.parametrize("state", ["verified", "unverified", "rate_limited", "error"])
@@ -210,7 +208,7 @@ class TestChangelist:
             fields.update(
                 last_error="535 5.7.8 Bad credentials\nhint", last_error_at=now, last_error_code=535
             )
-            expected = "last error: 535 5.7.8 Bad credentials"
+            expected = "last error: 535"  # the whole error is the badge's tooltip
         SmtpAccountFactory(name="Badge", **fields)
         html = admin_client.get(CHANGELIST).content.decode()
         badge = re.search(

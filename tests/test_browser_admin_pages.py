@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from django.contrib.auth import get_user_model
 from playwright.sync_api import Page, expect
 
@@ -27,6 +28,7 @@ browser_context_args = test_browser.browser_context_args
 page = test_browser.page
 server = test_browser.server
 _fresh_rate_limits = test_browser._fresh_rate_limits
+shot = test_browser.shot
 
 TRAIL = "nav .breadcrumbs"
 
@@ -111,3 +113,92 @@ def test_the_change_page_has_test_connection_and_send_test_email_buttons(
     headings = page.locator("fieldset h2").all_inner_texts()
     assert headings[0].strip().lower() == "provider" and "State" not in headings
     expect(page.get_by_role("button", name="Test connection")).to_have_count(0)
+
+
+# -- the lists on a laptop: decisive columns stay on screen ---------------------------------
+SCREENS = [(1366, 900), (1920, 1080)]
+#: Per list, the columns that decide "does it work / did it go out / why not".
+DECISIVE = {
+    "smtpaccount": ["name", "status_badge"],
+    "deliverylog": ["time", "subject_short", "outcome", "reply_code"],
+    "outboxmessage": ["subject_short", "status_badge", "next_attempt", "last_error_short"],
+}
+
+
+def long_lived_data(server: SMTPTestServer) -> None:
+    """Rows with the long texts real sites have: replies, subjects, addresses."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from django_multismtp.models import DeliveryLog, OutboxMessage
+
+    now = timezone.now()
+    error = (
+        "535 5.7.8 Username and Password not accepted. For more information, go to "
+        "https://support.google.com/mail/?p=BadCredentials"
+    )
+    broken = SmtpAccountFactory.for_server(
+        server,
+        name="Newsletter (marketing department, EU)",
+        from_email="newsletter-marketing-department@example.test",
+        last_error=error,
+        last_error_at=now,
+    )
+    SmtpAccountFactory.for_server(server, name="Support", verified_at=now)
+    subject = "Your password reset link for the customer portal of Example Corporation"
+    for i in range(3):
+        DeliveryLog.objects.create(
+            account=broken,
+            account_name=broken.name,
+            message_id=f"<{i}.{'x' * 40}@mail.example.test>",
+            subject=subject,
+            recipients="bob.longname-with-a-department@customers.example.test",
+            recipient_count=1,
+            recipient_domains="customers.example.test",
+            outcome="auth_failed",
+            reply_code=535,
+            reply_text=error,
+            created_at=now - dt.timedelta(seconds=i),
+        )
+        OutboxMessage.objects.create(
+            message_id=f"<q{i}.{'y' * 40}@mail.example.test>",
+            subject=subject,
+            from_email="newsletter-marketing-department@example.test",
+            envelope_recipients="bob.longname-with-a-department@customers.example.test",
+            data=b"Subject: x\r\n\r\nx",
+            next_attempt_at=now + dt.timedelta(minutes=5),
+            created_at=now,
+            last_error=error,
+            attempts=1,
+            smtp_attempts=1,
+        )
+
+
+@pytest.mark.parametrize(("width", "height"), SCREENS, ids=["1366", "1920"])
+def test_decisive_columns_fit_the_screen_with_the_sidebar_open(
+    page: Page, live_server: Any, server: SMTPTestServer, shot: Any, width: int, height: int
+) -> None:
+    base = live_server.url
+    get_user_model().objects.create_superuser("admin", "admin@example.test", PASSWORD)
+    long_lived_data(server)
+    page.add_init_script("localStorage.setItem('django.admin.navSidebarIsOpen', 'true')")
+    page.set_viewport_size({"width": width, "height": height})
+    log_in(page, base, "admin", PASSWORD)
+    for model, columns in DECISIVE.items():
+        page.goto(f"{base}/admin/django_multismtp/{model}/")
+        expect(page.locator("#nav-sidebar")).to_be_visible()
+        for column in columns:
+            cells = page.locator(f"#result_list .column-{column}, #result_list .field-{column}")
+            assert cells.count() > 1, (model, column)
+            # Within the window and not scrolled out of the list's own box.
+            frame = page.locator("#changelist .results").bounding_box()
+            assert frame is not None
+            right = min(width, frame["x"] + frame["width"])
+            for box in (cells.nth(i).bounding_box() for i in range(cells.count())):
+                assert box is not None, (model, column)
+                assert box["x"] >= 0 and box["x"] + box["width"] <= right, (model, column, box)
+        shot(page, f"admin-{model}-{width}.png")
+        # Long texts are truncated: a row is at most three lines tall, not six.
+        row = page.locator("#result_list tbody tr").first.bounding_box()
+        assert row is not None and row["height"] < 90, (model, row)

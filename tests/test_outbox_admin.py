@@ -163,7 +163,7 @@ def test_a_sent_row_shows_no_error_no_next_attempt_and_counts_its_tries(admin_cl
     assert model_admin.last_error_short(row) == ""
     assert "sending limit" not in html
     queued = OutboxMessage.objects.get(subject="queued")
-    assert model_admin.next_attempt(queued) == queued.next_attempt_at
+    assert queued.next_attempt_at.strftime("%H:%M:%S") in model_admin.next_attempt(queued)
     assert "451 4.3.0 Mailbox busy" in model_admin.last_error_short(queued)
     detail = admin_client.get(f"{OUTBOX}{row.pk}/change/").content.decode()
     assert "Failed passes (count toward OUTBOX_MAX_ATTEMPTS)" in detail
@@ -177,4 +177,4 @@ def test_long_subjects_are_cut_between_words_with_the_whole_in_a_tooltip(admin_c
     html = admin_client.get(OUTBOX).content.decode()
     whole = " ".join(subject.split())
     assert f'title="{whole}"' in html
-    assert "Your invoice for the period from January to December from\u2026" in html
+    assert "Your invoice for the period\u2026" in html

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Any
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils import timezone
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from .. import state
 from ..models import DeliveryLog
 from .actions import ValidSelectionMixin
-from .display import truncated
+from .display import timestamp, truncated
 from .secrets import SecretFieldsMixin
 
 if TYPE_CHECKING:
@@ -29,11 +29,11 @@ class DeliveryLogAdmin(SecretFieldsMixin, ValidSelectionMixin, LogAdminBase):  #
 
     list_display = (
         "time",
-        "account_name",
         "subject_short",
-        "recipients_short",
         "outcome",
         "reply_code",
+        "recipients_short",
+        "account_name",
         "attempt",
         "duration_ms",
     )
@@ -44,17 +44,19 @@ class DeliveryLogAdmin(SecretFieldsMixin, ValidSelectionMixin, LogAdminBase):  #
     @admin.display(description=_("time"), ordering="created_at")
     def time(self, obj: DeliveryLog) -> str:
         # With seconds: several attempts of one message fall within the same minute.
-        return timezone.localtime(obj.created_at).strftime("%Y-%m-%d %H:%M:%S")
+        return timestamp(obj.created_at)
 
     @admin.display(description=_("subject"), ordering="subject")
     def subject_short(self, obj: DeliveryLog) -> str:
-        return truncated(obj.subject, 40)
+        return truncated(obj.subject, 28) or "-"
 
     @admin.display(description=_("recipients"))
     def recipients_short(self, obj: DeliveryLog) -> str:
         first, _sep, rest = obj.recipients.partition(", ")
         more = f" (+{rest.count(', ') + 1})" if rest else ""
-        return truncated(first, 32) + more if first else obj.recipient_domains
+        if not first:
+            return obj.recipient_domains
+        return format_html("{}{}", truncated(first, 24), more)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[DeliveryLog], search_term: str

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.html import format_html
 
 from .. import clock, stall
@@ -33,7 +34,19 @@ def truncated(text: str, width: int) -> str:
     cut = text[: width - 1]
     if " " in cut and text[width - 1] != " ":
         cut = cut[: cut.rfind(" ")]
-    return format_html('<span title="{}">{}\u2026</span>', text, cut.rstrip())
+    return format_html(
+        '<span title="{}" style="white-space:nowrap">{}\u2026</span>', text, cut.rstrip()
+    )
+
+
+def timestamp(value: Any) -> str:
+    """A compact local time with seconds, on one line (attempts share minutes)."""
+    if value is None:
+        return "-"
+    return format_html(
+        '<span style="white-space:nowrap">{}</span>',
+        timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S"),
+    )
 
 
 def warn_if_stalled(request: HttpRequest) -> None:

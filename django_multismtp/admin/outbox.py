@@ -15,7 +15,7 @@ from django.utils.translation import gettext_lazy as _
 from .. import clock, outbox
 from ..models import OutboxMessage, OutboxStatus
 from .actions import ValidSelectionMixin
-from .display import badge, truncated, warn_if_stalled
+from .display import badge, timestamp, truncated, warn_if_stalled
 from .secrets import SecretFieldsMixin
 
 if TYPE_CHECKING:
@@ -73,12 +73,12 @@ class OutboxMessageAdmin(SecretFieldsMixin, ValidSelectionMixin, OutboxAdminBase
     # What decides "did it go out, and if not, when and why" first; long text truncated
     # (whole in a tooltip) so that it fits a 1366-pixel screen with the sidebar open.
     list_display = (
-        "created_at",
         "subject_short",
-        "recipients_short",
         "status_badge",
         "next_attempt",
         "last_error_short",
+        "recipients_short",
+        "queued_at",
         "tries",
         "sent_by",
     )
@@ -124,12 +124,12 @@ class OutboxMessageAdmin(SecretFieldsMixin, ValidSelectionMixin, OutboxAdminBase
 
     @admin.display(description=_("subject"), ordering="subject")
     def subject_short(self, obj: OutboxMessage) -> str:
-        return truncated(obj.subject, 60)
+        return truncated(obj.subject, 28) or "-"
 
     @admin.display(description=_("next attempt"), ordering="next_attempt_at")
     def next_attempt(self, obj: OutboxMessage) -> Any:
         """Only while the row is queued: a sent, failed or cancelled row has none."""
-        return obj.next_attempt_at if obj.status == OutboxStatus.QUEUED else "-"
+        return timestamp(obj.next_attempt_at) if obj.status == OutboxStatus.QUEUED else "-"
 
     @admin.display(description=_("tries"))
     def tries(self, obj: OutboxMessage) -> str:
@@ -154,11 +154,15 @@ class OutboxMessageAdmin(SecretFieldsMixin, ValidSelectionMixin, OutboxAdminBase
     def recipients_short(self, obj: OutboxMessage) -> str:
         recipients = obj.recipients()
         more = f" (+{len(recipients) - 1})" if len(recipients) > 1 else ""
-        return truncated(recipients[0], 32) + more if recipients else ""
+        return format_html("{}{}", truncated(recipients[0], 24), more) if recipients else ""
+
+    @admin.display(description=_("queued at"), ordering="created_at")
+    def queued_at(self, obj: OutboxMessage) -> str:
+        return timestamp(obj.created_at)
 
     @admin.display(description=_("last error"))
     def last_error_short(self, obj: OutboxMessage) -> str:
-        return truncated(_open_error(obj), 60)
+        return truncated(_open_error(obj).split("\n", 1)[0], 28)
 
     @admin.display(description=_("delivery log"))
     def delivery_log(self, obj: OutboxMessage) -> str:
