@@ -1138,3 +1138,15 @@ def test_the_change_page_tests_the_connection_and_sends_a_test_email(admin_clien
         CHANGELIST, {"action": "send_test_email", "_selected_action": [str(account.pk)]}
     )
     assert asked.status_code == 200 and asked.context["accounts"] == [account]
+
+
+def test_names_pluralise_and_breadcrumbs_read_home_smtp_accounts_accounts(admin_client):
+    from django_multismtp.models import DeliveryLog, OutboxMessage
+
+    assert str(OutboxMessage._meta.verbose_name_plural) == "outbox messages"
+    assert str(DeliveryLog._meta.verbose_name_plural) == "delivery log entries"
+    html = admin_client.get(CHANGELIST).content.decode()
+    trail = re.search(r'class="breadcrumbs">(.*?)</(?:div|ol)>', html, re.S)
+    assert trail is not None
+    words = re.sub(r"<[^>]+>|&rsaquo;|\u203a", "|", trail.group(1)).split("|")
+    assert [w.strip() for w in words if w.strip()] == ["Home", "SMTP accounts", "Accounts"]

@@ -73,7 +73,7 @@ def test_breadcrumbs_of_our_pages_are_styled_as_djangos(
 
     run_action(page, "test_connection", "Support")
     expect(page.locator("h1")).to_have_text("Connection test results")
-    check("test results", "Home", "SMTP accounts", "Connection test results")
+    check("test results", "Home", "SMTP accounts", "Accounts", "Connection test results")
 
     page.goto(f"{base}/admin/django_multismtp/smtpaccount/")
     run_action(page, "send_test_email", "Support")

@@ -256,7 +256,7 @@ class SmtpAccount(models.Model):
 
     class Meta:
         verbose_name = _("SMTP account")
-        verbose_name_plural = _("SMTP accounts")
+        verbose_name_plural = _("accounts")
         ordering = ["priority", "name"]
         constraints = [
             models.UniqueConstraint(

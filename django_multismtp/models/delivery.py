@@ -58,7 +58,7 @@ class DeliveryLog(models.Model):
 
     class Meta:
         verbose_name = _("delivery log entry")
-        verbose_name_plural = _("delivery log")
+        verbose_name_plural = _("delivery log entries")
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
