@@ -202,3 +202,35 @@ def test_decisive_columns_fit_the_screen_with_the_sidebar_open(
         # Long texts are truncated: a row is at most three lines tall, not six.
         row = page.locator("#result_list tbody tr").first.bounding_box()
         assert row is not None and row["height"] < 90, (model, row)
+
+
+def test_a_sent_outbox_row_reads_as_sent(page: Page, live_server: Any) -> None:
+    """Not "Attempts 0", "reached its sending limit" and a next attempt on a sent row."""
+    from django.utils import timezone
+
+    from django_multismtp.models import OutboxMessage
+
+    base = live_server.url
+    get_user_model().objects.create_superuser("admin", "admin@example.test", PASSWORD)
+    now = timezone.now()
+    OutboxMessage.objects.create(
+        message_id="<sent@mail.example.test>",
+        subject="Welcome",
+        envelope_recipients="bob@example.test",
+        data=b"Subject: Welcome\r\n\r\nx",
+        status="sent",
+        sent_at=now,
+        created_at=now,
+        next_attempt_at=now,
+        smtp_attempts=1,
+        deferrals=2,
+        last_error="Account A reached its sending limit",
+    )
+    log_in(page, base, "admin", PASSWORD)
+    page.goto(f"{base}/admin/django_multismtp/outboxmessage/")
+    row = page.locator("#result_list tbody tr", has_text="Welcome")
+    expect(row.locator(".field-status_badge")).to_have_text("sent")
+    expect(row.locator(".field-next_attempt")).to_have_text("-")
+    expect(row.locator(".field-last_error_short")).to_have_text("-")  # the admin's empty value
+    expect(row.locator(".field-tries")).to_have_text("1 SMTP attempt, 2 deferrals")
+    expect(page.locator("#result_list")).not_to_contain_text("sending limit")
