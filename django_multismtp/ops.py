@@ -183,7 +183,9 @@ def send_test_message(
                 from_email=account.from_email,
                 recipient_count=1,
                 recipient_domains=recipient.rpartition("@")[2],
-                **state.log_details(message, [recipient]),
+                # No subject: a verification message carries its code there, and the
+                # code must be stored nowhere but as a hash.
+                **state.log_details(None, [recipient]),
                 outcome=failure.outcome.value if failure else Outcome.SENT.value,
                 reply_code=delivery.code,
                 reply_text=(failure.summary() if failure else delivery.reply)[:2000],
