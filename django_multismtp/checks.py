@@ -7,13 +7,16 @@ django_multismtp.E001  FERNET_KEYS is not a non-empty list of non-empty strings
 django_multismtp.W001  FERNET_KEYS unset: passwords are encrypted with SECRET_KEY
 django_multismtp.E002  unknown purpose (DEFAULT_PURPOSE or a mailer's OPTIONS)
 django_multismtp.E003  unknown key in the MULTISMTP setting (a typo?)
-django_multismtp.W002  the cache cannot back django-ratelimit across processes
+django_multismtp.W002  the cache cannot back django-ratelimit across processes (deploy)
 django_multismtp.W003  no mailer uses django_multismtp.backends.EmailBackend
 django_multismtp.E004  MULTISMTP is not a dict / PURPOSES is not a dict
 django_multismtp.E005  an OUTBOX setting has a value it cannot take
 django_multismtp.E006  a mailer's OPTIONS name an option our backend does not take
 django_multismtp.W004  queued mail waits with no worker (``check --database``)
 django_multismtp.E007  POOL_POLICY (or a mailer's ``pool`` option) is not a known policy
+django_multismtp.E008  LOG_RECIPIENTS is not "plain", "hashed" or "off"
+django_multismtp.W005  ALLOW_INTERNAL_HOSTS is on (``check --deploy``)
+django_multismtp.W006  SERVER_EMAIL / DEFAULT_FROM_EMAIL is Django's default (deploy)
 =====================  ========================================================
 """
 
@@ -124,6 +127,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         )
     errors.extend(_outbox_errors(raw))
     errors.extend(_pool_errors(raw.get("POOL_POLICY", conf.DEFAULTS["POOL_POLICY"])))
+    if raw.get("LOG_RECIPIENTS", "plain") not in conf.LOG_RECIPIENT_MODES:
+        errors.append(
+            Error(
+                f'MULTISMTP["LOG_RECIPIENTS"] is {raw["LOG_RECIPIENTS"]!r}; the delivery log '
+                "then records no recipients.",
+                hint="Use one of: " + ", ".join(map(repr, conf.LOG_RECIPIENT_MODES)) + ".",
+                id="django_multismtp.E008",
+            )
+        )
     backends = compat.configured_backends()
     ours = {alias: options for alias, (path, options) in backends.items() if path in BACKEND_PATHS}
     for alias, options in ours.items():
@@ -167,6 +179,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="django_multismtp.W003",
             )
         )
+    return errors
+
+
+@register(Tags.security, Tags.caches, deploy=True)
+def check_rate_limit_cache(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """W002, with ``check --deploy``: a per-process cache is fine on a developer's
+    machine (one process), and only lets the code limits multiply in production."""
+    errors: list[Any] = []
     caches = getattr(settings, "CACHES", {})
     alias = getattr(settings, "RATELIMIT_USE_CACHE", "default")
     if alias not in caches and alias != "default":
@@ -188,6 +208,38 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="django_multismtp.W002",
             )
         )
+    return errors
+
+
+#: Django's defaults for the sender addresses: real providers refuse both.
+DJANGO_DEFAULT_ADDRESSES = {
+    "SERVER_EMAIL": "root@localhost",
+    "DEFAULT_FROM_EMAIL": "webmaster@localhost",
+}
+
+
+@register(Tags.security, deploy=True)
+def check_deployment(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """What is right while developing and wrong on a public site (``check --deploy``)."""
+    errors: list[Any] = []
+    if conf.get_setting("ALLOW_INTERNAL_HOSTS"):
+        errors.append(
+            Warning(
+                'MULTISMTP["ALLOW_INTERNAL_HOSTS"] is on: account owners may point their '
+                "account at hosts on the server's own network (localhost, 10.x, ...).",
+                hint="Turn it off in production unless every account owner is trusted.",
+                id="django_multismtp.W005",
+            )
+        )
+    for name, default in DJANGO_DEFAULT_ADDRESSES.items():
+        if getattr(settings, name, default) == default:
+            errors.append(
+                Warning(
+                    f"{name} is Django's default {default!r}; SMTP providers refuse mail from it.",
+                    hint=f"Set {name} to an address of a domain your accounts may send for.",
+                    id="django_multismtp.W006",
+                )
+            )
     return errors
 
 

@@ -131,3 +131,8 @@ def warn_direct_construction() -> None:
         skip_frames=1,  # the backend's __init__: its caller decides
         internal_modules=("django", "django_multismtp"),
     )
+
+
+#: Django 6.1's admin writes breadcrumbs as ``<ol class="breadcrumbs"><li>…`` and styles
+#: only that; earlier lines write ``<div class="breadcrumbs">`` with ``›`` between links.
+ADMIN_BREADCRUMBS_AS_LIST = DJANGO_61

@@ -45,6 +45,9 @@ DEFAULTS: dict[str, Any] = {
     "TEST_TIMEOUT": 15,
     # Write one DeliveryLog row per attempt.
     "DELIVERY_LOG": True,
+    # The log's recipients column: "plain" addresses, "hashed" (searchable by the whole
+    # address, unreadable in the table) or "off" (domains only).
+    "LOG_RECIPIENTS": "plain",
     # Dotted path to a callable returning an aware datetime (tests, simulations).
     "CLOCK": None,
     # Self-service pages refuse hosts resolving to internal addresses unless allowed.
@@ -191,3 +194,12 @@ def oauth_provider_settings(name: str) -> dict[str, Any]:
     providers = get_setting("OAUTH_PROVIDERS")
     value = providers.get(name) if isinstance(providers, dict) else None
     return dict(value) if isinstance(value, dict) else {}
+
+
+LOG_RECIPIENT_MODES = ("plain", "hashed", "off")
+
+
+def log_recipients_mode() -> str:
+    """``LOG_RECIPIENTS``, checked (an unknown value logs nothing rather than too much)."""
+    value = get_setting("LOG_RECIPIENTS")
+    return value if value in LOG_RECIPIENT_MODES else "off"

@@ -746,6 +746,7 @@ class Engine:
             from_email=attempt.sender[:254],
             recipient_count=len(item.envelope_recipients),
             recipient_domains=item.recipient_domains(),
+            **state.log_details(item.message, item.envelope_recipients),
             outcome=failure.outcome.value if failure else Outcome.SENT.value,
             reply_code=delivery.code,
             reply_text=(
@@ -946,6 +947,7 @@ def _deferred_row(item: Outgoing, account: SmtpAccount, reason: str, now: Any) -
         from_email=item.from_address[:254],
         recipient_count=len(item.envelope_recipients),
         recipient_domains=item.recipient_domains(),
+        **state.log_details(item.message, item.envelope_recipients),
         outcome=DEFERRED,
         reply_text=(reason + _named_skipped(item, account))[:2000],
         attempt=item.attempts + 1,

@@ -213,6 +213,7 @@ ACCOUNT_FIELDS = (
     "from_name",
     "reply_to",
     "allowed_senders",
+    "preset",
     "host",
     "port",
     "security",
@@ -268,6 +269,7 @@ class SmtpAccountForm(AccountFormMixin):
 
 
 SELF_SERVICE_FIELDS = (
+    "preset",
     "from_email",
     "from_name",
     "reply_to",
@@ -314,7 +316,7 @@ class MySmtpSettingsForm(AccountFormMixin):
             email = str(getattr(user, "email", "") or "")
             if email and not self.initial.get("from_email"):
                 self.initial["from_email"] = email
-        field_order = ["preset", *SELF_SERVICE_FIELDS, "password", "clear_password"]
+        field_order = [*SELF_SERVICE_FIELDS, "password", "clear_password"]
         self.order_fields(field_order)
 
 

@@ -102,7 +102,7 @@ def _result(
         failure.outcome.value,
         failure.code,
         failure.text,
-        failure.hint,
+        state.account_hint(account, failure),
         seconds,
     )
 
@@ -183,6 +183,9 @@ def send_test_message(
                 from_email=account.from_email,
                 recipient_count=1,
                 recipient_domains=recipient.rpartition("@")[2],
+                # No subject: a verification message carries its code there, and the
+                # code must be stored nowhere but as a hash.
+                **state.log_details(None, [recipient]),
                 outcome=failure.outcome.value if failure else Outcome.SENT.value,
                 reply_code=delivery.code,
                 reply_text=(failure.summary() if failure else delivery.reply)[:2000],

@@ -339,6 +339,8 @@ def _outcome(item: Outgoing, row: OutboxMessage, limits_: _Limits) -> None:
         return
     if item.sent_by is not None or item.sent_by_fallback:
         row.status, row.sent_at, row.sent_by = Status.SENT, now, item.sent_by
+        # An earlier pass's error no longer applies (the delivery log keeps it).
+        row.last_error, row.last_error_code = "", None
         return
     failure = item.failure
     row.last_error = error_text(failure)

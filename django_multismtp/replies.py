@@ -560,3 +560,43 @@ def _classify_exception(exc: BaseException, *, stage: str, context: Context) -> 
     if isinstance(exc, OSError):
         return Failure(Outcome.CONNECTION_FAILED, None, text, HINTS["refused"])
     return Failure(Outcome.TRANSIENT, None, text, HINTS["transient"])
+
+
+#: A rejected user name or password, in the words of the account's provider (by preset
+#: key): the generic hint names Gmail's App Passwords, which misleads everyone else.
+CREDENTIAL_HINTS = {
+    "gmail": HINTS["credentials"],
+    "sendgrid": (
+        "SendGrid rejected the credentials. The user name is literally 'apikey' and the "
+        "password is an API key with the Mail Send permission, not your login password."
+    ),
+    "microsoft365": (
+        "Microsoft rejected the login. Check the password; if it is right, basic "
+        "authentication (SMTP AUTH) may be disabled for the mailbox or the whole tenant: "
+        "enable Authenticated SMTP in the Microsoft 365 admin center."
+    ),
+    "outlook": (
+        "Microsoft rejected the login. Check the password (with two-step verification, "
+        "an app password); basic authentication may be disabled for personal accounts."
+    ),
+    "yahoo": "Yahoo rejected the login: generate an app password in the account's security "
+    "settings and use it instead of the account password.",
+    "icloud": "iCloud rejected the login: use an app-specific password from "
+    "appleid.apple.com, and your full iCloud address as the user name.",
+    "ses": "Amazon SES rejected the credentials: use the SMTP credentials created in the SES "
+    "console for this region (not IAM access keys).",
+    "mailgun": "Mailgun rejected the credentials: use the domain's SMTP login and its SMTP "
+    "password from the Mailgun dashboard.",
+    "brevo": "Brevo rejected the credentials: use the SMTP key from the SMTP & API page, "
+    "not your login password.",
+    "postmark": "Postmark rejected the credentials: use a server API token as both user "
+    "name and password.",
+}
+
+
+def hint_for_provider(failure: Failure, preset: str) -> str:
+    """``failure.hint``, or, for a rejected user name or password on an account set up
+    with a provider preset, that provider's own advice."""
+    if failure.hint == HINTS["credentials"] and preset in CREDENTIAL_HINTS:
+        return CREDENTIAL_HINTS[preset]
+    return failure.hint

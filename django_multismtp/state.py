@@ -4,18 +4,30 @@ delivery log, written once per batch rather than once per message."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from django.db.models import F
 
 from . import conf, signals
 from .bulk import insert_rows
 from .models import DeliveryLog, SmtpAccount
-from .replies import Failure, Outcome
+from .presets import PRESETS
+from .replies import Failure, Outcome, hint_for_provider
 from .safetext import safe_text
 
 logger = logging.getLogger("django_multismtp")
+
+
+def account_hint(account: SmtpAccount, failure: Failure) -> str:
+    """The hint for ``failure`` on ``account``, in its provider's words when the account
+    still uses its preset's server (a host changed by hand is another provider)."""
+    preset = PRESETS.get(account.preset or "")
+    if preset is None or (account.host or "").lower() != preset.host:
+        return failure.hint
+    return hint_for_provider(failure, preset.key)
 
 
 def throttle_backoff(account: SmtpAccount, failure: Failure) -> dt.timedelta:
@@ -31,7 +43,7 @@ def record_failure(account: SmtpAccount, failure: Failure, now: dt.datetime) -> 
     """Store the last error; for throttling replies, pause the account."""
     updates: dict[str, object] = {
         # (the fields clean them too: ReplyTextField, ReplyCodeField)
-        "last_error": safe_text(f"{failure.summary()}\n{failure.hint}".strip()),
+        "last_error": safe_text(f"{failure.summary()}\n{account_hint(account, failure)}".strip()),
         "last_error_code": failure.code if failure.code and 200 <= failure.code < 600 else None,
         "last_error_at": now,
     }
@@ -51,7 +63,9 @@ def record_failure(account: SmtpAccount, failure: Failure, now: dt.datetime) -> 
         account.name,
         failure.outcome,
         failure.summary(),
-        failure.hint,
+        account_hint(account, failure),
+        # verify_smtp_accounts reports these itself and filters them out.
+        extra={"multismtp_account_failure": True},
     )
     signals.account_state_changed.send_robust(
         sender=SmtpAccount,
@@ -86,6 +100,26 @@ def record_failover(account: SmtpAccount, to: SmtpAccount | None, failure: Failu
         failure=failure,
         detail=f"message moved to {to.name if to else 'no other account'}",
     )
+
+
+def hash_address(address: str) -> str:
+    """A recipient as the log stores it in "hashed" mode: the same for the same address
+    (case-insensitive), so the admin can search for it, but not readable."""
+    digest = hashlib.sha256(address.strip().lower().encode()).hexdigest()
+    return f"sha256:{digest[:24]}"
+
+
+def log_details(message: Any, recipients: Iterable[str]) -> dict[str, str]:
+    """The subject and recipients columns of a log row, as LOG_RECIPIENTS allows."""
+    subject = " ".join(str(getattr(message, "subject", "") or "").split())[:255]
+    mode = conf.log_recipients_mode()
+    if mode == "plain":
+        listed = ", ".join(recipients)
+    elif mode == "hashed":
+        listed = ", ".join(hash_address(r) for r in recipients)
+    else:
+        listed = ""
+    return {"subject": subject, "recipients": listed[:10000]}
 
 
 def write_log(entries: list[DeliveryLog]) -> None:

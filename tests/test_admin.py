@@ -181,17 +181,15 @@ class TestChangelist:
         assert cells["from_email"] == "bills@example.test"
         assert 'alt="True"' in cells["is_active"]
         assert "not verified" in cells["status_badge"]
-        assert cells["updated_at"].strip()
         headers = [str(h["text"]) for h in response.context["result_headers"]]
         assert headers[1:] == [
             "name",
+            "status",
             "purpose",
             "owner",
             "server",
             "from email",
             "active",
-            "status",
-            "updated",
         ]
 
     @pytest.mark.parametrize("state", ["verified", "unverified", "rate_limited", "error"])
@@ -210,7 +208,7 @@ class TestChangelist:
             fields.update(
                 last_error="535 5.7.8 Bad credentials\nhint", last_error_at=now, last_error_code=535
             )
-            expected = "last error: 535 5.7.8 Bad credentials"
+            expected = "last error: 535"  # the whole error is the badge's tooltip
         SmtpAccountFactory(name="Badge", **fields)
         html = admin_client.get(CHANGELIST).content.decode()
         badge = re.search(
@@ -281,11 +279,16 @@ class TestAddForm:
         response = admin_client.get(ADD)
         assert response.status_code == 200
         names = [fieldset.name for fieldset in response.context["adminform"]]
-        assert names == ["Identity", "Sender", "Server", "Authentication", "Limits", "State"]
+        # Starts with the preset; no State, nor "keep the stored password", for a new one.
+        assert names == ["Provider", "Identity", "Sender", "Server", "Authentication", "Limits"]
         html = response.content.decode()
         assert 'name="preset"' in html
+        assert html.index('name="preset"') < html.index('name="name"')
         assert 'id="multismtp-presets"' in html
-        assert 'name="clear_password"' in html
+        assert 'name="clear_password"' not in html
+        assert "Owner: the one user whose personal account" in html
+        assert "Default for users: a shared account" in html
+        assert 'id="multismtp-test_connection"' not in html  # nothing to test yet
 
     def test_plain_create(self, admin_client):
         response = admin_client.post(ADD, add_data())
@@ -1113,3 +1116,37 @@ class TestOwnerScoping:
         page = browser.get(change_url(theirs))
         assert page.status_code == 200
         assert 'name="purpose"' in page.content.decode()
+
+
+# -- the change page's own buttons ----------------------------------------------------------
+
+
+def test_the_change_page_tests_the_connection_and_sends_a_test_email(admin_client, smtp_server):
+    account = SmtpAccountFactory.for_server(smtp_server, name="Buttons")
+    page = admin_client.get(f"{CHANGELIST}{account.pk}/change/")
+    html = page.content.decode()
+    assert 'id="multismtp-test_connection"' in html and 'id="multismtp-send_test_email"' in html
+    names = [fieldset.name for fieldset in page.context["adminform"]]
+    assert names[-1] == "State" and 'name="clear_password"' in html
+    # What the buttons post: the list action with this one account selected.
+    tested = admin_client.post(
+        CHANGELIST, {"action": "test_connection", "_selected_action": [str(account.pk)]}
+    )
+    assert tested.status_code == 200
+    assert [(a.name, r.ok) for a, r in tested.context["results"]] == [("Buttons", True)]
+    asked = admin_client.post(
+        CHANGELIST, {"action": "send_test_email", "_selected_action": [str(account.pk)]}
+    )
+    assert asked.status_code == 200 and asked.context["accounts"] == [account]
+
+
+def test_names_pluralise_and_breadcrumbs_read_home_smtp_accounts_accounts(admin_client):
+    from django_multismtp.models import DeliveryLog, OutboxMessage
+
+    assert str(OutboxMessage._meta.verbose_name_plural) == "outbox messages"
+    assert str(DeliveryLog._meta.verbose_name_plural) == "delivery log entries"
+    html = admin_client.get(CHANGELIST).content.decode()
+    trail = re.search(r'class="breadcrumbs">(.*?)</(?:div|ol)>', html, re.S)
+    assert trail is not None
+    words = re.sub(r"<[^>]+>|&rsaquo;|\u203a", "|", trail.group(1)).split("|")
+    assert [w.strip() for w in words if w.strip()] == ["Home", "SMTP accounts", "Accounts"]

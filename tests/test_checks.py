@@ -13,7 +13,12 @@ import django
 import pytest
 from django.core import checks
 
-from django_multismtp.checks import check_fernet_keys, check_settings
+from django_multismtp.checks import (
+    check_deployment,
+    check_fernet_keys,
+    check_rate_limit_cache,
+    check_settings,
+)
 
 OURS = "django_multismtp.backends.EmailBackend"
 DJANGO_61 = django.VERSION >= (6, 1)
@@ -48,6 +53,7 @@ def wired(settings: Any) -> Any:
 def test_a_clean_configuration_has_no_messages(wired):
     assert check_fernet_keys() == []
     assert check_settings() == []
+    assert check_rate_limit_cache() == []
 
 
 # -- FERNET_KEYS -------------------------------------------------------------------------
@@ -210,7 +216,7 @@ def test_email_backend_style_on_django_61(wired):
 
 def test_locmem_cache_warns(wired):
     wired.CACHES = {"default": {"BACKEND": LOCMEM}}
-    (warning,) = check_settings()
+    (warning,) = check_rate_limit_cache()
     assert warning.id == "django_multismtp.W002"
     assert "LocMemCache" in warning.msg
 
@@ -224,7 +230,7 @@ def test_locmem_cache_warns(wired):
 )
 def test_other_unshared_caches_warn(wired, backend):
     wired.CACHES = {"default": {"BACKEND": backend, "LOCATION": "somewhere"}}
-    assert ids(check_settings()) == ["django_multismtp.W002"]
+    assert ids(check_rate_limit_cache()) == ["django_multismtp.W002"]
 
 
 @pytest.mark.parametrize(
@@ -242,7 +248,7 @@ def test_other_unshared_caches_warn(wired, backend):
 )
 def test_shared_cache_does_not_warn(wired, cache):
     wired.CACHES = {"default": cache}
-    assert check_settings() == []
+    assert check_rate_limit_cache() == []
 
 
 def test_ratelimit_use_cache_names_the_checked_alias(wired):
@@ -251,15 +257,15 @@ def test_ratelimit_use_cache_names_the_checked_alias(wired):
         "ratelimit": {"BACKEND": REDIS, "LOCATION": "redis://127.0.0.1:6379/2"},
     }
     wired.RATELIMIT_USE_CACHE = "ratelimit"
-    assert check_settings() == []
+    assert check_rate_limit_cache() == []
     wired.RATELIMIT_USE_CACHE = "default"
-    assert ids(check_settings()) == ["django_multismtp.W002"]
+    assert ids(check_rate_limit_cache()) == ["django_multismtp.W002"]
 
 
 def test_ratelimit_disabled_does_not_warn(wired):
     wired.CACHES = {"default": {"BACKEND": LOCMEM}}
     wired.RATELIMIT_ENABLE = False
-    assert check_settings() == []
+    assert check_rate_limit_cache() == []
 
 
 # -- registration ------------------------------------------------------------------------
@@ -274,8 +280,10 @@ def test_checks_are_registered_with_django(wired):
         "django_multismtp.W001",
         "django_multismtp.E002",
         "django_multismtp.E003",
-        "django_multismtp.W002",
     }
+    # The per-process cache matters only in production: W002 is a deploy check.
+    deploy = {m.id for m in checks.run_checks(include_deployment_checks=True)}
+    assert "django_multismtp.W002" in deploy
     security = {m.id for m in checks.run_checks(tags=[checks.Tags.security])}
     assert "django_multismtp.W001" in security
     assert "django_multismtp.E002" not in security
@@ -291,6 +299,54 @@ def test_several_problems_are_reported_together(wired):
     assert ids(check_settings()) == [
         "django_multismtp.E002",
         "django_multismtp.E003",
-        "django_multismtp.W002",
         "django_multismtp.W003",
     ]
+    assert ids(check_rate_limit_cache()) == ["django_multismtp.W002"]
+
+
+# -- check --deploy: right while developing, wrong on a public site ----------------------
+@pytest.fixture
+def deployed(wired: Any) -> Any:
+    wired.SERVER_EMAIL = "errors@example.test"
+    wired.DEFAULT_FROM_EMAIL = "noreply@example.test"
+    return wired
+
+
+def test_a_deployable_configuration_has_no_deploy_messages(deployed):
+    assert check_deployment() == []
+
+
+def test_allow_internal_hosts_warns_on_deploy(deployed):
+    deployed.MULTISMTP = {"PURPOSES": PURPOSES, "ALLOW_INTERNAL_HOSTS": True}
+    (warning,) = check_deployment()
+    assert warning.id == "django_multismtp.W005"
+    assert "ALLOW_INTERNAL_HOSTS" in warning.msg
+
+
+@pytest.mark.parametrize(
+    ("name", "default"),
+    [("SERVER_EMAIL", "root@localhost"), ("DEFAULT_FROM_EMAIL", "webmaster@localhost")],
+)
+def test_djangos_default_sender_addresses_warn_on_deploy(deployed, name, default):
+    setattr(deployed, name, default)
+    (warning,) = check_deployment()
+    assert warning.id == "django_multismtp.W006"
+    assert name in warning.msg and default in warning.msg
+
+
+def test_deploy_checks_run_only_with_deploy(deployed):
+    """A developer's machine (one process, internal hosts) is not nagged at start-up."""
+    deployed.CACHES = {"default": {"BACKEND": LOCMEM}}
+    deployed.MULTISMTP = {"PURPOSES": PURPOSES, "ALLOW_INTERNAL_HOSTS": True}
+    del deployed.SERVER_EMAIL
+    plain = ids(checks.run_checks(tags=None, include_deployment_checks=False))
+    deploy = ids(checks.run_checks(include_deployment_checks=True))
+    ours = {"django_multismtp.W002", "django_multismtp.W005", "django_multismtp.W006"}
+    assert not ours & set(plain)
+    assert ours <= set(deploy)
+
+
+def test_an_unknown_log_recipients_mode_is_an_error(wired):
+    wired.MULTISMTP = {"PURPOSES": PURPOSES, "LOG_RECIPIENTS": "hash"}
+    (error,) = check_settings()
+    assert error.id == "django_multismtp.E008" and "'hashed'" in error.hint

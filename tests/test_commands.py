@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
+from django_multismtp import ops
+from django_multismtp.management.commands.verify_smtp_accounts import shorten
 from django_multismtp.models import DeliveryLog
 from django_multismtp.replies import HINTS
 from tests.conftest import USERS
@@ -298,3 +301,32 @@ def test_a_certificate_far_from_expiry_becomes_a_warning_as_time_passes(good, cl
     clock.advance(days=20)  # the test certificate is valid for 30 days
     error, out = run_failing()
     assert error.returncode == 3 and rows(out)["good"][0] == "warning"
+
+
+# -- each failure once, replies cut between words -------------------------------------------
+
+
+def test_a_failure_is_reported_once_not_also_as_a_log_line(good, bad, caplog):
+    caplog.set_level(logging.WARNING, logger="django_multismtp")
+    error, out = run_failing()
+    assert out.count(HINTS["credentials"]) == 1
+    assert [r for r in caplog.records if "bad" in r.getMessage()] == []
+    assert str(error) == "1 of 2 account(s) failed: bad."
+    # Outside the command the backend still logs the failure.
+    caplog.clear()
+    ops.test_connection(bad)
+    assert any("'bad'" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("reply", "shown"),
+    [
+        ("5.7.8 Auth failed", "5.7.8 Auth failed"),
+        ("5.7.8 Username and Password not accepted", "5.7.8 Username and\u2026"),
+        ("5.7.8 Username-and-Password-not-accepted", "5.7.8\u2026"),
+        ("5.7.8 Username   and", "5.7.8 Username and"),
+    ],
+)
+def test_a_long_reply_is_cut_between_words_with_an_ellipsis(reply, shown):
+    assert shorten(reply, 20) == shown
+    assert len(shorten(reply, 20)) <= 20

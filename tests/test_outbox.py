@@ -440,6 +440,34 @@ def test_send_queued_mail_reports_what_it_did(settings, account, smtp_server, cl
     assert len(smtp_server.received) == 4
 
 
+def test_send_queued_mail_v2_reports_mail_waiting_but_not_due(settings, account, clock):
+    outbox_mode(settings, "always")
+    send(message("later"), message("much later"))
+    first = clock.current + dt.timedelta(minutes=5)
+    OutboxMessage.objects.filter(subject="later").update(next_attempt_at=first)
+    OutboxMessage.objects.filter(subject="much later").update(
+        next_attempt_at=first + dt.timedelta(hours=1)
+    )
+    out = StringIO()
+    call_command("send_queued_mail", verbosity=2, stdout=out)
+    lines = out.getvalue().strip().splitlines()
+    assert lines[0] == "Total: sent 0, retrying later 0, failed 0, cancelled 0."
+    assert lines[1] == (
+        f"Waiting, not yet due: 2; the next is due at {first.isoformat(timespec='seconds')} "
+        "(in 300 s)."
+    )
+    # The default verbosity stays one line for cron mail.
+    out = StringIO()
+    call_command("send_queued_mail", stdout=out)
+    assert out.getvalue().strip().count("\n") == 0
+
+
+def test_send_queued_mail_v2_says_when_nothing_waits(settings, account, clock):
+    out = StringIO()
+    call_command("send_queued_mail", verbosity=2, stdout=out)
+    assert out.getvalue().strip().endswith("Nothing else is waiting.")
+
+
 @pytest.mark.parametrize(
     ("args", "error"),
     [
@@ -716,3 +744,19 @@ def test_queueing_writes_any_number_of_messages_with_the_same_queries(settings, 
         counts.append(len(queries))
     assert counts[0] == counts[1], counts
     assert OutboxMessage.objects.filter(status=Status.QUEUED).count() == 1011
+
+
+def test_a_row_sent_after_a_failed_pass_keeps_no_error(settings, account, smtp_server, clock):
+    """The earlier pass's error stays in the delivery log, not on the sent row."""
+    outbox_mode(settings, "always")
+    send(message("retried"))
+    smtp_server.add_fault(Fault.reply(451, "4.3.0 Mailbox busy", on_message=1))
+    call_command("send_queued_mail", stdout=StringIO(), stderr=StringIO())
+    row = OutboxMessage.objects.get()
+    assert row.status == "queued" and "451" in row.last_error
+    clock.current = row.next_attempt_at
+    call_command("send_queued_mail", stdout=StringIO(), stderr=StringIO())
+    row.refresh_from_db()
+    assert row.status == "sent"
+    assert (row.last_error, row.last_error_code) == ("", None)
+    assert DeliveryLog.objects.filter(reply_code=451).exists()

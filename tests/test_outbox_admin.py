@@ -144,3 +144,37 @@ def test_view_only_staff_see_the_outbox_but_cannot_act(rows):
     )
     assert OutboxMessage.objects.get(pk=rows["queued"].pk).status == "queued"
     assert response.status_code in (200, 302)
+
+
+# -- a sent row reads as sent ---------------------------------------------------------------
+
+
+def test_a_sent_row_shows_no_error_no_next_attempt_and_counts_its_tries(admin_client, rows):
+    """Before: "attempts 0", "reached its sending limit" and a next attempt on a sent row."""
+    OutboxMessage.objects.filter(subject="sent").update(
+        smtp_attempts=1, deferrals=2, last_error="Account A reached its sending limit"
+    )
+    response = admin_client.get(OUTBOX + "?status=sent")
+    html = response.content.decode()
+    (row,) = response.context["cl"].result_list
+    model_admin = response.context["cl"].model_admin
+    assert model_admin.tries(row) == "1 SMTP attempt, 2 deferrals"
+    assert model_admin.next_attempt(row) == "-"
+    assert model_admin.last_error_short(row) == ""
+    assert "sending limit" not in html
+    queued = OutboxMessage.objects.get(subject="queued")
+    assert queued.next_attempt_at.strftime("%H:%M:%S") in model_admin.next_attempt(queued)
+    assert "451 4.3.0 Mailbox busy" in model_admin.last_error_short(queued)
+    detail = admin_client.get(f"{OUTBOX}{row.pk}/change/").content.decode()
+    assert "Failed passes (count toward OUTBOX_MAX_ATTEMPTS)" in detail
+    assert "Deferrals (no account could send yet" in detail
+    assert "<label>Attempts:</label>" not in detail
+
+
+def test_long_subjects_are_cut_between_words_with_the_whole_in_a_tooltip(admin_client, rows):
+    subject = "Your invoice for the period " + "from January to December " * 4
+    OutboxMessage.objects.filter(subject="sent").update(subject=subject)
+    html = admin_client.get(OUTBOX).content.decode()
+    whole = " ".join(subject.split())
+    assert f'title="{whole}"' in html
+    assert "Your invoice for the period\u2026" in html

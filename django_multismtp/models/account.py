@@ -172,6 +172,9 @@ class SmtpAccount(models.Model):
     )
 
     # Server
+    #: The provider preset the account was set up with (presets.PRESETS key, or ""):
+    #: it picks the provider's own hint for a rejected password.
+    preset = models.CharField(_("provider preset"), max_length=32, blank=True, default="")
     host = models.CharField(_("host"), max_length=253)
     port = models.PositiveIntegerField(
         _("port"), default=587, validators=[MinValueValidator(1), MaxValueValidator(65535)]
@@ -255,7 +258,7 @@ class SmtpAccount(models.Model):
 
     class Meta:
         verbose_name = _("SMTP account")
-        verbose_name_plural = _("SMTP accounts")
+        verbose_name_plural = _("accounts")
         ordering = ["priority", "name"]
         constraints = [
             models.UniqueConstraint(

@@ -44,6 +44,10 @@ class DeliveryLog(models.Model):
     from_email = models.CharField(_("from"), max_length=254, blank=True)
     recipient_count = models.PositiveIntegerField(_("recipients"), default=0)
     recipient_domains = models.CharField(_("recipient domains"), max_length=500, blank=True)
+    #: "Did bob's password-reset mail go out?": the subject, and the envelope recipients
+    #: as MULTISMTP["LOG_RECIPIENTS"] says (plain, hashed, or not at all).
+    subject = models.CharField(_("subject"), max_length=255, blank=True)
+    recipients = models.TextField(_("recipients"), blank=True)
     outcome = models.CharField(_("outcome"), max_length=20, choices=OUTCOME_CHOICES, db_index=True)
     #: NULL when the server gave no valid code (a protocol error).
     reply_code = ReplyCodeField(_("reply code"), null=True, blank=True)
@@ -54,7 +58,7 @@ class DeliveryLog(models.Model):
 
     class Meta:
         verbose_name = _("delivery log entry")
-        verbose_name_plural = _("delivery log")
+        verbose_name_plural = _("delivery log entries")
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:

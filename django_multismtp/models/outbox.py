@@ -109,7 +109,7 @@ class OutboxMessage(models.Model):
 
     class Meta:
         verbose_name = _("outbox message")
-        verbose_name_plural = _("outbox")
+        verbose_name_plural = _("outbox messages")
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["status", "next_attempt_at"], name="multismtp_outbox_due")]
 

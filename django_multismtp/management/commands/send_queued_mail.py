@@ -13,7 +13,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
-from ... import outbox, worker
+from ... import clock, outbox, worker
 from ...models import OutboxMessage
 
 
@@ -94,6 +94,24 @@ class Command(BaseCommand):
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         self._report(total, final=True)
+        if self.verbosity >= 2:
+            self._waiting()
+
+    def _waiting(self) -> None:
+        """What is queued but not yet due (backing off, or throttled): "nothing sent"
+        with mail still in the outbox otherwise looks like a stuck worker."""
+        now = clock.now()
+        later = OutboxMessage.objects.filter(status="queued", next_attempt_at__gt=now)
+        count = later.count()
+        if not count:
+            self.stdout.write("Nothing else is waiting.")
+            return
+        first = later.order_by("next_attempt_at").values_list("next_attempt_at", flat=True)[0]
+        seconds = max(0, round((first - now).total_seconds()))
+        self.stdout.write(
+            f"Waiting, not yet due: {count}; the next is due at "
+            f"{first.isoformat(timespec='seconds')} (in {seconds} s)."
+        )
 
     def _report(self, result: outbox.Settlement, *, final: bool = False) -> None:
         line = (

@@ -7,6 +7,9 @@ and :func:`~django_multismtp.ops.send_test_message`, shared with the admin.
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -19,6 +22,8 @@ from ...models import SmtpAccount
 #: Every account works, but one needs attention soon (a certificate about to expire).
 #: Distinct from 1 (a failure) so cron can tell the two apart.
 WARNING_EXIT_STATUS = 3
+#: The reply column's width in the table (the JSON output has the whole reply).
+REPLY_WIDTH = 70
 
 
 class Command(BaseCommand):
@@ -64,6 +69,11 @@ class Command(BaseCommand):
         if not selected:
             raise CommandError("No SMTP account matches; create one in the admin first.")
 
+        with _quiet_account_failures():
+            results = self._check(selected, address)
+        self._finish(results, options)
+
+    def _check(self, selected: list[SmtpAccount], address: str | None) -> list[ops.CheckResult]:
         results = []
         for account in selected:
             checked = ops.test_connection(account)
@@ -73,7 +83,9 @@ class Command(BaseCommand):
                 # The message's result, with what the connection check learnt.
                 result.add_facts(checked.facts(), clock.now())
             results.append(result)
+        return results
 
+    def _finish(self, results: list[ops.CheckResult], options: dict[str, Any]) -> None:
         if options["json"]:
             self.stdout.write(json.dumps([r.as_dict() for r in results], indent=2))
         else:
@@ -109,7 +121,7 @@ class Command(BaseCommand):
                     "/".join(filter(None, (r.tls_version, r.cipher))) or "-",
                     r.auth_mechanism or "-",
                     _certificate(r),
-                    r.reply[:70],
+                    shorten(r.reply, REPLY_WIDTH),
                 )
             )
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
@@ -122,6 +134,36 @@ class Command(BaseCommand):
                 self.stdout.write(f"{r.account}: {r.hint}")
             for warning in r.warnings:
                 self.stdout.write(f"{r.account}: warning: {warning}")
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters, cut between words and ending in "…"
+    when cut, so a reply is never silently truncated mid-word."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    if " " in cut and text[width - 1] != " ":
+        cut = cut[: cut.rfind(" ")]
+    return cut.rstrip() + "\u2026"
+
+
+class _AccountFailureFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "multismtp_account_failure", False)
+
+
+@contextmanager
+def _quiet_account_failures() -> Iterator[None]:
+    """The command prints each failure itself (row and hint); the backend's log line
+    about the same failure would print it a second time on a console-logging site."""
+    logger = logging.getLogger("django_multismtp")
+    quiet = _AccountFailureFilter()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 def _certificate(result: ops.CheckResult) -> str:

@@ -1,5 +1,4 @@
-"""Django admin: SMTP accounts (presets, status, test, send-code-and-confirm), the log and
-the outbox (retry now, cancel).
+"""The SMTP account admin: presets, status, test, send-code-and-confirm.
 
 Extra pages are full admin pages (``admin_view``-wrapped, CSRF-protected, POST for
 anything with side effects, permission-checked), following Django's own
@@ -9,8 +8,6 @@ and edit only the accounts they own.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from django import forms
@@ -25,23 +22,23 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
-from django.views.decorators.debug import sensitive_post_parameters
 
-from . import clock, conf, ops, outbox, stall, verification
-from .exposure import security_warnings
-from .fields import Undecryptable, secret_fields
-from .forms import ConfirmCodeForm, SendCodeForm, SmtpAccountForm
-from .models import DeliveryLog, OAuthConnection, OutboxMessage, SmtpAccount
-from .oauth import providers as oauth_providers
-from .presets import PRESETS
-from .throttling import too_many
+from .. import clock, conf, ops, verification
+from ..exposure import security_warnings
+from ..forms import ConfirmCodeForm, SendCodeForm, SmtpAccountForm
+from ..models import OAuthConnection, SmtpAccount
+from ..oauth import providers as oauth_providers
+from ..presets import PRESETS
+from ..throttling import too_many
+from .actions import ValidSelectionMixin
+from .display import badge, warn_if_stalled
+from .secrets import SecretFieldsMixin
 
 if TYPE_CHECKING:
     AccountAdminBase = admin.ModelAdmin[SmtpAccount]
-    LogAdminBase = admin.ModelAdmin[DeliveryLog]
-    OutboxAdminBase = admin.ModelAdmin[OutboxMessage]
 else:
-    AccountAdminBase = LogAdminBase = OutboxAdminBase = admin.ModelAdmin
+    AccountAdminBase = admin.ModelAdmin
+
 
 BADGE_COLOURS = {
     "verified": "#2e7d32",
@@ -50,159 +47,6 @@ BADGE_COLOURS = {
     "error": "#c62828",
     "inactive": "#9e9e9e",
 }
-OUTBOX_LABELS = {
-    "queued": _("queued"),
-    "sending": _("sending"),
-    "sent": _("sent"),
-    "failed": _("failed"),
-    "cancelled": _("cancelled"),
-}
-OUTBOX_COLOURS = {
-    "queued": "#1565c0",
-    "sending": "#6a1b9a",
-    "sent": "#2e7d32",
-    "failed": "#c62828",
-    "cancelled": "#9e9e9e",
-}
-
-
-def _badge(key: str, colour: str, label: Any, title: str = "") -> str:
-    return format_html(
-        '<span class="multismtp-status multismtp-status-{}" style="color:#fff;'
-        'background:{};padding:2px 6px;border-radius:8px;white-space:nowrap" title="{}">'
-        "{}</span>",
-        key,
-        colour,
-        title,
-        label,
-    )
-
-
-def _valid_selection(request: HttpRequest) -> bool:
-    """Are the selected rows of an action primary keys? Django's ``pk__in`` query fails
-    with a server error on anything else (ValueError, or OverflowError on SQLite)."""
-    return all(
-        re.fullmatch(r"[0-9]{1,19}", value) and int(value) < 2**63
-        for value in request.POST.getlist(ACTION_CHECKBOX_NAME)
-    )
-
-
-def _refuse_selection(model_admin: Any, request: HttpRequest) -> None:
-    model_admin.message_user(
-        request, gettext("The selection is not valid. No items have been changed."), messages.ERROR
-    )
-
-
-class ValidSelectionMixin:
-    """Refuse forged action selections with a message instead of a server error."""
-
-    def response_action(
-        self, request: HttpRequest, queryset: Any, **kwargs: Any
-    ) -> HttpResponse | None:
-        # **kwargs: Django 6.1 passes action_location.
-        if not _valid_selection(request):
-            _refuse_selection(self, request)
-            return None
-        return super().response_action(request, queryset, **kwargs)  # type: ignore[misc,no-any-return]
-
-
-class SecretFieldsMixin:
-    """Never display a secret field (``fields.secret_fields``), in any admin mode.
-
-    Wherever the admin would show a secret read-only (the view-only page of staff
-    without the change permission, ``readonly_fields``, a ``has_change_permission``
-    that says no, list columns), it shows whether one is set instead. The add/change
-    view marks the secrets' POST parameters sensitive, so error reports show stars.
-    Every model admin of the app uses this, so a new secret field is covered at once.
-    """
-
-    model: Any
-
-    def _secret_displays(self) -> dict[str, Callable[[Any], str]]:
-        displays: dict[str, Callable[[Any], str]] | None = self.__dict__.get("_secret_display")
-        if displays is None:
-            displays = {
-                f.name: _secret_status(f.name, f.verbose_name) for f in secret_fields(self.model)
-            }
-            self.__dict__["_secret_display"] = displays
-        return displays
-
-    def _view_only(self, request: HttpRequest, obj: Any) -> bool:
-        # The change page of an object the user may not change shows every field read-only.
-        return obj is not None and not self.has_change_permission(request, obj)  # type: ignore[attr-defined]
-
-    def _swap(self, fields: Sequence[Any], read_only: set[str]) -> list[Any]:
-        """Secrets shown read-only become their status; a status whose secret is an
-        input (or already listed) is dropped."""
-        displays = self._secret_displays()
-        status_of = {display: name for name, display in displays.items()}
-        swapped: list[Any] = []
-        for item in fields:
-            if isinstance(item, (list, tuple)):
-                swapped.append(tuple(self._swap(item, read_only)))
-                continue
-            if isinstance(item, str) and item in read_only:
-                item = displays[item]
-            elif item in status_of and status_of[item] not in read_only:
-                continue
-            if not (item in status_of and item in swapped):
-                swapped.append(item)
-        return swapped
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        # Every status is read-only (that keeps it out of the form); it is shown only
-        # where get_fieldsets() puts it instead of the secret.
-        fields = list(super().get_readonly_fields(request, obj))  # type: ignore[misc]
-        return fields + [d for d in self._secret_displays().values() if d not in fields]
-
-    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
-        fieldsets = super().get_fieldsets(request, obj)  # type: ignore[misc]
-        displays = self._secret_displays()
-        if not displays:
-            return fieldsets
-        # self.get_readonly_fields: what the whole admin (subclasses too) makes read-only.
-        readonly = self.get_readonly_fields(request, obj)
-        view_only = self._view_only(request, obj)
-        read_only = {name for name in displays if view_only or name in readonly}
-        return [
-            (title, {**options, "fields": self._swap(options["fields"], read_only)})
-            for title, options in fieldsets
-        ]
-
-    def get_list_display(self, request: HttpRequest) -> Any:
-        secrets = set(self._secret_displays())
-        return self._swap(super().get_list_display(request), secrets)  # type: ignore[misc]
-
-    def changeform_view(
-        self,
-        request: HttpRequest,
-        object_id: str | None = None,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        view = super().changeform_view  # type: ignore[misc]
-        names = list(self._secret_displays())
-        inlines = getattr(self, "inlines", ())
-        if any(secret_fields(inline.model) for inline in inlines):
-            # Inline forms' parameters are prefixed ("smtp_accounts-0-password"): hide all.
-            view = sensitive_post_parameters()(view)
-        elif names:
-            view = sensitive_post_parameters(*names)(view)
-        return view(request, object_id, form_url, extra_context)  # type: ignore[no-any-return]
-
-
-def _secret_status(name: str, label: Any) -> Callable[[Any], str]:
-    """A read-only display of a secret: whether one is stored, never what it is."""
-
-    @admin.display(description=label)
-    def status(obj: Any) -> str:
-        value = getattr(obj, name, None)
-        if isinstance(value, Undecryptable):
-            return gettext("set, but the current FERNET_KEYS cannot decrypt it")
-        return gettext("set") if value else gettext("not set")
-
-    status.__name__ = f"{name}_status"
-    return status
 
 
 class StatusFilter(admin.SimpleListFilter):
@@ -232,6 +76,18 @@ class StatusFilter(admin.SimpleListFilter):
             )
         return queryset
 
+
+#: Owner vs "Default for users", in one line each (they are easily confused).
+OWNERSHIP_HELP = {
+    "owner": _(
+        "Owner: the one user whose personal account this is; they may edit it, and only "
+        "mail sent as them goes through it."
+    ),
+    "default_for": _(
+        "Default for users: a shared account that these users' mail goes through unless "
+        "they have their own; they cannot edit it."
+    ),
+}
 
 #: Live state: shown, never edited (the backend and the actions maintain it).
 STATE_FIELDS = (
@@ -331,7 +187,6 @@ class OAuthConnectionInline(SecretFieldsMixin, admin.StackedInline):  # type: ig
         )
 
 
-@admin.register(SmtpAccount)
 class SmtpAccountAdmin(SecretFieldsMixin, ValidSelectionMixin, AccountAdminBase):  # type: ignore[misc]
     form = SmtpAccountForm
     inlines = (OAuthConnectionInline,)
@@ -343,15 +198,16 @@ class SmtpAccountAdmin(SecretFieldsMixin, ValidSelectionMixin, AccountAdminBase)
             return []
         return super().get_inline_instances(request, obj)
 
+    # The status right after the name: at 1366 pixels with the sidebar open, what decides
+    # "does it work" must not be the column that falls off the right edge.
     list_display = (
         "name",
+        "status_badge",
         "purpose_label",
         "owner",
         "server",
         "from_email",
         "is_active",
-        "status_badge",
-        "updated_at",
     )
     # RelatedOnly: owners must not see every user name of the site in the sidebar.
     list_filter = (
@@ -420,6 +276,21 @@ class SmtpAccountAdmin(SecretFieldsMixin, ValidSelectionMixin, AccountAdminBase)
             {"fields": ("is_active", *STATE_FIELDS)},
         ),
     )
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        """A new account starts with the provider preset and shows only what it needs:
+        no State (nothing has happened yet), no "keep the stored password" (none is)."""
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is not None:
+            return fieldsets
+        skip = {"preset", "clear_password"}
+        trimmed = [
+            (title, {**options, "fields": [f for f in options["fields"] if f not in skip]})
+            for title, options in fieldsets
+            if title != _("State")
+        ]
+        return [(_("Provider"), {"fields": ["preset"]}), *trimmed]
+
     actions = [
         "test_connection",
         "send_test_email",
@@ -448,13 +319,18 @@ class SmtpAccountAdmin(SecretFieldsMixin, ValidSelectionMixin, AccountAdminBase)
         key, label = obj.status(clock.now())
         oauth = getattr(obj, "oauth", None)
         if key != "inactive" and oauth is not None and oauth.state == "needs_reconnect":
-            return _badge(
+            return badge(
                 "error",
                 BADGE_COLOURS["error"],
                 gettext("needs reconnect"),
                 oauth.last_refresh_error,
             )
-        return _badge(key, BADGE_COLOURS[key], label, obj.last_error if key == "error" else "")
+        if key != "error":
+            return badge(key, BADGE_COLOURS[key], label)
+        # Short in the list (the reply code); the whole error in the tooltip.
+        code = obj.last_error_code or gettext("failed")
+        short = gettext("last error: %(code)s") % {"code": code}
+        return badge(key, BADGE_COLOURS[key], short, obj.last_error)
 
     # -- scoping: owners see their own accounts ---------------------------------------
     def _global(self, request: HttpRequest, action: str = "change") -> bool:
@@ -521,6 +397,8 @@ class SmtpAccountAdmin(SecretFieldsMixin, ValidSelectionMixin, AccountAdminBase)
     def get_form(
         self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
     ) -> Any:
+        # Owner and "Default for users" look alike; one line each says which is which.
+        kwargs["help_texts"] = {**OWNERSHIP_HELP, **kwargs.get("help_texts", {})}
         form = super().get_form(request, obj, change, **kwargs)
         if not self._global(request):
             # Owners type their own host, as on "My SMTP settings": public hosts only.
@@ -538,7 +416,7 @@ class SmtpAccountAdmin(SecretFieldsMixin, ValidSelectionMixin, AccountAdminBase)
             self.message_user(request, f"{preset.label}: {preset.caveat}", messages.WARNING)
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
-        _warn_if_stalled(request)
+        warn_if_stalled(request)
         return super().changelist_view(request, extra_context)
 
     def render_change_form(
@@ -550,6 +428,10 @@ class SmtpAccountAdmin(SecretFieldsMixin, ValidSelectionMixin, AccountAdminBase)
         form_url: str = "",
         obj: Any = None,
     ) -> HttpResponse:
+        context["account_tools"] = [
+            ("test_connection", gettext("Test connection")),
+            ("send_test_email", gettext("Send test e-mail")),
+        ]
         # In red at the top of the form: what the saved settings expose (exposure.py).
         if obj is not None and obj.pk is not None:
             context["security_warnings"] = security_warnings(
@@ -703,178 +585,3 @@ class SmtpAccountAdmin(SecretFieldsMixin, ValidSelectionMixin, AccountAdminBase)
             original=account,
         )
         return TemplateResponse(request, self.confirm_template, context)
-
-
-@admin.register(DeliveryLog)
-class DeliveryLogAdmin(SecretFieldsMixin, ValidSelectionMixin, LogAdminBase):  # type: ignore[misc]
-    list_display = (
-        "created_at",
-        "account_name",
-        "message_id",
-        "outcome",
-        "reply_code",
-        "recipient_count",
-        "recipient_domains",
-        "duration_ms",
-    )
-    list_filter = ("outcome", "account", "created_at")
-    search_fields = ("message_id", "recipient_domains")
-    date_hierarchy = "created_at"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-class OutboxStatusFilter(admin.SimpleListFilter):
-    """The stored statuses, plus "sending" (queued and claimed by a live worker)."""
-
-    title = _("status")
-    parameter_name = "status"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
-        return [*OUTBOX_LABELS.items(), ("duplicate", _("possible duplicate"))]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        claimed = OutboxMessage.claimed(clock.now())
-        value = self.value()
-        if value == "queued":
-            return queryset.filter(status="queued").exclude(claimed)
-        if value == "sending":
-            return queryset.filter(claimed, status="queued")
-        if value == "duplicate":
-            return queryset.filter(possible_duplicate=True)
-        if value in ("sent", "failed", "cancelled"):
-            return queryset.filter(status=value)
-        return queryset
-
-
-def _warn_if_stalled(request: HttpRequest) -> None:
-    """A banner on the account and outbox lists when queued mail waits with no worker
-    (see :mod:`django_multismtp.stall`): a site that queues must run one."""
-    if request.method != "GET":
-        return
-    stuck = stall.stalled(clock.now())
-    if stuck is not None:
-        messages.error(request, stuck.message())
-
-
-@admin.register(OutboxMessage)
-class OutboxMessageAdmin(SecretFieldsMixin, ValidSelectionMixin, OutboxAdminBase):  # type: ignore[misc]
-    """Read-only rows with two actions: a person decides *when*, never *what*."""
-
-    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
-        _warn_if_stalled(request)
-        return super().changelist_view(request, extra_context)
-
-    list_display = (
-        "created_at",
-        "subject",
-        "recipients_short",
-        "status_badge",
-        "attempts",
-        "next_attempt_at",
-        "last_error_short",
-        "sent_by",
-    )
-    list_filter = (OutboxStatusFilter, "created_at")
-    search_fields = ("message_id", "subject", "envelope_recipients", "from_email")
-    date_hierarchy = "created_at"
-    actions = ("retry_now", "cancel")
-    exclude = ("data",)
-    readonly_fields = (
-        "message_id",
-        "subject",
-        "from_email",
-        "reply_to",
-        "envelope_recipients",
-        "size",
-        "hinted_account",
-        "account_hint",
-        "user",
-        "purpose",
-        "mailer",
-        "status",
-        "attempts",
-        "deferrals",
-        "smtp_attempts",
-        "next_attempt_at",
-        "last_error",
-        "last_error_code",
-        "created_at",
-        "sent_at",
-        "sent_by",
-        "locked_by",
-        "locked_until",
-        "claims",
-        "possible_duplicate",
-        "delivery_log",
-    )
-
-    @admin.display(description=_("status"), ordering="status")
-    def status_badge(self, obj: OutboxMessage) -> str:
-        key = obj.display_status(clock.now())
-        return _badge(key, OUTBOX_COLOURS[key], OUTBOX_LABELS[key], obj.last_error)
-
-    @admin.display(description=_("recipients"))
-    def recipients_short(self, obj: OutboxMessage) -> str:
-        recipients = obj.recipients()
-        more = f" (+{len(recipients) - 1})" if len(recipients) > 1 else ""
-        return (recipients[0] if recipients else "") + more
-
-    @admin.display(description=_("last error"))
-    def last_error_short(self, obj: OutboxMessage) -> str:
-        first = obj.last_error.splitlines()[0] if obj.last_error else ""
-        return first[:120] + ("..." if len(first) > 120 else "")
-
-    @admin.display(description=_("delivery log"))
-    def delivery_log(self, obj: OutboxMessage) -> str:
-        url = reverse("admin:django_multismtp_deliverylog_changelist")
-        return format_html(
-            '<a href="{}?q={}">{}</a>', url, obj.message_id, gettext("Attempts of this message")
-        )
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[OutboxMessage]:
-        return super().get_queryset(request).defer("data").select_related("sent_by")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # The form is read-only; the actions need the change permission.
-        return super().has_change_permission(request, obj) if obj is None else False
-
-    @admin.action(description=_("Retry now"), permissions=["change"])
-    def retry_now(self, request: HttpRequest, queryset: QuerySet[OutboxMessage]) -> None:
-        self._report(
-            request,
-            queryset,
-            outbox.retry_now(queryset),
-            gettext("%(count)d message(s) will be sent by the next worker run."),
-            gettext("%(n)d sent or cancelled message(s) were left alone."),
-        )
-
-    @admin.action(description=_("Cancel"), permissions=["change"])
-    def cancel(self, request: HttpRequest, queryset: QuerySet[OutboxMessage]) -> None:
-        self._report(
-            request,
-            queryset,
-            outbox.cancel(queryset),
-            gettext("%(count)d message(s) cancelled."),
-            gettext("%(n)d already sent or cancelled message(s) were left alone."),
-        )
-
-    def _report(
-        self,
-        request: HttpRequest,
-        queryset: QuerySet[OutboxMessage],
-        count: int,
-        done: str,
-        left: str,
-    ) -> None:
-        """Say what an action changed, and how many selected rows it left alone."""
-        skipped = queryset.count() - count
-        text = done % {"count": count} + (" " + left % {"n": skipped} if skipped else "")
-        self.message_user(request, text, messages.SUCCESS if count else messages.WARNING)
