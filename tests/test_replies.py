@@ -262,6 +262,13 @@ def test_what_a_provider_reply_means_for_the_user(code, text, stage, pause, then
     assert failure.code == code
 
 
+@pytest.mark.parametrize(("code", "text", "stage", "pause", "then", "hint"), PROVIDERS)
+def test_the_failure_quotes_the_providers_reply(code, text, stage, pause, then, hint):
+    """The error a person reads carries the provider's own words, whatever the hint."""
+    failure = classify_reply(code, text, stage=stage)
+    assert failure.summary() == f"{code} {' '.join(text.split())}"
+
+
 def test_the_hints_name_what_to_do():
     """The texts the brief promises people: App Passwords, Microsoft, STARTTLS, ports."""
     assert "App Password" in classify_reply(535, "5.7.8 Bad credentials", stage="AUTH").hint
