@@ -87,6 +87,8 @@ REPLIES = [
     reply(451, "4.7.1 Please try again later", TRANSIENT, "transient"),
     reply(451, "4.3.0 Mail server temporarily rejected message.", TRANSIENT, "transient"),
     reply(450, "4.2.0 Mailbox unavailable", TRANSIENT, "recipient_deferred", stage="RCPT"),
+    # A recipient's full mailbox says "quota exceeded": the recipient's quota, not ours.
+    reply(452, "4.2.2 Mailbox quota exceeded for this recipient", TRANSIENT, "mailbox_full"),
     reply(452, "4.5.3 Too many recipients", TRANSIENT, "transient", stage="RCPT"),
     # Amazon SES.
     reply(454, "4.7.0 Throttling failure: Maximum sending rate exceeded.", THROTTLED,
@@ -138,6 +140,7 @@ def test_classify_reply(code, text, stage, outcome, daily, hint):
     assert failure.outcome == outcome
     assert failure.daily_quota is daily
     assert failure.code == code
+    assert failure.summary() == f"{code} {' '.join(text.split())}"
     assert failure.hint == (HINTS[hint] if hint else "")
     assert_hint_rule(failure)
 
