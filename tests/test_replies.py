@@ -120,6 +120,9 @@ REPLIES = [
     reply(538, "5.7.11 Encryption required for requested authentication mechanism",
           TLS_FAILED, "starttls_required", stage="AUTH"),
     reply(530, "5.7.0 Authentication required", AUTH_FAILED, "auth_required", stage="MAIL"),
+    # RFC 4954: 504 to AUTH is a login method the server does not know.
+    reply(504, "5.5.4 Unrecognized authentication type", AUTH_FAILED, "auth_not_offered",
+          stage="AUTH"),
     reply(530, "5.7.57 Client not authenticated to send mail", AUTH_FAILED, "auth_required",
           stage="MAIL"),
     # Refusals of this message.
