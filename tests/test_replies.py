@@ -87,6 +87,8 @@ REPLIES = [
     reply(451, "4.7.1 Please try again later", TRANSIENT, "transient"),
     reply(451, "4.3.0 Mail server temporarily rejected message.", TRANSIENT, "transient"),
     reply(450, "4.2.0 Mailbox unavailable", TRANSIENT, "recipient_deferred", stage="RCPT"),
+    # A recipient's full mailbox says "quota exceeded": the recipient's quota, not ours.
+    reply(452, "4.2.2 Mailbox quota exceeded for this recipient", TRANSIENT, "mailbox_full"),
     reply(452, "4.5.3 Too many recipients", TRANSIENT, "transient", stage="RCPT"),
     # Amazon SES.
     reply(454, "4.7.0 Throttling failure: Maximum sending rate exceeded.", THROTTLED,
@@ -118,6 +120,9 @@ REPLIES = [
     reply(538, "5.7.11 Encryption required for requested authentication mechanism",
           TLS_FAILED, "starttls_required", stage="AUTH"),
     reply(530, "5.7.0 Authentication required", AUTH_FAILED, "auth_required", stage="MAIL"),
+    # RFC 4954: 504 to AUTH is a login method the server does not know.
+    reply(504, "5.5.4 Unrecognized authentication type", AUTH_FAILED, "auth_not_offered",
+          stage="AUTH"),
     reply(530, "5.7.57 Client not authenticated to send mail", AUTH_FAILED, "auth_required",
           stage="MAIL"),
     # Refusals of this message.
@@ -138,6 +143,7 @@ def test_classify_reply(code, text, stage, outcome, daily, hint):
     assert failure.outcome == outcome
     assert failure.daily_quota is daily
     assert failure.code == code
+    assert failure.summary() == f"{code} {' '.join(text.split())}"
     assert failure.hint == (HINTS[hint] if hint else "")
     assert_hint_rule(failure)
 
@@ -260,6 +266,13 @@ def test_what_a_provider_reply_means_for_the_user(code, text, stage, pause, then
     assert (RETRY if failure.retryable else FAIL) == then
     assert failure.hint == HINTS[hint]
     assert failure.code == code
+
+
+@pytest.mark.parametrize(("code", "text", "stage", "pause", "then", "hint"), PROVIDERS)
+def test_the_failure_quotes_the_providers_reply(code, text, stage, pause, then, hint):
+    """The error a person reads carries the provider's own words, whatever the hint."""
+    failure = classify_reply(code, text, stage=stage)
+    assert failure.summary() == f"{code} {' '.join(text.split())}"
 
 
 def test_the_hints_name_what_to_do():
