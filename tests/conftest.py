@@ -79,11 +79,37 @@ def outbox_off(settings) -> None:  # type: ignore[no-untyped-def]
     settings.MULTISMTP = {**getattr(settings, "MULTISMTP", {}), "OUTBOX": "off"}
 
 
+#: Fixtures through which a test reaches the database (pytest-django's).
+DATABASE_FIXTURES = frozenset(
+    {"db", "transactional_db", "django_db_reset_sequences", "live_server"}
+)
+
+
+def uses_database(item: pytest.Item) -> bool:
+    return item.get_closest_marker("django_db") is not None or bool(
+        DATABASE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``postgresql`` run in the suite's PostgreSQL pass only."""
+    """Tests marked ``postgresql`` run in the suite's PostgreSQL pass only; that pass
+    leaves out what it could not tell apart from the SQLite pass.
+
+    pytest-django refuses database access to a test that asks for none, so a test
+    without a ``django_db`` mark or database fixture runs the same on any database:
+    the protocol, parsing and network guards. The browser tests drive templates and
+    scripts whose queries ``test_admin`` and ``test_self_service`` already run on
+    PostgreSQL. Both run once, in the SQLite pass."""
     from django.conf import settings
 
     if "postgresql" in settings.DATABASES["default"]["ENGINE"]:
+        kept, left_out = [], []
+        for item in items:
+            same_anywhere = not uses_database(item) or item.get_closest_marker("browser")
+            (left_out if same_anywhere else kept).append(item)
+        if left_out:
+            config.hook.pytest_deselected(items=left_out)
+            items[:] = kept
         return
     skip = pytest.mark.skip(reason="a PostgreSQL race: runs with --ds=tests.settings_pg")
     for item in items:

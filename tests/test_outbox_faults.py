@@ -110,7 +110,9 @@ class Queued:
     fault: Fault
     outcome: str  # the delivery log's outcome (replies.Outcome)
     code: int | None  # the reply code, if the server gave one
-    error: str  # part of the error the caller, the account and the row show
+    #: Part of the error the caller, the account and the row show (one of several, when
+    #: the same fault may be noticed at different moments).
+    error: str | tuple[str, ...]
     hint: str | None  # the replies.HINTS entry the account and the row show
     server: str = "smtp_server"  # the conftest fixture
     account: dict[str, Any] = field(default_factory=dict)
@@ -174,13 +176,20 @@ QUEUED = {
         Fault.auth_then_drop(),
         "connection_failed",
         None,
-        "Unexpected EOF received",
+        # The hang-up is seen as an end of file when it arrives while the client waits
+        # for a reply, as a lost connection when it arrived during the hand-over from the
+        # login to the mail transaction: the same fault, and the same hint.
+        ("Unexpected EOF received", "Connection lost"),
         "disconnected",
         server="starttls_server",
         account=ALICE,
         logged_in=True,
     ),
 }
+
+
+def _shows(error: str | tuple[str, ...], text: str) -> bool:
+    return any(part in text for part in ((error,) if isinstance(error, str) else error))
 
 
 @pytest.mark.parametrize("case", QUEUED.values(), ids=QUEUED.keys())
@@ -196,7 +205,7 @@ def test_a_failed_send_is_queued_and_delivered_exactly_once(request, mailer, clo
     assert send(msg) == 1
     status = msg.multismtp_status
     assert (status.outcome, status.queued, status.attempts) == ("queued", True, 1)
-    assert case.error in status.error
+    assert _shows(case.error, status.error)
     assert server.received == []
     assert server.auth_attempts == ([("CRAM-MD5", "alice", True)] if case.logged_in else [])
 
@@ -205,7 +214,7 @@ def test_a_failed_send_is_queued_and_delivered_exactly_once(request, mailer, clo
     if case.account_level:
         paused_until = clock() + MINUTE if case.throttled else None
         assert pause(account) == (case.code, paused_until, int(case.throttled))
-        assert case.error in account.last_error
+        assert _shows(case.error, account.last_error)
         assert case.hint is None or HINTS[case.hint] in account.last_error
     else:
         assert pause(account) == (None, None, 0)
@@ -219,7 +228,7 @@ def test_a_failed_send_is_queued_and_delivered_exactly_once(request, mailer, clo
     row = OutboxMessage.objects.get()
     assert row.message_id == status.message_id
     assert (row.status, row.attempts, row.deferrals, row.smtp_attempts) == (Status.QUEUED, 1, 0, 1)
-    assert case.error in row.last_error
+    assert _shows(case.error, row.last_error)
     assert case.hint is None or HINTS[case.hint] in row.last_error
     assert row.last_error_code == case.code
     assert row.next_attempt_at == clock() + MINUTE
