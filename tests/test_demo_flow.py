@@ -247,3 +247,52 @@ def test_a_port_taken_by_another_program_changes_nothing(tmp_path):
     assert "Nothing was changed" in result.stderr
     assert not (demo_dir / "demo.sqlite3").exists()
     assert not (demo_dir / "sink.jsonl").exists()
+
+
+# -- the demo's OAuth account ----------------------------------------------------------------
+
+
+def test_the_demo_settings_point_the_generic_provider_at_the_demos_server(monkeypatch, tmp_path):
+    """The settings (default port) and what ``manage.py demo --port`` writes agree, and the
+    new OAUTH_PROVIDERS checks accept the loopback http URLs."""
+    from demo_site import oauth_server
+
+    from django_multismtp.checks import _oauth_provider_errors
+
+    monkeypatch.delenv("DEMO_PORT", raising=False)
+    providers = demo_multismtp_settings(monkeypatch, tmp_path)["OAUTH_PROVIDERS"]
+    assert providers == {"generic": oauth_server.provider_settings("http://127.0.0.1:8000")}
+    assert _oauth_provider_errors(providers) == []
+
+
+def test_the_oauth_mailbox_of_the_sink_refuses_a_token_the_server_did_not_issue(
+    settings, tmp_path, sink
+):
+    """Only AUTH XOAUTH2 with a live token of the demo server passes (Microsoft's 535 5.7.3
+    otherwise); no password gets in."""
+    import base64
+    import smtplib
+
+    from demo_site import oauth_server
+
+    settings.DEMO_DIR = tmp_path
+    port = sink.port_of("Demo OAuth mailbox")
+    store = oauth_server.store()
+    live = oauth_server.Token("good-token", "refresh", "SMTP.Send", oauth_server.MAILBOX, 0, 10**10)
+    store.tokens.append(live)
+
+    def xoauth2(user: str, token: str) -> tuple[int, bytes]:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+            smtp.ehlo()
+            assert smtp.esmtp_features["auth"].split() == ["XOAUTH2"]
+            blob = base64.b64encode(f"user={user}\x01auth=Bearer {token}\x01\x01".encode())
+            return smtp.docmd("AUTH", "XOAUTH2 " + blob.decode())
+
+    assert xoauth2(oauth_server.MAILBOX, "good-token")[0] == 235
+    assert xoauth2(oauth_server.MAILBOX, "forged-token") == (
+        535,
+        b"5.7.3 Authentication unsuccessful [invalid_token]",
+    )
+    assert xoauth2("someone@demo.test", "good-token")[0] == 535
+    live.revoked = True
+    assert xoauth2(oauth_server.MAILBOX, "good-token")[0] == 535
