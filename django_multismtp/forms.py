@@ -104,7 +104,7 @@ class AccountFormMixin(forms.ModelForm):  # type: ignore[type-arg]
         required=False,
         choices=preset_choices,
         widget=PresetSelect,
-        help_text=_("Fills host, port and security (when the host is empty)."),
+        help_text=_("Fills host, port, security and authentication (when the host is empty)."),
     )
     password = forms.CharField(
         label=_("Password"),

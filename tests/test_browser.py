@@ -367,7 +367,7 @@ def test_presets_switch_the_authentication_method(page: Page, live_server: Any, 
     expect(section.get_by_role("button", name="Connect with Google")).to_be_visible()
     expect(section.locator(".oauth-redirect-uri")).to_have_text("/smtp/oauth/callback/")
     expect(password).to_be_hidden()
-    shot(page, "admin-oauth-connect.png", "fieldset:has(#id_auth_method)", "#oauth-group")
+    shot(page, "admin-oauth-connect.png", "#oauth-group", width=1200)
 
     # A password preset hides it again; the Microsoft OAuth preset brings it back.
     page.locator("#id_preset").select_option(label="Yahoo Mail")
