@@ -361,11 +361,11 @@ def authorize(request: HttpRequest) -> HttpResponse:
     problem = ""
     if request.method == "POST":
         if "deny" in request.POST:
-            return server.create_authorization_response(request, grant_user=None)  # type: ignore[no-any-return]
+            return server.create_authorization_response(request, grant_user=None, grant=grant)  # type: ignore[no-any-return]
         mailbox = request.POST.get("mailbox", "").strip().lower()
         password = request.POST.get("password", "")
         if mailbox == MAILBOX and hmac.compare_digest(password, MAILBOX_PASSWORD):
-            return server.create_authorization_response(request, grant_user=mailbox)  # type: ignore[no-any-return]
+            return server.create_authorization_response(request, grant_user=mailbox, grant=grant)  # type: ignore[no-any-return]
         problem = "Wrong mailbox or password."
     return render(
         request,
