@@ -295,6 +295,7 @@ def test_the_oauth_mailbox_of_the_sink_refuses_a_token_the_server_did_not_issue(
         b"5.7.3 Authentication unsuccessful [invalid_token]",
     )
     assert xoauth2("someone@demo.test", "good-token")[0] == 535
+    assert xoauth2(oauth_server.MAILBOX, "göod-tökén")[0] == 535  # not a server error
     live.revoked = True
     assert xoauth2(oauth_server.MAILBOX, "good-token")[0] == 535
 

@@ -147,8 +147,12 @@ class Store:
     def find(self, **match: str) -> Token | None:
         with self.lock:
             for token in self.tokens:
+                # Bytes: compare_digest() refuses str with non-ASCII characters, which
+                # anyone can send as a token.
                 if all(
-                    hmac.compare_digest(getattr(token, k), v) for k, v in match.items() if v
+                    hmac.compare_digest(getattr(token, k).encode(), v.encode())
+                    for k, v in match.items()
+                    if v
                 ) and any(match.values()):
                     return token
         return None
@@ -209,7 +213,7 @@ class Client(ClientMixin):  # type: ignore[misc]
         )
 
     def check_client_secret(self, client_secret: str) -> bool:
-        return hmac.compare_digest(client_secret or "", CLIENT_SECRET)
+        return hmac.compare_digest((client_secret or "").encode(), CLIENT_SECRET.encode())
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         return method in ("client_secret_post", "client_secret_basic")
@@ -364,7 +368,7 @@ def authorize(request: HttpRequest) -> HttpResponse:
             return server.create_authorization_response(request, grant_user=None, grant=grant)  # type: ignore[no-any-return]
         mailbox = request.POST.get("mailbox", "").strip().lower()
         password = request.POST.get("password", "")
-        if mailbox == MAILBOX and hmac.compare_digest(password, MAILBOX_PASSWORD):
+        if mailbox == MAILBOX and hmac.compare_digest(password.encode(), MAILBOX_PASSWORD.encode()):
             return server.create_authorization_response(request, grant_user=mailbox, grant=grant)  # type: ignore[no-any-return]
         problem = "Wrong mailbox or password."
     return render(
