@@ -17,13 +17,20 @@ django_multismtp.E007  POOL_POLICY (or a mailer's ``pool`` option) is not a know
 django_multismtp.E008  LOG_RECIPIENTS is not "plain", "hashed" or "off"
 django_multismtp.W005  ALLOW_INTERNAL_HOSTS is on (``check --deploy``)
 django_multismtp.W006  SERVER_EMAIL / DEFAULT_FROM_EMAIL is Django's default (deploy)
+django_multismtp.E009  OAUTH_PROVIDERS is malformed (not a dict, unknown key, scopes...)
+django_multismtp.E010  an OAUTH_PROVIDERS entry that is no known provider names no token_url
+django_multismtp.E011  an OAUTH_PROVIDERS URL is not https (loopback http is allowed)
+django_multismtp.E012  an OAUTH_PROVIDERS secret is a placeholder, or private_key is no PEM
+django_multismtp.W007  an OAUTH_PROVIDERS entry of another server names no client_id
 =====================  ========================================================
 """
 
 from __future__ import annotations
 
 import difflib
+import ipaddress
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
@@ -31,6 +38,7 @@ from django.db import DatabaseError
 from django.utils.module_loading import import_string
 
 from . import compat, conf
+from .oauth import providers as oauth_providers
 
 BACKEND_PATHS = {
     "django_multismtp.backends.EmailBackend",
@@ -127,6 +135,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         )
     errors.extend(_outbox_errors(raw))
     errors.extend(_pool_errors(raw.get("POOL_POLICY", conf.DEFAULTS["POOL_POLICY"])))
+    errors.extend(_oauth_provider_errors(raw.get("OAUTH_PROVIDERS", {})))
     if raw.get("LOG_RECIPIENTS", "plain") not in conf.LOG_RECIPIENT_MODES:
         errors.append(
             Error(
@@ -331,3 +340,168 @@ def _pool_errors(value: Any) -> list[Any]:
             id="django_multismtp.E007",
         )
     ]
+
+
+#: The keys an OAUTH_PROVIDERS entry may hold (what ``oauth.providers.resolve`` reads).
+OAUTH_PROVIDER_KEYS = (
+    "client_id",
+    "client_secret",
+    "tenant",
+    "authorize_url",
+    "token_url",
+    "revoke_url",
+    "scopes",
+    "authorize_params",
+    "private_key",
+    "token_auth_method",
+)
+OAUTH_URL_KEYS = ("authorize_url", "token_url", "revoke_url")
+#: The client authentications Authlib's OAuth2Session knows.
+OAUTH_TOKEN_AUTH_METHODS = (
+    "client_secret_post",
+    "client_secret_basic",
+    "client_secret_jwt",
+    "private_key_jwt",
+    "none",
+)
+#: Values copied from an example rather than from the provider's console.
+SECRET_PLACEHOLDERS = {"...", "\u2026", "secret", "changeme", "change-me", "xxx", "todo"}
+
+
+def _oauth_provider_errors(value: Any) -> list[Any]:
+    """MULTISMTP["OAUTH_PROVIDERS"]: read only when a token is needed, so a mistake here
+    would otherwise surface months later as an account that cannot connect or refresh."""
+    if not isinstance(value, dict):
+        return [
+            Error(
+                f'MULTISMTP["OAUTH_PROVIDERS"] is {type(value).__name__}, not a dict.',
+                hint='For example {"microsoft": {"client_id": ..., "client_secret": ...}}.',
+                id="django_multismtp.E009",
+            )
+        ]
+    errors: list[Any] = []
+    for name, entry in value.items():
+        errors.extend(_oauth_entry_errors(str(name), entry))
+    return errors
+
+
+def _oauth_entry_errors(name: str, entry: Any) -> list[Any]:
+    where = f'MULTISMTP["OAUTH_PROVIDERS"][{name!r}]'
+    if not isinstance(entry, dict):
+        return [
+            Error(
+                f"{where} is {type(entry).__name__}, not a dict of the provider's app settings.",
+                hint="Keys: " + ", ".join(OAUTH_PROVIDER_KEYS),
+                id="django_multismtp.E009",
+            )
+        ]
+    errors: list[Any] = []
+
+    def error(code: str, text: str, hint: str) -> None:
+        errors.append(Error(f"{where} {text}", hint=hint, id=f"django_multismtp.{code}"))
+
+    for key in sorted(set(entry) - set(OAUTH_PROVIDER_KEYS), key=str):
+        close = difflib.get_close_matches(str(key), OAUTH_PROVIDER_KEYS, n=1)
+        error(
+            "E009",
+            f"has the unknown key {key!r}, which is ignored.",
+            (f"Did you mean {close[0]!r}? " if close else "")
+            + "Known keys: "
+            + ", ".join(OAUTH_PROVIDER_KEYS),
+        )
+    for key in ("client_id", "client_secret", "tenant", "private_key", *OAUTH_URL_KEYS):
+        if key in entry and not isinstance(entry[key], str):
+            error(
+                "E009",
+                f"[{key!r}] is {type(entry[key]).__name__}, not a string.",
+                "Give the value as text (read secrets from the environment or a file).",
+            )
+    scopes = entry.get("scopes", "")
+    if not isinstance(scopes, str) and not (
+        isinstance(scopes, list | tuple) and all(isinstance(s, str) for s in scopes)
+    ):
+        error(
+            "E009",
+            f"['scopes'] is {scopes!r}, neither a string nor a list of strings.",
+            'For example "https://mail.google.com/" or ["SMTP.Send", "offline_access"].',
+        )
+    params = entry.get("authorize_params", {})
+    if not isinstance(params, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in params.items()
+    ):
+        error(
+            "E009",
+            "['authorize_params'] is not a dict of strings.",
+            'Extra query parameters of the authorization request, e.g. {"prompt": "consent"}.',
+        )
+    method = entry.get("token_auth_method", "client_secret_post")
+    if method not in OAUTH_TOKEN_AUTH_METHODS:
+        error(
+            "E009",
+            f"['token_auth_method'] is {method!r}, which the token endpoint cannot be sent.",
+            "Use one of: " + ", ".join(OAUTH_TOKEN_AUTH_METHODS) + ".",
+        )
+    known = name in oauth_providers.PROVIDERS and name != "generic"
+    if not known and not entry.get("token_url"):
+        close = difflib.get_close_matches(name.lower(), ["microsoft", "google"], n=1)
+        error(
+            "E010",
+            "is not a provider django-multismtp knows and gives no token_url, so no account "
+            "of it can get a token.",
+            (f"Did you mean {close[0]!r}? " if close else "")
+            + "Built-in providers: microsoft, google. For another server give its "
+            "token_url and authorize_url (and client_id).",
+        )
+    elif not known and not entry.get("client_id"):
+        errors.append(
+            Warning(
+                f"{where} gives no client_id: every account of this provider must then "
+                "have its own.",
+                hint="Add the client id your authorization server registered for this site.",
+                id="django_multismtp.W007",
+            )
+        )
+    for key in OAUTH_URL_KEYS:
+        url = entry.get(key)
+        if isinstance(url, str) and url and (problem := _insecure_url(url)):
+            error(
+                "E011",
+                f"[{key!r}] is {url!r}: {problem}",
+                "Use the https:// address. Plain http is allowed only on this machine "
+                "(localhost, 127.0.0.1, ::1), for development.",
+            )
+    for key in ("client_secret", "private_key"):
+        secret = entry.get(key)
+        if isinstance(secret, str) and secret.strip().lower() in SECRET_PLACEHOLDERS:
+            error(
+                "E012",
+                f"[{key!r}] is a placeholder ({secret!r}), not a secret.",
+                "Paste the value from the provider's console, read from the environment "
+                "(os.environ[...]) or a secrets file, never committed.",
+            )
+    key_text = entry.get("private_key")
+    if isinstance(key_text, str) and key_text.strip() and "-----BEGIN" not in key_text:
+        error(
+            "E012",
+            "['private_key'] is not a PEM key (a file name?).",
+            "Give the key's text: Path(...).read_text(), or the private_key of the "
+            "service account's JSON key file.",
+        )
+    return errors
+
+
+def _insecure_url(url: str) -> str:
+    """Why ``url`` may not carry tokens and secrets, or "" when it may."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return ""
+    if parts.scheme != "http" or not parts.hostname:
+        return "not an http(s) URL."
+    host = parts.hostname
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        return ""
+    return "plain http sends the client secret and the tokens readable to the network."

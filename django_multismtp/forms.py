@@ -1,9 +1,11 @@
 """Forms for the admin and the "My SMTP settings" page.
 
 The password is write-only (never rendered back; empty keeps the stored one; a checkbox
-clears it). A provider preset fills host, port and security: on submit without
-JavaScript (when the host is left empty), and at once with JavaScript, which also shows
-the provider's caveat. Every error names what to change.
+clears it). A provider preset fills host, port, security and the login method (an OAuth
+preset chooses OAuth 2.0 (XOAUTH2), a password preset takes an OAuth method back to
+Automatic): on submit without JavaScript (when the host is left empty), and at once with
+JavaScript, which also shows the provider's caveat and the OAuth section. Every error
+names what to change.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_variables
 
 from . import conf
-from .models import SmtpAccount
+from .models import OAuthConnection, SmtpAccount
 from .models.account import _is_host
 from .netguard import InternalAddressError, public_addresses
 from .presets import PRESETS, preset_choices
@@ -49,6 +51,8 @@ class PresetSelect(forms.Select):
                 "security": p.security.value,
                 "caveat": str(p.caveat),
                 "username_hint": str(p.username_hint),
+                "auth_method": p.auth_method,
+                "oauth_provider": p.oauth_provider,
             }
             for key, p in PRESETS.items()
         }
@@ -57,10 +61,16 @@ class PresetSelect(forms.Select):
         payload = json.dumps(data).replace("<", "\\u003c")
         return format_html(
             '{}<script type="application/json" id="multismtp-presets">{}</script>'
-            '<p class="help multismtp-caveat" id="multismtp-caveat">{}</p>',
+            '<p class="help multismtp-caveat" id="multismtp-caveat">{}</p>'
+            '<p class="help multismtp-oauth-note" id="multismtp-oauth-note" '
+            'style="display: none">{}</p>',
             html,
             mark_safe(payload),  # noqa: S308 (JSON with "<" escaped)
             caveat,
+            _(
+                "OAuth 2.0: no password. Save, then click \u201cConnect\u201d in the OAuth 2.0 "
+                "section to sign in to the mailbox."
+            ),
         )
 
 
@@ -94,7 +104,7 @@ class AccountFormMixin(forms.ModelForm):  # type: ignore[type-arg]
         required=False,
         choices=preset_choices,
         widget=PresetSelect,
-        help_text=_("Fills host, port and security (when the host is empty)."),
+        help_text=_("Fills host, port, security and authentication (when the host is empty)."),
     )
     password = forms.CharField(
         label=_("Password"),
@@ -108,6 +118,9 @@ class AccountFormMixin(forms.ModelForm):  # type: ignore[type-arg]
 
     #: Check that the host resolves to public addresses only (self-service).
     public_hosts_only = False
+    #: Give an account saved with an OAuth preset its OAuth section only when the site
+    #: has the provider's app (MULTISMTP["OAUTH_PROVIDERS"]): an owner cannot set one up.
+    oauth_needs_site_app = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -130,6 +143,8 @@ class AccountFormMixin(forms.ModelForm):  # type: ignore[type-arg]
             data["host"] = preset.host
             data["port"] = preset.port
             data["security"] = preset.security.value
+            if "auth_method" in self.fields:  # as presets.js does
+                data["auth_method"] = preset.auth_method_for(str(data.get("auth_method") or ""))
             if preset.username_hint == "apikey" and not data.get("username"):
                 data["username"] = "apikey"
         if not data.get("host") and "host" not in self.errors:
@@ -186,7 +201,7 @@ class AccountFormMixin(forms.ModelForm):  # type: ignore[type-arg]
     @sensitive_variables("password")
     def _post_clean(self) -> None:
         # Apply what clean() filled in from a preset before the model validates it.
-        for name in ("host", "port", "security", "username"):
+        for name in ("host", "port", "security", "auth_method", "username"):
             if name in self.cleaned_data and name in self.fields:
                 setattr(self.instance, name, self.cleaned_data[name])
         password = self.cleaned_data.get("password")
@@ -199,6 +214,29 @@ class AccountFormMixin(forms.ModelForm):  # type: ignore[type-arg]
         # its fields (from the fieldsets), so it would otherwise be wiped on every save.
         self.cleaned_data.pop("password", None)
         super()._post_clean()  # type: ignore[misc]
+
+    def _save_m2m(self) -> None:
+        # Runs once the account is saved (form.save(), or the admin's save_related()).
+        super()._save_m2m()  # type: ignore[misc]
+        self._add_oauth_section()
+
+    def _add_oauth_section(self) -> None:
+        """An account saved with an OAuth preset gets its OAuth connection (the section
+        with "Connect with <provider>"), unless it has one."""
+        preset = PRESETS.get(self.cleaned_data.get("preset") or "")
+        account = self.instance
+        if (
+            preset is None
+            or not preset.oauth_provider
+            or account.auth_method != preset.auth_method
+            or OAuthConnection.objects.filter(account=account).exists()
+        ):
+            return
+        if self.oauth_needs_site_app and not conf.oauth_provider_settings(
+            preset.oauth_provider
+        ).get("client_id"):
+            return
+        OAuthConnection.objects.create(account=account, provider=preset.oauth_provider)
 
 
 ACCOUNT_FIELDS = (
@@ -298,6 +336,7 @@ class MySmtpSettingsForm(AccountFormMixin):
     """The account form a staff user fills in for their own mailbox."""
 
     public_hosts_only = True
+    oauth_needs_site_app = True
 
     class Meta:
         model = SmtpAccount

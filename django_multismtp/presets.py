@@ -3,6 +3,12 @@
 People rarely know their provider's SMTP host or which port goes with which security
 mode; a wrong pair is the most common set-up error (see ``replies.HINTS["tls_mismatch"]``).
 The caveats are the things the seed products' help pages warn about.
+
+A preset also says how the account logs in: the OAuth presets (Microsoft 365 and Google,
+which are turning passwords off) choose *OAuth 2.0 (XOAUTH2)* and the provider whose app
+the account connects with; every other preset is a password login, and choosing one
+takes an OAuth method back to *Automatic*. The form applies this on submit, the script
+at once, from the same data.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from dataclasses import dataclass
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
-from .transport import Security
+from .transport import BEARER_METHODS, AuthMethod, Security
 
 
 @dataclass(frozen=True)
@@ -24,11 +30,54 @@ class Preset:
     security: Security
     caveat: str | Promise = ""
     username_hint: str | Promise = ""
+    #: The login method the preset sets; "" for a password preset (see auth_method_for).
+    auth_method: str = ""
+    #: For an OAuth preset: the ``oauth.providers`` key of the app the account connects with.
+    oauth_provider: str = ""
+
+    def auth_method_for(self, current: str) -> str:
+        """The login method after choosing this preset when ``current`` was chosen: the
+        preset's own, else a password method (an OAuth one goes back to Automatic)."""
+        if self.auth_method:
+            return self.auth_method
+        return AuthMethod.AUTO.value if current in BEARER_METHODS else current
 
 
 PRESETS: dict[str, Preset] = {
     p.key: p
     for p in [
+        Preset(
+            "microsoft365_oauth",
+            "Microsoft 365 (OAuth 2.0)",
+            "smtp.office365.com",
+            587,
+            Security.STARTTLS,
+            _(
+                "Signs in with OAuth 2.0 (XOAUTH2), no password: save, then click \u201cConnect "
+                "with Microsoft 365\u201d. The app (client id and secret, tenant) comes from the "
+                "OAuth 2.0 section or MULTISMTP['OAUTH_PROVIDERS']['microsoft']. Authenticated "
+                "SMTP must be enabled for the mailbox."
+            ),
+            _("Your full Microsoft 365 address"),
+            auth_method=AuthMethod.XOAUTH2.value,
+            oauth_provider="microsoft",
+        ),
+        Preset(
+            "google_oauth",
+            "Gmail / Google Workspace (OAuth 2.0)",
+            "smtp.gmail.com",
+            587,
+            Security.STARTTLS,
+            _(
+                "Signs in with OAuth 2.0 (XOAUTH2), no password: save, then click \u201cConnect "
+                "with Google\u201d. The app (client id and secret) comes from the OAuth 2.0 "
+                "section or MULTISMTP['OAUTH_PROVIDERS']['google']. Not for bulk campaigns "
+                "(about 500 messages a day for Gmail, 2,000 for Workspace)."
+            ),
+            _("Your full Gmail address"),
+            auth_method=AuthMethod.XOAUTH2.value,
+            oauth_provider="google",
+        ),
         Preset(
             "gmail",
             "Gmail / Google Workspace",
@@ -37,22 +86,21 @@ PRESETS: dict[str, Preset] = {
             Security.STARTTLS,
             _(
                 "Not for bulk campaigns (about 500 messages a day for Gmail, 2,000 for "
-                "Workspace). Prefer OAuth 2.0 (XOAUTH2): choose it as authentication, save, "
-                "and connect with Google; otherwise turn on 2-Step Verification and use an "
-                "App Password."
+                "Workspace). Prefer the \u201cGmail / Google Workspace (OAuth 2.0)\u201d preset; "
+                "otherwise turn on 2-Step Verification and use an App Password."
             ),
             _("Your full Gmail address"),
         ),
         Preset(
             "microsoft365",
-            "Outlook / Microsoft 365",
+            "Outlook / Microsoft 365 (password)",
             "smtp.office365.com",
             587,
             Security.STARTTLS,
             _(
-                "Microsoft turns basic-auth SMTP off at the end of December 2026: choose OAuth "
-                "2.0 (XOAUTH2) as authentication, save, and connect with Microsoft. "
-                "Authenticated SMTP must be enabled for the mailbox."
+                "Microsoft turns basic-auth SMTP off at the end of December 2026: choose the "
+                "\u201cMicrosoft 365 (OAuth 2.0)\u201d preset instead. Authenticated SMTP must be "
+                "enabled for the mailbox."
             ),
             _("Your full Microsoft 365 address"),
         ),

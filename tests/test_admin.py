@@ -18,7 +18,7 @@ from django.core.cache import cache
 from django.test import Client
 from django.utils import timezone
 
-from django_multismtp.models import DeliveryLog, SmtpAccount, VerificationCode
+from django_multismtp.models import DeliveryLog, OAuthConnection, SmtpAccount, VerificationCode
 from tests.conftest import USERS
 from tests.factories import SmtpAccountFactory, UserFactory
 
@@ -31,6 +31,7 @@ CODE_RE = re.compile(r"Confirmation code: ([A-Z0-9]{8})")
 
 #: A public address standing in for smtp.gmail.com: the test machine may have no DNS.
 GMAIL_ADDRESS = "142.250.102.108"
+MICROSOFT_ADDRESS = "52.97.183.130"
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +49,7 @@ def provider_dns(monkeypatch):
     public address stand in (no connection is made to it).
     """
     real = socket.getaddrinfo
-    names = {"smtp.gmail.com": GMAIL_ADDRESS}
+    names = {"smtp.gmail.com": GMAIL_ADDRESS, "smtp.office365.com": MICROSOFT_ADDRESS}
 
     def getaddrinfo(host, port, *args, **kwargs):
         try:
@@ -306,6 +307,52 @@ class TestAddForm:
         warnings = [m for m in messages_of(response) if m.startswith("Gmail")]
         assert len(warnings) == 1
         assert "App Password" in warnings[0]
+
+    @pytest.mark.parametrize(
+        ("preset", "provider", "label"),
+        [
+            ("microsoft365_oauth", "microsoft", "Microsoft 365"),
+            ("google_oauth", "google", "Google"),
+        ],
+    )
+    def test_an_oauth_preset_saved_without_javascript_logs_in_with_oauth(
+        self, admin_client, provider_dns, preset, provider, label
+    ):
+        """What presets.js does at once, the form does on submit: the OAuth presets choose
+        XOAUTH2, and the saved account has its OAuth section with the provider's button."""
+        data = add_data(preset=preset, host="", port="25", security="none", auth_method="auto")
+        response = admin_client.post(ADD, data)
+        assert response.status_code == 302, form_errors(response)
+        account = SmtpAccount.objects.get(name="Outgoing")
+        assert (account.auth_method, account.port, account.security) == ("xoauth2", 587, "starttls")
+        assert OAuthConnection.objects.get(account=account).provider == provider
+        page = admin_client.get(change_url(account)).content.decode()
+        assert 'id="oauth-group"' in page and f"Connect with {label}" in page
+
+    @pytest.mark.parametrize("method", ["xoauth2", "oauthbearer"])
+    def test_a_password_preset_saved_without_javascript_takes_oauth_back(
+        self, admin_client, provider_dns, method
+    ):
+        data = add_data(preset="gmail", host="", auth_method=method, username="me")
+        response = admin_client.post(ADD, data)
+        assert response.status_code == 302, form_errors(response)
+        account = SmtpAccount.objects.get(name="Outgoing")
+        assert account.auth_method == "auto"
+        assert not OAuthConnection.objects.filter(account=account).exists()
+
+    def test_a_password_preset_keeps_a_password_method(self, admin_client, provider_dns):
+        data = add_data(preset="gmail", host="", auth_method="login", username="me")
+        assert admin_client.post(ADD, data).status_code == 302
+        assert SmtpAccount.objects.get(name="Outgoing").auth_method == "login"
+
+    def test_an_oauth_preset_with_a_typed_host_changes_nothing(self, admin_client):
+        """As for host, port and security: a typed host means the person chose by hand
+        (with JavaScript the method was switched already and is posted as chosen)."""
+        data = add_data(preset="google_oauth", host="localhost", auth_method="login", username="me")
+        assert admin_client.post(ADD, data).status_code == 302
+        account = SmtpAccount.objects.get(name="Outgoing")
+        assert account.auth_method == "login"
+        assert not OAuthConnection.objects.filter(account=account).exists()
 
     def test_preset_keeps_a_typed_host(self, admin_client):
         data = add_data(preset="gmail", host="localhost", port="2525", security="none")

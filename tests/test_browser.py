@@ -321,6 +321,67 @@ def trusted_certificate(monkeypatch: pytest.MonkeyPatch, tls_files: TLSFiles) ->
     monkeypatch.setenv("SSL_CERT_FILE", tls_files.cert_path)
 
 
+def test_presets_switch_the_authentication_method(page: Page, live_server: Any, shot: Any) -> None:
+    """The OAuth presets choose OAuth 2.0 (XOAUTH2) and show the OAuth section (a note
+    before the first save); a password preset takes the method back to Automatic and
+    shows the password again. The server-side rules are in test_admin.py (no JavaScript)."""
+    base = live_server.url
+    get_user_model().objects.create_superuser("admin", "admin@example.test", PASSWORD)
+    log_in(page, base, "admin", PASSWORD)
+    page.goto(f"{base}/admin/django_multismtp/smtpaccount/add/")
+    method, note = page.locator("#id_auth_method"), page.locator("#multismtp-oauth-note")
+    password = page.locator(".form-row.field-password")
+    expect(method).to_have_value("auto")
+    expect(note).to_be_hidden()
+
+    page.locator("#id_preset").select_option(label="Microsoft 365 (OAuth 2.0)")
+    expect(method).to_have_value("xoauth2")
+    expect(page.locator("#id_host")).to_have_value("smtp.office365.com")
+    expect(note).to_be_visible()
+    expect(password).to_be_hidden()
+    page.locator("#id_preset").select_option(label="SendGrid")
+    expect(method).to_have_value("auto")
+    expect(note).to_be_hidden()
+    expect(password).to_be_visible()
+    # A password method chosen by hand stays when another password preset is chosen.
+    method.select_option("login")
+    page.locator("#id_preset").select_option(label="Yahoo Mail")
+    expect(method).to_have_value("login")
+    # Choosing OAuth by hand shows the note too.
+    method.select_option("oauthbearer")
+    expect(note).to_be_visible()
+
+    page.locator("#id_preset").select_option(label="Gmail / Google Workspace (OAuth 2.0)")
+    expect(method).to_have_value("xoauth2")
+    page.locator("#id_name").fill("Support (Google)")
+    page.locator("#id_from_email").fill("support@example.test")
+    page.locator("#id_username").fill("support@example.test")
+    page.locator("#id_host").fill("127.0.0.1")  # no DNS here; the preset set the rest
+    page.get_by_role("button", name="Save and continue editing").click()
+    expect(messages(page)).to_contain_text("was added successfully")
+
+    # The saved account has its OAuth section: provider Google, Connect, the redirect URI.
+    section = page.locator("#oauth-group")
+    expect(section).to_be_visible()
+    expect(page.locator("#id_oauth-0-provider")).to_have_value("google")
+    expect(section.get_by_role("button", name="Connect with Google")).to_be_visible()
+    expect(section.locator(".oauth-redirect-uri")).to_have_text("/smtp/oauth/callback/")
+    expect(password).to_be_hidden()
+    shot(page, "admin-oauth-connect.png", "#oauth-group", width=1200)
+
+    # A password preset hides it again; the Microsoft OAuth preset brings it back.
+    page.locator("#id_preset").select_option(label="Yahoo Mail")
+    expect(method).to_have_value("auto")
+    expect(section).to_be_hidden()
+    expect(note).to_be_hidden()
+    expect(password).to_be_visible()
+    page.locator("#id_preset").select_option(label="Microsoft 365 (OAuth 2.0)")
+    expect(method).to_have_value("xoauth2")
+    expect(section).to_be_visible()
+    expect(page.locator("#id_oauth-0-provider")).to_have_value("microsoft")
+    expect(note).to_be_hidden()  # the section itself is there
+
+
 def test_my_smtp_settings_save_test_verify(
     page: Page,
     live_server: Any,

@@ -350,3 +350,146 @@ def test_an_unknown_log_recipients_mode_is_an_error(wired):
     wired.MULTISMTP = {"PURPOSES": PURPOSES, "LOG_RECIPIENTS": "hash"}
     (error,) = check_settings()
     assert error.id == "django_multismtp.E008" and "'hashed'" in error.hint
+
+
+# -- OAUTH_PROVIDERS ---------------------------------------------------------------------
+
+PEM = "-----BEGIN PRIVATE KEY-----\nMIIE...\n-----END PRIVATE KEY-----\n"
+
+
+def oauth_messages(wired: Any, providers: Any) -> list[Any]:
+    wired.MULTISMTP = {"PURPOSES": PURPOSES, "OAUTH_PROVIDERS": providers}
+    return check_settings()
+
+
+def test_well_formed_oauth_providers_have_no_messages(wired):
+    providers = {
+        "microsoft": {"client_id": "app", "client_secret": "s3cr3t-value", "tenant": "contoso"},
+        "google": {"client_id": "app", "private_key": PEM, "scopes": ["https://mail.google.com/"]},
+        "corp": {
+            "client_id": "site",
+            "authorize_url": "https://sso.example.com/authorize",
+            "token_url": "https://sso.example.com/token",
+            "authorize_params": {"prompt": "consent"},
+            "token_auth_method": "client_secret_basic",
+        },
+        # Development servers on this machine may speak plain http.
+        "local": {"client_id": "demo", "token_url": "http://127.0.0.1:8000/o/token/"},
+        "local6": {"client_id": "demo", "token_url": "http://[::1]:8000/o/token/"},
+        "localhost": {"client_id": "demo", "token_url": "http://localhost:8000/o/token/"},
+    }
+    assert oauth_messages(wired, providers) == []
+
+
+def test_oauth_providers_not_a_dict_is_an_error(wired):
+    (error,) = oauth_messages(wired, [("microsoft", {})])
+    assert error.id == "django_multismtp.E009" and "not a dict" in error.msg
+
+
+def test_an_oauth_provider_entry_not_a_dict_is_an_error(wired):
+    (error,) = oauth_messages(wired, {"microsoft": "client-id"})
+    assert error.id == "django_multismtp.E009"
+    assert "'microsoft'" in error.msg and "client_id" in error.hint
+
+
+def test_an_unknown_key_in_an_oauth_provider_names_the_likely_one(wired):
+    (error,) = oauth_messages(wired, {"google": {"clientid": "app"}})
+    assert error.id == "django_multismtp.E009"
+    assert "'clientid'" in error.msg and "Did you mean 'client_id'?" in error.hint
+
+
+def test_a_misspelt_provider_kind_is_an_error_with_the_known_ones(wired):
+    """ "microsft" would be taken for another server with no token URL: every account
+    naming it would fail at its first token, months after the deploy."""
+    (error,) = oauth_messages(wired, {"microsft": {"client_id": "app"}})
+    assert error.id == "django_multismtp.E010"
+    assert "'microsft'" in error.msg and "Did you mean 'microsoft'?" in error.hint
+
+
+@pytest.mark.parametrize("name", ["corp", "generic"])
+def test_another_server_without_token_url_is_an_error(wired, name):
+    (error,) = oauth_messages(
+        wired, {name: {"client_id": "app", "authorize_url": "https://sso.example.com/a"}}
+    )
+    assert error.id == "django_multismtp.E010" and "token_url" in error.msg
+
+
+def test_another_server_without_client_id_warns(wired):
+    (warning,) = oauth_messages(wired, {"corp": {"token_url": "https://sso.example.com/t"}})
+    assert warning.id == "django_multismtp.W007" and warning.level == checks.WARNING
+    assert "client_id" in warning.msg
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://sso.example.com/token",
+        "http://10.0.0.5/token",
+        "http://127.0.0.1.example.com/token",
+        "ftp://sso.example.com/token",
+        "sso.example.com/token",
+    ],
+)
+def test_a_url_that_is_not_https_or_loopback_is_an_error(wired, url):
+    (error,) = oauth_messages(wired, {"corp": {"client_id": "app", "token_url": url}})
+    assert error.id == "django_multismtp.E011"
+    assert repr(url) in error.msg and "127.0.0.1" in error.hint
+
+
+def test_an_insecure_revoke_url_of_a_builtin_provider_is_an_error(wired):
+    (error,) = oauth_messages(wired, {"google": {"revoke_url": "http://revoke.example.com/"}})
+    assert error.id == "django_multismtp.E011" and "'revoke_url'" in error.msg
+
+
+@pytest.mark.parametrize("scopes", [42, {"SMTP.Send": True}, ["SMTP.Send", None]])
+def test_scopes_that_are_not_a_string_or_list_of_strings_are_an_error(wired, scopes):
+    (error,) = oauth_messages(wired, {"microsoft": {"scopes": scopes}})
+    assert error.id == "django_multismtp.E009" and "'scopes'" in error.msg
+
+
+def test_a_scopes_list_reaches_the_token_request_as_one_string(settings):
+    """The checks allow a list, so the resolver must join it (it used to send
+    "['a', 'b']" as the scope)."""
+    from django_multismtp.oauth import providers
+
+    settings.MULTISMTP = {"OAUTH_PROVIDERS": {"google": {"scopes": ["a", "b"]}}}
+    assert providers.resolve("google", flow="authorization_code").scopes == "a b"
+
+
+@pytest.mark.parametrize("key", ["client_id", "client_secret", "token_url"])
+def test_a_value_that_is_not_text_is_an_error(wired, key):
+    entry: dict[str, Any] = {"client_id": "app", "token_url": "https://sso.example.com/t"}
+    entry[key] = 12345
+    messages = oauth_messages(wired, {"corp": entry})
+    assert "django_multismtp.E009" in ids(messages)
+    assert any(f"[{key!r}]" in m.msg for m in messages)
+
+
+def test_unknown_authorize_params_and_token_auth_method_are_errors(wired):
+    messages = oauth_messages(
+        wired,
+        {"google": {"authorize_params": {"prompt": 1}, "token_auth_method": "basic"}},
+    )
+    assert ids(messages) == ["django_multismtp.E009", "django_multismtp.E009"]
+    assert "client_secret_basic" in messages[1].hint
+
+
+@pytest.mark.parametrize("secret", ["…", "...", "changeme", "  SECRET "])
+def test_a_placeholder_secret_copied_from_the_docs_is_an_error(wired, secret):
+    (error,) = oauth_messages(wired, {"microsoft": {"client_id": "app", "client_secret": secret}})
+    assert error.id == "django_multismtp.E012"
+    assert "placeholder" in error.msg and "environment" in error.hint
+
+
+def test_a_private_key_that_is_a_file_name_is_an_error(wired):
+    (error,) = oauth_messages(wired, {"google": {"private_key": "/etc/keys/sa.json"}})
+    assert error.id == "django_multismtp.E012" and "read_text" in error.hint
+
+
+def test_a_secret_never_appears_in_a_check_message(wired):
+    secret = "very-secret-value-1234"  # noqa: S105
+    messages = oauth_messages(
+        wired, {"microsft": {"client_secret": secret, "token_url": "http://x.example/t"}}
+    )
+    assert messages
+    assert all(secret not in f"{m.msg} {m.hint}" for m in messages)

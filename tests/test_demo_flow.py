@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.cache import cache
@@ -247,3 +248,156 @@ def test_a_port_taken_by_another_program_changes_nothing(tmp_path):
     assert "Nothing was changed" in result.stderr
     assert not (demo_dir / "demo.sqlite3").exists()
     assert not (demo_dir / "sink.jsonl").exists()
+
+
+# -- the demo's OAuth account ----------------------------------------------------------------
+
+
+def test_the_demo_settings_point_the_generic_provider_at_the_demos_server(monkeypatch, tmp_path):
+    """The settings (default port) and what ``manage.py demo --port`` writes agree, and the
+    new OAUTH_PROVIDERS checks accept the loopback http URLs."""
+    from demo_site import oauth_server
+
+    from django_multismtp.checks import _oauth_provider_errors
+
+    monkeypatch.delenv("DEMO_PORT", raising=False)
+    providers = demo_multismtp_settings(monkeypatch, tmp_path)["OAUTH_PROVIDERS"]
+    assert providers == {"generic": oauth_server.provider_settings("http://127.0.0.1:8000")}
+    assert _oauth_provider_errors(providers) == []
+
+
+def test_the_oauth_mailbox_of_the_sink_refuses_a_token_the_server_did_not_issue(
+    settings, tmp_path, sink
+):
+    """Only AUTH XOAUTH2 with a live token of the demo server passes (Microsoft's 535 5.7.3
+    otherwise); no password gets in."""
+    import base64
+    import smtplib
+
+    from demo_site import oauth_server
+
+    settings.DEMO_DIR = tmp_path
+    port = sink.port_of("Demo OAuth mailbox")
+    store = oauth_server.store()
+    live = oauth_server.Token("good-token", "refresh", "SMTP.Send", oauth_server.MAILBOX, 0, 10**10)
+    store.tokens.append(live)
+
+    def xoauth2(user: str, token: str) -> tuple[int, bytes]:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+            smtp.ehlo()
+            assert smtp.esmtp_features["auth"].split() == ["XOAUTH2"]
+            blob = base64.b64encode(f"user={user}\x01auth=Bearer {token}\x01\x01".encode())
+            return smtp.docmd("AUTH", "XOAUTH2 " + blob.decode())
+
+    assert xoauth2(oauth_server.MAILBOX, "good-token")[0] == 235
+    assert xoauth2(oauth_server.MAILBOX, "forged-token") == (
+        535,
+        b"5.7.3 Authentication unsuccessful [invalid_token]",
+    )
+    assert xoauth2("someone@demo.test", "good-token")[0] == 535
+    assert xoauth2(oauth_server.MAILBOX, "göod-tökén")[0] == 535  # not a server error
+    live.revoked = True
+    assert xoauth2(oauth_server.MAILBOX, "good-token")[0] == 535
+
+
+@pytest.fixture
+def demo_oauth_server(settings, tmp_path):
+    """The demo's authorization server in the test's Django (the demo's URLconf and
+    templates), with its state in tmp_path; a client on 127.0.0.1 as in the demo."""
+    settings.ROOT_URLCONF = "demo_site.urls"
+    settings.TEMPLATES = [
+        {**settings.TEMPLATES[0], "DIRS": [EXAMPLE_PROJECT / "demo_site" / "templates"]}
+    ]
+    settings.DEMO_DIR = tmp_path
+    return Client(SERVER_NAME="127.0.0.1")
+
+
+def test_the_demo_authorization_server_grants_with_pkce_and_rotates_refresh_tokens(
+    demo_oauth_server,
+):
+    """The grants the package's Connect and refresh use, against the demo's server: an
+    authorization request without PKCE S256 is refused, a wrong verifier gets no token,
+    and each refresh token works once (rotation), the old access token dying with it."""
+    import base64
+    import hashlib
+    from urllib.parse import parse_qs, urlencode, urlsplit
+
+    from demo_site import oauth_server
+
+    client = demo_oauth_server
+    callback = "http://127.0.0.1:8000/smtp/oauth/callback/"
+    verifier = "v" * 64
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+    query = {
+        "response_type": "code",
+        "client_id": oauth_server.CLIENT_ID,
+        "redirect_uri": callback,
+        "scope": oauth_server.SCOPE,
+        "state": "s1",
+    }
+    refused = client.get("/oauth/authorize/?" + urlencode(query))
+    assert refused.status_code == 400 and "S256 is required" in refused.content.decode()
+    elsewhere = {**query, "redirect_uri": "http://evil.example/smtp/oauth/callback/"}
+    assert client.get("/oauth/authorize/?" + urlencode(elsewhere)).status_code == 400
+
+    def code() -> str:
+        url = "/oauth/authorize/?" + urlencode(
+            {
+                **query,
+                "code_challenge": challenge.decode().rstrip("="),
+                "code_challenge_method": "S256",
+            }
+        )
+        assert client.get(url).status_code == 200
+        wrong = client.post(url, {"mailbox": oauth_server.MAILBOX, "password": "x"})
+        assert wrong.status_code == 400
+        answer = client.post(
+            url, {"mailbox": oauth_server.MAILBOX, "password": oauth_server.MAILBOX_PASSWORD}
+        )
+        assert answer.status_code == 302 and answer["Location"].startswith(callback)
+        params = parse_qs(urlsplit(answer["Location"]).query)
+        assert params["state"] == ["s1"]
+        return params["code"][0]
+
+    def token(**data: str) -> Any:
+        return client.post(
+            "/oauth/token/",
+            {
+                "client_id": oauth_server.CLIENT_ID,
+                "client_secret": oauth_server.CLIENT_SECRET,
+                **data,
+            },
+        )
+
+    exchange = {"grant_type": "authorization_code", "redirect_uri": callback}
+    bad = token(**exchange, code=code(), code_verifier="w" * 64)
+    assert bad.status_code == 400 and bad.json()["error"] == "invalid_grant"
+    first = token(**exchange, code=code(), code_verifier=verifier).json()
+    assert first["refresh_token"] and first["expires_in"] == 3600
+    assert oauth_server.check_bearer(oauth_server.MAILBOX, first["access_token"]) is None
+
+    second = token(grant_type="refresh_token", refresh_token=first["refresh_token"]).json()
+    assert second["refresh_token"] != first["refresh_token"]
+    assert oauth_server.check_bearer(oauth_server.MAILBOX, second["access_token"]) is None
+    assert oauth_server.check_bearer(oauth_server.MAILBOX, first["access_token"])
+    again = token(grant_type="refresh_token", refresh_token=first["refresh_token"])
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+    # Kept in the demo directory: a restarted demo knows the grant.
+    reloaded = oauth_server.Store.load(oauth_server.store().path)
+    assert reloaded.find(refresh_token=second["refresh_token"]) is not None
+    # Disconnect revokes (RFC 7009): the refresh token and its access token are dead.
+    revoked = client.post(
+        "/oauth/revoke/",
+        {
+            "token": second["refresh_token"],
+            "token_type_hint": "refresh_token",
+            "client_id": oauth_server.CLIENT_ID,
+            "client_secret": oauth_server.CLIENT_SECRET,
+        },
+    )
+    assert revoked.status_code == 200
+    assert oauth_server.check_bearer(oauth_server.MAILBOX, second["access_token"])
+    assert (
+        token(grant_type="refresh_token", refresh_token=second["refresh_token"]).json()["error"]
+        == "invalid_grant"
+    )

@@ -19,6 +19,8 @@ from django.test import Client
 from playwright.sync_api import Page, expect
 
 from django_multismtp.models import OAuthConnection, OAuthState, SmtpAccount
+from django_multismtp.oauth import tokens
+from django_multismtp.oauth.tokens import TokenUnavailable
 from tests import test_browser
 from tests.factories import SmtpAccountFactory, UserFactory
 from tests.mailers import get_mailer
@@ -33,6 +35,7 @@ browser_type_launch_args = test_browser.browser_type_launch_args
 browser_context_args = test_browser.browser_context_args
 page = test_browser.page
 _fresh_rate_limits = test_browser._fresh_rate_limits
+shot = test_browser.shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 CALLBACK = "/smtp/oauth/callback/"
@@ -141,6 +144,7 @@ def test_staff_may_connect_only_their_own_account(
 
 
 def test_my_smtp_settings_connects_the_owners_account(
+    shot: Any,
     page: Page,
     live_server: Any,
     authserver: AuthServer,
@@ -153,6 +157,7 @@ def test_my_smtp_settings_connects_the_owners_account(
     log_in(page, live_server.url, "carol", "pw")
     page.goto(f"{live_server.url}/smtp/{account.pk}/")
     expect(page.locator(".oauth-state")).to_have_text("not connected")
+    shot(page, "my-smtp-settings-oauth.png", "#content", width=1000)
     page.get_by_role("button", name="Connect").click()
     page.locator("#id_username").fill(MAILBOX)
     page.locator("#id_password").fill(MAILBOX_PASSWORD)
@@ -161,3 +166,58 @@ def test_my_smtp_settings_connects_the_owners_account(
     expect(page.locator("ul.messagelist")).to_contain_text("Connected; the connection test passed")
     expect(page).to_have_url(f"{live_server.url}/smtp/{account.pk}/")
     expect(page.locator(".oauth-state")).to_have_text("connected")
+
+
+def sign_in_at_the_authserver(page: Page) -> None:
+    """Sign in (unless still signed in there from an earlier connect) and authorize."""
+    authorize = page.get_by_role("button", name="Authorize")
+    expect(page.locator("#id_username").or_(authorize)).to_be_visible()
+    if page.locator("#id_username").count():
+        page.locator("#id_username").fill(MAILBOX)
+        page.locator("#id_password").fill(MAILBOX_PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+    authorize.click()
+
+
+def test_withdrawn_consent_shows_needs_reconnect_until_connected_again(
+    page: Page,
+    live_server: Any,
+    authserver: AuthServer,
+    bearer_server: SMTPTestServer,
+    admin_user: Any,
+    shot: Any,
+) -> None:
+    account = oauth_account(bearer_server, authserver)
+    SmtpAccountFactory(name="Newsletter")  # an account that is fine: no banner for it
+    change = f"{live_server.url}/admin/django_multismtp/smtpaccount/{account.pk}/change/"
+    log_in(page, live_server.url, "admin", "password")
+    page.goto(change)
+    page.get_by_role("button", name="Connect with OAuth 2.0").click()
+    sign_in_at_the_authserver(page)
+    expect(page.locator(".oauth-state")).to_have_text("connected")
+
+    # The mailbox owner withdraws consent at the provider: the next token refresh is
+    # refused for good (invalid_grant).
+    authserver.control("withdraw", username=MAILBOX)
+    OAuthConnection.objects.filter(account=account).update(access_token="")
+    with pytest.raises(TokenUnavailable):
+        tokens.access_token(account.pk)
+
+    page.goto(f"{live_server.url}/admin/django_multismtp/smtpaccount/")
+    banner = page.locator("ul.messagelist li.error")
+    expect(banner).to_have_count(1)
+    expect(banner).to_contain_text("“Alice's mailbox” needs reconnecting")
+    expect(banner).not_to_contain_text("Newsletter")
+    row = page.locator("#result_list tbody tr", has_text="Alice's mailbox")
+    expect(row.locator(".multismtp-status")).to_have_text("needs reconnect")
+    shot(page, "admin-oauth-needs-reconnect.png", "ul.messagelist", "#result_list", width=1200)
+
+    # Connect again: connected, and the banner is gone.
+    page.goto(change)
+    expect(page.locator(".oauth-state")).to_have_text("needs reconnect")
+    page.get_by_role("button", name="Connect with OAuth 2.0").click()
+    sign_in_at_the_authserver(page)
+    expect(page.locator(".oauth-state")).to_have_text("connected")
+    page.goto(f"{live_server.url}/admin/django_multismtp/smtpaccount/")
+    expect(page.locator("ul.messagelist li.error")).to_have_count(0)
+    expect(row.locator(".multismtp-status")).not_to_have_text("needs reconnect")

@@ -6,7 +6,9 @@ tests check what happens without it.
 
 from __future__ import annotations
 
+import functools
 import re
+import socket
 from typing import Any
 
 import pytest
@@ -14,10 +16,12 @@ from django.contrib.messages import get_messages
 from django.core.cache import cache
 from django.test import Client
 
-from django_multismtp.models import SmtpAccount, VerificationCode
+from django_multismtp import forms, netguard
+from django_multismtp.models import OAuthConnection, SmtpAccount, VerificationCode
 from django_multismtp.replies import HINTS
 from tests.conftest import USERS
 from tests.factories import SmtpAccountFactory, UserFactory
+from tests.test_admin import provider_dns  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.django_db
 
@@ -271,6 +275,27 @@ class TestSettingsForm:
         response = staff.post("/smtp/", form_data(host="", preset=""))
         assert "Enter the SMTP host, or choose a provider preset." in response.content.decode()
         assert not SmtpAccount.objects.exists()
+
+    @pytest.mark.usefixtures("provider_dns")
+    @pytest.mark.parametrize("site_app", [False, True])
+    def test_an_oauth_preset_chooses_oauth_and_the_section_needs_the_sites_app(
+        self, staff, settings, monkeypatch, site_app
+    ):
+        """Without JavaScript too. An owner cannot set up an OAuth app, so the account
+        gets its OAuth section (and "Connect") only when the site has Google's app."""
+        # The public-address check, through provider_dns's resolver (no DNS here).
+        resolve = functools.partial(netguard.public_addresses, resolve=socket.getaddrinfo)
+        monkeypatch.setattr(forms, "public_addresses", resolve)
+        if site_app:
+            settings.MULTISMTP = {"OAUTH_PROVIDERS": {"google": {"client_id": "site-app"}}}
+        response = staff.post("/smtp/", form_data(preset="google_oauth", host="", port="25"))
+        assert response.status_code == 302, response.context["form"].errors
+        account = SmtpAccount.objects.get()
+        assert (account.host, account.auth_method) == ("smtp.gmail.com", "xoauth2")
+        assert OAuthConnection.objects.filter(account=account).exists() is site_app
+        page = staff.get(edit_url(account)).content.decode()
+        assert 'id="multismtp-oauth"' in page
+        assert ('value="Connect"' in page) is site_app
 
     def test_user_cannot_set_owner_or_purpose(self, staff, user, allow_internal):
         other = UserFactory()

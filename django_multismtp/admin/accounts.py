@@ -20,7 +20,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
-from django.utils.translation import gettext
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from .. import clock, conf, ops, verification
@@ -417,7 +417,35 @@ class SmtpAccountAdmin(SecretFieldsMixin, ValidSelectionMixin, AccountAdminBase)
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
         warn_if_stalled(request)
+        self._warn_needs_reconnect(request)
         return super().changelist_view(request, extra_context)
+
+    def _warn_needs_reconnect(self, request: HttpRequest) -> None:
+        """A banner over the list: an account whose OAuth sign-in was refused for good
+        sends nothing until a person clicks "Connect" again; the badge alone is easy to
+        miss in a long list. Only accounts this user may see (owners: their own)."""
+        if request.method != "GET":
+            return
+        names = list(
+            self.get_queryset(request)
+            .filter(is_active=True, oauth__state="needs_reconnect")
+            .order_by("name")
+            .values_list("name", flat=True)
+        )
+        if names:
+            messages.error(
+                request,
+                ngettext(
+                    "The account %(names)s needs reconnecting: its OAuth 2.0 sign-in was "
+                    "refused (consent withdrawn, password changed or sign-in expired), so it "
+                    "sends nothing. Open it and click \u201cConnect\u201d.",
+                    "The accounts %(names)s need reconnecting: their OAuth 2.0 sign-in was "
+                    "refused (consent withdrawn, password changed or sign-in expired), so they "
+                    "send nothing. Open each and click \u201cConnect\u201d.",
+                    len(names),
+                )
+                % {"names": ", ".join(f"\u201c{name}\u201d" for name in names)},
+            )
 
     def render_change_form(
         self,

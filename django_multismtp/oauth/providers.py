@@ -96,7 +96,10 @@ def resolve(
     site: dict[str, Any] = conf.oauth_provider_settings(provider_key)
 
     def pick(own: str, name: str, default: str = "") -> str:
-        return own or str(site.get(name) or "") or default
+        value = site.get(name) or ""
+        if isinstance(value, list | tuple):  # scopes may be a list (the checks allow it)
+            value = " ".join(map(str, value))
+        return own or str(value) or default
 
     tenant = pick(tenant, "tenant", "organizations")
     app_flow = flow != "authorization_code"

@@ -7,8 +7,9 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from django_multismtp.models import SmtpAccount
+from django_multismtp.models import OAuthConnection, SmtpAccount
 
+from . import oauth_server
 from .sink import HOST, Mailbox
 
 ADMIN = ("admin", "admin")
@@ -55,6 +56,20 @@ ACCOUNTS: dict[str, dict[str, Any]] = {
 }
 
 
+#: The account that logs in with OAuth 2.0 (XOAUTH2) through the demo's own authorization
+#: server (demo_site.oauth_server): "Connect" it in the admin, then send through it.
+OAUTH_ACCOUNT = "Demo OAuth mailbox"
+OAUTH_SPEC: dict[str, Any] = {
+    "purpose": "oauth",
+    "from_email": oauth_server.MAILBOX,
+    "from_name": "Demo OAuth mailbox",
+    "username": oauth_server.MAILBOX,
+    "description": (
+        "Logs in with OAuth 2.0 (XOAUTH2), like a Microsoft 365 or Google mailbox, against "
+        "the demo's own authorization server: open it and click “Connect”."
+    ),
+}
+
 #: The sink port for accounts a visitor creates in the admin: any user name, this password.
 OPEN_MAILBOX = "(accounts you create)"
 OPEN_PASSWORD = "demo"
@@ -64,7 +79,8 @@ def mailboxes() -> list[Mailbox]:
     """What the sink must accept: one mailbox per account, same login and password, plus
     an open one for accounts created during the demo (any user name, password "demo")."""
     boxes = [Mailbox(name, spec["username"], spec["password"]) for name, spec in ACCOUNTS.items()]
-    return [*boxes, Mailbox(OPEN_MAILBOX, None, OPEN_PASSWORD)]
+    oauth = Mailbox(OAUTH_ACCOUNT, oauth_server.MAILBOX, "", bearer_check=oauth_server.check_bearer)
+    return [*boxes, oauth, Mailbox(OPEN_MAILBOX, None, OPEN_PASSWORD)]
 
 
 def ensure_users() -> dict[str, Any]:
@@ -126,3 +142,52 @@ def ensure_accounts(ports: dict[str, int], users: dict[str, Any]) -> list[SmtpAc
         account.save()
         accounts.append(account)
     return accounts
+
+
+@transaction.atomic
+def ensure_oauth_account(port: int) -> SmtpAccount:
+    """Create or update the OAuth account (sink ``port``, generic provider, whose app and
+    URLs come from ``MULTISMTP["OAUTH_PROVIDERS"]["generic"]``).
+
+    Its connection (tokens, state) is kept: the demo's authorization server keeps its
+    grants in the demo directory too, so a connected account stays connected across
+    restarts.
+    """
+    account = SmtpAccount.objects.filter(name=OAUTH_ACCOUNT).first() or SmtpAccount(
+        name=OAUTH_ACCOUNT
+    )
+    for field, value in {
+        **OAUTH_SPEC,
+        "owner": None,
+        "is_site_default": False,
+        "host": HOST,
+        "port": port,
+        "security": "none",
+        "auth_method": "xoauth2",
+        "password": "",
+        "timeout": 10,
+        "is_active": True,
+        "rate_limited_until": None,
+        "consecutive_throttles": 0,
+        "last_error": "",
+        "last_error_code": None,
+        "last_error_at": None,
+    }.items():
+        setattr(account, field, value)
+    account.full_clean()
+    account.save()
+    OAuthConnection.objects.update_or_create(
+        account=account,
+        defaults={
+            "provider": "generic",
+            "flow": "authorization_code",
+            # Empty: taken from the settings, which the demo points at its own port.
+            "client_id": "",
+            "client_secret": "",
+            "authorize_url": "",
+            "token_url": "",
+            "revoke_url": "",
+            "scopes": "",
+        },
+    )
+    return account

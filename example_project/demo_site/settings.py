@@ -15,6 +15,8 @@ DEMO_DIR = Path(os.environ.get("DEMO_DIR", REPO_ROOT / ".demo"))
 DEMO_DIR.mkdir(parents=True, exist_ok=True)
 #: JSON lines, one per message received by the embedded SMTP sink (see demo_site.sink).
 DEMO_SINK_LOG = DEMO_DIR / "sink.jsonl"
+#: Where the demo serves (``manage.py demo --port`` re-points the OAuth URLs below).
+DEMO_URL = f"http://127.0.0.1:{os.environ.get('DEMO_PORT', '8000')}"
 
 SECRET_KEY = os.environ.get("DEMO_SECRET_KEY", "demo-only-not-secret")
 DEBUG = True
@@ -94,6 +96,22 @@ MULTISMTP = {
     # internal host unless this is on. Demo only: on a real site, users who type a host
     # must not reach the server's own network (see the security page of the docs).
     "ALLOW_INTERNAL_HOSTS": True,
+    # The "Demo OAuth mailbox" account's purpose (the send page's OAuth button).
+    "PURPOSES": {"oauth": "OAuth mailbox"},
+    # The demo's own OAuth 2.0 authorization server (demo_site.oauth_server), as a generic
+    # provider: one app for every account, as a site registers one app at Microsoft or
+    # Google. Plain http is allowed on 127.0.0.1 only (check django_multismtp.E011). The
+    # demo command points these URLs at the port it serves on.
+    "OAUTH_PROVIDERS": {
+        "generic": {
+            "client_id": "multismtp-demo",
+            "client_secret": "demo-client-secret",
+            "authorize_url": f"{DEMO_URL}/oauth/authorize/",
+            "token_url": f"{DEMO_URL}/oauth/token/",
+            "revoke_url": f"{DEMO_URL}/oauth/revoke/",
+            "scopes": "SMTP.Send",
+        }
+    },
 }
 
 BACKEND = "django_multismtp.backends.EmailBackend"

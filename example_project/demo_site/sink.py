@@ -3,12 +3,17 @@
 One plain-SMTP server per demo account, each on its own port of 127.0.0.1, so the port
 alone says which account a message went through. Each server requires AUTH (PLAIN or
 LOGIN, allowed over plain text: nothing leaves this machine) with the login and password
-the demo stored on its account. Every accepted message becomes one JSON line in
+the demo stored on its account; the OAuth mailbox's server takes ``AUTH XOAUTH2`` instead
+and asks the demo's authorization server about the bearer token (see ``oauth_server``),
+refusing a bad one with Microsoft's ``535 5.7.3``. Every accepted message becomes one JSON line in
 ``settings.DEMO_SINK_LOG`` (shown at /sink/) and one line on the terminal.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import dataclasses
 import datetime as dt
 import email
 import email.policy
@@ -24,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 HOST = "127.0.0.1"
 
@@ -43,6 +48,9 @@ class Mailbox:
     login: str | None
     password: str
     port: int = 0
+    #: For an OAuth mailbox: ``(user, token) -> None`` when the token may send as the
+    #: user, else the reason. Only ``AUTH XOAUTH2`` is then accepted.
+    bearer_check: Callable[[str, str], str | None] | None = None
 
 
 def can_bind(port: int) -> bool:
@@ -107,6 +115,8 @@ class _Handler:
     def authenticate(
         self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
     ) -> AuthResult:
+        if self.mailbox.bearer_check is not None:
+            return AuthResult(success=False, handled=False)  # XOAUTH2 only
         if mechanism in ("PLAIN", "LOGIN") and isinstance(auth_data, LoginPassword):
             login = auth_data.login.decode("utf-8", "replace")
             password = auth_data.password.decode("utf-8", "replace")
@@ -122,12 +132,14 @@ class _Handler:
             content = content.encode("utf-8", "replace")
         parsed = email.message_from_bytes(content, policy=email.policy.default)
         login = session.auth_data if isinstance(session.auth_data, str) else ""
+        mechanism = "XOAUTH2" if self.mailbox.bearer_check is not None else "PLAIN/LOGIN"
         self.sink.record(
             {
                 "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "port": self.mailbox.port,
                 "account": self.mailbox.account,
                 "login": login,
+                "auth": mechanism,
                 "mail_from": envelope.mail_from,
                 "rcpt_tos": list(envelope.rcpt_tos),
                 "from": str(parsed.get("From", "")),
@@ -136,6 +148,38 @@ class _Handler:
             }
         )
         return "250 2.0.0 OK: kept by the demo sink"
+
+
+class _OAuthHandler(_Handler):
+    """A handler whose server also offers ``AUTH XOAUTH2`` (aiosmtpd takes ``auth_*``
+    methods from the handler)."""
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802
+        """``user=<mailbox>^Aauth=Bearer <token>^A^A``, as Microsoft and Google take it."""
+        check = self.mailbox.bearer_check
+        assert check is not None
+        if len(args) > 1:
+            try:
+                response: Any = base64.b64decode(args[1], validate=True)
+            except ValueError:
+                await server.push("501 5.5.2 Cannot decode response")
+                return AuthResult(success=False, handled=True)
+        else:
+            response = await server.challenge_auth("")
+            if not isinstance(response, bytes):
+                return AuthResult(success=False, handled=True)
+        user, token = "", ""
+        for part in response.decode("utf-8", "replace").split("\x01"):
+            if part.startswith("user="):
+                user = part[5:]
+            elif part.startswith("auth=Bearer "):
+                token = part[len("auth=Bearer ") :]
+        # The check may touch files or the network: not on the server's loop.
+        error = await asyncio.get_running_loop().run_in_executor(None, check, user, token)
+        if error is None:
+            return AuthResult(success=True, auth_data=user)
+        await server.push(f"535 5.7.3 Authentication unsuccessful [{error}]")
+        return AuthResult(success=False, handled=True)
 
 
 class Sink:
@@ -154,9 +198,7 @@ class Sink:
         self._controllers: list[Controller] = []
         wanted = list(mailboxes)
         ports = iter(choose_ports(sum(1 for m in wanted if not m.port), base_port))
-        self.mailboxes = [
-            Mailbox(m.account, m.login, m.password, port=m.port or next(ports)) for m in wanted
-        ]
+        self.mailboxes = [dataclasses.replace(m, port=m.port or next(ports)) for m in wanted]
 
     def port_of(self, account: str) -> int:
         return next(m.port for m in self.mailboxes if m.account == account)
@@ -167,7 +209,7 @@ class Sink:
             self.log_path.write_text("", encoding="utf-8")
         try:
             for mailbox in self.mailboxes:
-                handler = _Handler(self, mailbox)
+                handler = (_OAuthHandler if mailbox.bearer_check else _Handler)(self, mailbox)
                 controller = Controller(
                     handler,
                     hostname=HOST,
@@ -175,6 +217,7 @@ class Sink:
                     authenticator=handler.authenticate,
                     auth_required=True,
                     auth_require_tls=False,
+                    auth_exclude_mechanism=["LOGIN", "PLAIN"] if mailbox.bearer_check else None,
                     server_hostname="sink.demo.test",
                 )
                 controller.start()
@@ -202,7 +245,7 @@ class Sink:
                 log.write(line + "\n")
         self.echo(
             f"[sink] {entry['time'][11:19]} port {entry['port']} ({entry['account']}) "
-            f"AUTH login={entry['login'] or '-'} from={entry['mail_from']} "
+            f"AUTH {entry['auth']} login={entry['login'] or '-'} from={entry['mail_from']} "
             f"to={','.join(entry['rcpt_tos'])} subject={entry['subject']!r}"
         )
 

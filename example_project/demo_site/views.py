@@ -19,6 +19,8 @@ from django_multismtp.exceptions import MultiSMTPError
 from django_multismtp.hints import sending_as
 from django_multismtp.models import SmtpAccount
 
+from . import oauth_server
+from .demo_data import OAUTH_ACCOUNT
 from .sink import read_log
 
 #: Button value -> label. Each is sent a different way; see ``_send``.
@@ -29,6 +31,7 @@ BUTTONS = {
     "me": "Send as me (logged-in user)",
     "alice": "Send as alice",
     "burst": "Send 40 as campaigns (limit: 30 a minute)",
+    "oauth": "Send through the OAuth mailbox",
 }
 BURST = 40
 RESULTS_KEPT = 10
@@ -77,6 +80,7 @@ def _send(request: HttpRequest, button: str, recipient: str) -> tuple[mail.Email
     elif button == "alice":
         how, hints = 'sending_as(user="alice")', {"user": "alice"}
     else:
+        # "oauth" too: the purpose of the Demo OAuth mailbox account (XOAUTH2).
         how, hints = f'sending_as(purpose="{button}")', {"purpose": button}
     with sending_as(**hints):
         message.send()
@@ -102,6 +106,9 @@ def send_page(request: HttpRequest) -> HttpResponse:
             "buttons": BUTTONS.items(),
             "accounts": accounts,
             "results": request.session.get("demo_results", []),
+            "oauth_account": SmtpAccount.objects.filter(name=OAUTH_ACCOUNT).first(),
+            "oauth_mailbox": oauth_server.MAILBOX,
+            "oauth_password": oauth_server.MAILBOX_PASSWORD,
         },
     )
 

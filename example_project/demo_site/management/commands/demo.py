@@ -14,7 +14,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
-from demo_site import demo_data
+from demo_site import demo_data, oauth_server
 from demo_site.sink import Sink, can_bind
 from django_multismtp import worker
 
@@ -70,6 +70,13 @@ class Command(BaseCommand):
             users = demo_data.ensure_users()
             ports = {m.account: m.port for m in sink.mailboxes}
             accounts = demo_data.ensure_accounts(ports, users)
+            # The OAuth app's URLs name the port this demo serves on (settings are read on
+            # every use, so the package's views see the change).
+            base = f"http://127.0.0.1:{port}"
+            settings.MULTISMTP["OAUTH_PROVIDERS"]["generic"].update(
+                oauth_server.provider_settings(base)
+            )
+            accounts.append(demo_data.ensure_oauth_account(ports[demo_data.OAUTH_ACCOUNT]))
             self._banner(port, accounts, ports[demo_data.OPEN_MAILBOX], no_server=no_server)
             if not no_server:
                 threading.Thread(
@@ -93,6 +100,13 @@ class Command(BaseCommand):
         for account in accounts:
             owner = f", owner {account.owner.username}" if account.owner_id else ""
             default = ", site default" if account.is_site_default else ""
+            if account.auth_method == "xoauth2":
+                out(
+                    f"  SMTP sink on 127.0.0.1:{account.port}  <- account {account.name!r} "
+                    f"(purpose {account.purpose}; AUTH XOAUTH2 as {account.username}, token "
+                    f"checked with the demo's OAuth server at {base}/oauth/)"
+                )
+                continue
             out(
                 f"  SMTP sink on 127.0.0.1:{account.port}  <- account {account.name!r} "
                 f"(purpose {account.purpose}{default}{owner}; AUTH login {account.username})"
@@ -106,6 +120,12 @@ class Command(BaseCommand):
             "  Try it: Admin > SMTP accounts > Add, test the connection, 'Send test email with "
             "a confirmation code', read the code on the sink log page, paste it."
         )
+        out(
+            f"  OAuth 2.0:      open {demo_data.OAUTH_ACCOUNT!r} in the admin and click 'Connect "
+            f"with OAuth 2.0': the demo's own authorization server asks you to sign in as "
+            f"{oauth_server.MAILBOX} / {oauth_server.MAILBOX_PASSWORD} (no Microsoft or Google "
+            f"account needed); then 'Send through the OAuth mailbox' on the send page."
+        )
         out("")
         if no_server:
             out("Set up done (--no-server): the sink stops now.")
@@ -115,6 +135,7 @@ class Command(BaseCommand):
         out(f"  Send page:    {base}/")
         out(f"  Sink log:     {base}/sink/")
         out(f"  My SMTP:      {base}/smtp/   (each staff user's own account)")
+        out(f"  OAuth server: {base}/oauth/   (the demo's authorization server: grants, Revoke)")
         out(
             bold(
                 f"  Log in as:    {demo_data.ADMIN[0]} / {demo_data.ADMIN[1]}   "
