@@ -141,6 +141,8 @@ class _Batch:
             meanwhile()
 
     def finish(self, items: Iterable[Outgoing]) -> None:
+        if self.settle is None:
+            return  # nobody writes them as they finish: keep no reference to them
         for item in items:
             if id(item) not in self.handed:
                 self.handed.add(id(item))
@@ -271,23 +273,46 @@ class Engine:
 
     # -- one batch --------------------------------------------------------------------
     def send(self, messages: Sequence[EmailMessage]) -> int:
-        """Send (or queue) one batch; return the number sent or accepted by the outbox."""
-        now = clock.now()
+        """Send (or queue) one batch; return the number sent or accepted by the outbox.
+
+        The batch is worked through in slices of ``SEND_SLICE`` messages: each slice is
+        prepared, sent, logged, queued where it must wait and reported (status,
+        ``post_send``) before the next one is read, and its bookkeeping (routing, log
+        rows, per-message state) is dropped then. Memory therefore stays flat however
+        long the batch, and the database work is the same for every slice. What a slice
+        learns about the accounts (one failed, one is full) carries on to the next, as
+        within one slice. Failures are raised once the whole batch is through; an error
+        raised for one message (a bad hint, an invalid address), as Django's backend
+        does, stops the batch there, after the slices before it went out."""
         accounts = load_accounts()
-        items = self._prepare(messages, accounts, now)
         mode = conf.outbox_mode()
+        size = conf.send_slice()
+        batch = _Batch(None, SETTLE_EVERY)
+        sent = 0
+        failed: list[Outgoing] = []
+        for start in range(0, len(messages), size):
+            items = self._prepare(messages[start : start + size], accounts, clock.now(), start)
+            queued = self._send_slice(items, mode, batch)
+            count, failures = self._report_slice(items, queued=queued)
+            sent += count
+            failed.extend(failures)
+            del items, queued  # the slice's bookkeeping goes; the failures stay
+        return self._finish(failed, sent)
+
+    def _send_slice(self, items: list[Outgoing], mode: str, batch: _Batch) -> set[Outgoing]:
+        """Send (or queue) one slice; return the items the outbox accepted."""
+        now = clock.now()
         if mode == "always":
             self._refuse_unroutable(items)
             outbox.enqueue(items, mailer=self.alias, now=now, failed=False)
-            return self._finish(items, queued=set(items))
-        self._deliver(items, now)
-        queued: set[Outgoing] = set()
+            return set(items)
+        self._deliver(items, now, batch)
         if mode == "retry":
             waiting = [item for item in items if _may_wait(item)]
             if waiting:
                 outbox.enqueue(waiting, mailer=self.alias, now=clock.now(), failed=True)
-                queued = set(waiting)
-        return self._finish(items, queued=queued)
+                return set(waiting)
+        return set()
 
     def send_queued(
         self,
@@ -364,7 +389,11 @@ class Engine:
         return item
 
     def _prepare(
-        self, messages: Sequence[EmailMessage], accounts: list[SmtpAccount], now: Any
+        self,
+        messages: Sequence[EmailMessage],
+        accounts: list[SmtpAccount],
+        now: Any,
+        offset: int = 0,
     ) -> list[Outgoing]:
         base_hints = context_hints().over(self.hints)
         users: dict[Any, int | None] = {}
@@ -376,7 +405,7 @@ class Engine:
                 continue
             hints = message_hints(message).over(base_hints)
             user_id = self._user_id(hints.user, users)
-            item = Outgoing.prepare(index, message, hints, user_id, measure=measure)
+            item = Outgoing.prepare(offset + index, message, hints, user_id, measure=measure)
             item.choice = self._choose(item, accounts, now)
             items.append(item)
         return items
@@ -922,9 +951,11 @@ class Engine:
             account, why = paused[0]
             log.append(_deferred_row(item, account, f"{text}: {why}", now or clock.now()))
 
-    def _finish(self, items: list[Outgoing], *, queued: set[Outgoing]) -> int:
-        """Report each message's status; raise for failures; return the number sent
-        or accepted by the outbox for later delivery."""
+    def _report_slice(
+        self, items: list[Outgoing], *, queued: set[Outgoing]
+    ) -> tuple[int, list[Outgoing]]:
+        """Report each message's status; return how many were sent or accepted by the
+        outbox, and the failed ones (kept until the batch is through, to be raised)."""
         sent = 0
         failed: list[Outgoing] = []
         for item in items:
@@ -933,6 +964,11 @@ class Engine:
                 sent += 1
             elif status.outcome != Outcome.CANCELLED.value:
                 failed.append(item)
+        return sent, failed
+
+    def _finish(self, failed: list[Outgoing], sent: int) -> int:
+        """Raise for failures (a configuration error whatever ``fail_silently`` says);
+        return the number sent or accepted by the outbox for later delivery."""
         unroutable = [item for item in failed if item.unroutable]
         if unroutable:
             # Configuration, not transport: fail_silently must not hide it.
