@@ -190,13 +190,27 @@ class ConnectionPool:
 
     def claim(self, account: SmtpAccount, wanted: int, *, wait: bool) -> int:
         """Hold up to ``wanted`` connection slots of ``account`` (waiting up to
-        ``CONNECTION_WAIT`` for one if ``wait``); return how many are held."""
+        ``CONNECTION_WAIT`` for one if ``wait``); return how many are held. Slots above
+        this pool's share, while another process waits, are given back here (their
+        connections closed first)."""
         if self.slots is None:
             return wanted
-        held = self.slots.claim(account, wanted, clock.now())
+        claim = self.slots.claim(account, wanted, clock.now())
+        if claim.surplus:
+            self._give_back(account.pk, claim)
+        held = claim.held
         if not held and wait:
-            held = self.slots.wait_for(account, wanted, slots.wait_length())
+            held = self.slots.wait_for(account, wanted, slots.wait_length(), self._give_back)
         return held
+
+    def _give_back(self, account: Any, claim: slots.Claim) -> None:
+        config = self._configs.get(account)
+        pool = self._sessions.get(config, []) if config is not None else []
+        if len(pool) > claim.held:
+            self._drop(pool[claim.held :])
+            del pool[claim.held :]
+        assert self.slots is not None
+        self.slots.give_back(account, claim.surplus)
 
     def renew(self, now: Any) -> None:
         """Keep the leases of the slots held (a statement once a third of the lease

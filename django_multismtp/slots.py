@@ -14,6 +14,12 @@ batch, and as replies arrive once a third of the lease has passed), given back o
 close, and lost when its process dies: then it expires and anyone may take it. Time is
 :func:`clock.now`, so tests move it instead of waiting.
 
+Sharing: a process that finds every slot taken marks the account's rows as wanted
+while it waits (``CONNECTION_WAIT``); at their next round, holders of more than their
+share (``max_connections`` divided among the live holders and the waiter) close the
+connections beyond it and give those slots back. So a worker that starts while another
+drains the outbox gets its turn instead of waiting for the queue to empty.
+
 Work per claim is a fixed number of statements per account (read the slots, take the
 free ones), whatever the number of messages.
 """
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -43,6 +50,19 @@ logger = logging.getLogger("django_multismtp.slots")
 
 #: Pause between two looks for a free slot while waiting (seconds).
 POLL = 0.05
+#: A process waiting for a slot counts as a sharer for this long after it said so.
+WANTED_FOR = dt.timedelta(seconds=30)
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """The slots held of one account after a claim (0: all are someone else's), and
+    the slot numbers to give back (``surplus``): more than this holder's share while
+    another process waits. Their connections must be closed before they are given back
+    (:meth:`Holder.give_back`), or the account would briefly have one too many."""
+
+    held: int
+    surplus: tuple[int, ...] = ()
 
 
 def lease_length() -> dt.timedelta:
@@ -61,56 +81,96 @@ class Holder:
         self.name = f"{socket.gethostname()[:120]}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
         self.held: dict[Any, int] = {}
         self.renewed_at: dt.datetime | None = None
+        #: Accounts this holder has marked as wanted (it waits for one of their slots).
+        self.marked: set[Any] = set()
 
     def count(self, account_pk: Any) -> int:
         return self.held.get(account_pk, 0)
 
-    def claim(self, account: SmtpAccount, wanted: int, now: dt.datetime) -> int:
-        """Hold up to ``wanted`` slots of ``account`` (those held already count); return
-        how many are held now (0: every slot is someone else's)."""
+    def claim(self, account: SmtpAccount, wanted: int, now: dt.datetime) -> Claim:
+        """Hold up to ``wanted`` slots of ``account`` (those held already count), no more
+        than a fair share while others hold or want some; see :class:`Claim`."""
         pk = account.pk
         held = self.held.get(pk, 0)
         size = max(int(account.max_connections or 1), 1)
         wanted = min(wanted, size)
-        if held >= wanted:
-            return held
-        expires = now + lease_length()
         rows = list(
             ConnectionSlot.objects.filter(account_id=pk, slot_no__lt=size).values_list(
-                "slot_no", "holder", "expires_at"
+                "slot_no", "holder", "expires_at", "wanted_at"
             )
         )
-        missing = sorted(set(range(size)) - {slot_no for slot_no, _h, _e in rows})
+        mine = sorted(n for n, holder, _e, _w in rows if holder == self.name)
+        held = len(mine)
+        others = {
+            holder
+            for _n, holder, until, _w in rows
+            if holder and holder != self.name and until is not None and until >= now
+        }
+        waiting = pk not in self.marked and any(
+            when is not None and when >= now - WANTED_FOR for _n, _h, _e, when in rows
+        )
+        sharers = len(others) + 1 + int(waiting)
+        if waiting and held > max(size // sharers, 1):
+            # Someone waits and we hold more than our share: give the rest back (the
+            # caller closes their connections first).
+            keep = max(size // sharers, 1)
+            self.held[pk] = keep
+            return Claim(keep, tuple(mine[keep:]))
+        if held >= wanted:
+            self.held[pk] = held
+            return Claim(held)
+        missing = sorted(set(range(size)) - {slot_no for slot_no, _h, _e, _w in rows})
         if missing:  # the first claim, or max_connections was raised
             ConnectionSlot.objects.bulk_create(
                 [ConnectionSlot(account_id=pk, slot_no=n) for n in missing],
                 ignore_conflicts=True,
             )
-        free = sorted(
-            [n for n, holder, until in rows if not holder or (until is not None and until < now)]
-            + missing
-        )
-        take = free[: wanted - held]
+        expired = [n for n, holder, until, _w in rows if until is not None and until < now]
+        free = sorted({n for n, holder, _e, _w in rows if not holder} | set(expired) | set(missing))
+        share = -(-size // sharers)  # the leftover of an uneven split goes to whoever asks
+        take = free[: max(min(wanted, share) - held, 0)]
         if take:
             held += (
                 ConnectionSlot.objects.filter(account_id=pk, slot_no__in=take)
                 .filter(Q(holder="") | Q(expires_at__lt=now))
-                .update(holder=self.name, expires_at=expires)
+                .update(holder=self.name, expires_at=now + lease_length())
             )
             if self.renewed_at is None:
                 self.renewed_at = now
+        if held and pk in self.marked:  # our wait is over: nobody need give way for us
+            self.marked.discard(pk)
+            ConnectionSlot.objects.filter(account_id=pk).update(wanted_at=None)
         self.held[pk] = held
-        return held
+        return Claim(held)
 
-    def wait_for(self, account: SmtpAccount, wanted: int, seconds: float) -> int:
+    def give_back(self, account_pk: Any, slot_nos: tuple[int, ...]) -> None:
+        """Free ``slot_nos`` (their connections are closed already)."""
+        ConnectionSlot.objects.filter(
+            account_id=account_pk, slot_no__in=slot_nos, holder=self.name
+        ).update(holder="", expires_at=None)
+
+    def want(self, account_pk: Any, now: dt.datetime) -> None:
+        """Say that this holder waits for a slot of the account: holders of more than
+        their share give some back at their next round."""
+        self.marked.add(account_pk)
+        ConnectionSlot.objects.filter(account_id=account_pk).update(wanted_at=now)
+
+    def wait_for(self, account: SmtpAccount, wanted: int, seconds: float, give_back: Any) -> int:
         """:meth:`claim`, looking again until a slot is free or ``seconds`` passed
-        (another process gives its slots back when it closes its connections)."""
+        (another process gives its slots back when it closes its connections, or when
+        it holds more than its share and sees this one waiting)."""
         deadline = time.monotonic() + seconds
+        marked_at = -1.0
         while True:
             now = clock.now()
-            held = self.claim(account, wanted, now)
-            if held or time.monotonic() >= deadline:
-                return held
+            claim = self.claim(account, wanted, now)
+            if claim.surplus:
+                give_back(account.pk, claim)
+            if claim.held or time.monotonic() >= deadline:
+                return claim.held
+            if time.monotonic() - marked_at >= 1.0:
+                self.want(account.pk, now)
+                marked_at = time.monotonic()
             self.renew(now)
             time.sleep(min(POLL, max(deadline - time.monotonic(), 0.0)))
 
@@ -145,9 +205,9 @@ class Holder:
     def release(self) -> None:
         """Give every slot back (the pool closed its connections). A failure is logged,
         not raised: the leases then run out on their own."""
-        if not self.held:
+        if not self.held and not self.marked:
             return
-        self.held, self.renewed_at = {}, None
+        self.held, self.renewed_at, self.marked = {}, None, set()
         try:
             _outside_event_loop(
                 ConnectionSlot.objects.filter(holder=self.name).update, holder="", expires_at=None

@@ -51,43 +51,66 @@ def no_wait(settings: Any, **more: Any) -> None:
 def test_two_holders_never_share_a_slot_and_an_expired_lease_is_free_again(clock):
     account = SmtpAccountFactory(name="shared", max_connections=2)
     first, second = slots.Holder(), slots.Holder()
-    assert first.claim(account, 2, clock()) == 2
-    assert second.claim(account, 2, clock()) == 0  # both are first's
+    assert first.claim(account, 2, clock()).held == 2
+    assert second.claim(account, 2, clock()).held == 0  # both are first's
     assert set(ConnectionSlot.objects.values_list("holder", flat=True)) == {first.name}
 
     clock.advance(seconds=LEASE.total_seconds() - 1)
-    assert second.claim(account, 1, clock()) == 0  # still first's lease
+    assert second.claim(account, 1, clock()).held == 0  # still first's lease
     clock.advance(seconds=2)
     # first's process died (it renews no more): its slots are anyone's now.
-    assert second.claim(account, 2, clock()) == 2
+    assert second.claim(account, 2, clock()).held == 2
     assert first.renew(clock(), force=True) == {account.pk}  # it learns it lost them
     assert first.held == {}
 
     second.release()
-    assert first.claim(account, 1, clock()) == 1
+    assert first.claim(account, 1, clock()).held == 1
 
 
 @pytest.mark.django_db
 def test_renewing_keeps_a_long_running_holders_slots(clock):
     account = SmtpAccountFactory(name="long", max_connections=1)
     holder, other = slots.Holder(), slots.Holder()
-    assert holder.claim(account, 1, clock()) == 1
+    assert holder.claim(account, 1, clock()).held == 1
     for _ in range(10):  # twenty minutes of sending, renewed as it goes
         clock.advance(minutes=2)
         assert holder.renew(clock(), force=True) == set()
-        assert other.claim(account, 1, clock()) == 0
+        assert other.claim(account, 1, clock()).held == 0
     holder.release()
-    assert other.claim(account, 1, clock()) == 1
+    assert other.claim(account, 1, clock()).held == 1
 
 
 @pytest.mark.django_db
 def test_lowering_max_connections_lowers_the_budget(clock):
     account = SmtpAccountFactory(name="shrunk", max_connections=3)
-    assert slots.Holder().claim(account, 3, clock()) == 3
+    assert slots.Holder().claim(account, 3, clock()).held == 3
     account.max_connections = 1
     ConnectionSlot.objects.update(holder="", expires_at=None)
     holder = slots.Holder()
-    assert holder.claim(account, 3, clock()) == 1  # slot rows 1 and 2 no longer count
+    assert holder.claim(account, 3, clock()).held == 1  # slot rows 1 and 2 no longer count
+
+
+@pytest.mark.django_db
+def test_a_holder_of_every_slot_gives_a_waiter_its_share(clock):
+    account = SmtpAccountFactory(name="shared", max_connections=4)
+    first, second, third = slots.Holder(), slots.Holder(), slots.Holder()
+    assert first.claim(account, 4, clock()).held == 4  # alone: all of them
+    assert second.claim(account, 4, clock()).held == 0
+    second.want(account.pk, clock())
+    # first's next round: it keeps its half and names the slots to give back.
+    claim = first.claim(account, 4, clock())
+    assert (claim.held, claim.surplus) == (2, (2, 3))
+    first.give_back(account.pk, claim.surplus)
+    assert second.claim(account, 4, clock()).held == 2  # its share, not more
+    assert first.claim(account, 4, clock()).held == 2  # nobody waits: no change
+    third.want(account.pk, clock())
+    for holder in (first, second):
+        claim = holder.claim(account, 4, clock())
+        assert claim.held == 1
+        holder.give_back(account.pk, claim.surplus)
+    assert third.claim(account, 4, clock()).held == 2  # the uneven split's leftover
+    holders = list(ConnectionSlot.objects.values_list("holder", flat=True))
+    assert sorted(holders.count(h.name) for h in (first, second, third)) == [1, 1, 2]
 
 
 # -- the engine ---------------------------------------------------------------------------
@@ -102,7 +125,7 @@ def test_a_busy_account_hands_its_messages_to_a_free_pool_member(
     busy = SmtpAccountFactory.for_server(smtp_server, name="busy", max_connections=1)
     SmtpAccountFactory.for_server(second_server, name="free", max_connections=2)
     other_process = slots.Holder()
-    assert other_process.claim(busy, 1, clock()) == 1
+    assert other_process.claim(busy, 1, clock()).held == 1
 
     assert EmailBackend().send_messages(messages(6)) == 6
     assert len(second_server.wait_for(6)) == 6
@@ -163,6 +186,29 @@ def test_slots_are_held_while_open_and_given_back_on_close(smtp_server, clock):
     backend.close()
     assert not held.exists()
     assert not ConnectionSlot.objects.filter(holder__gt="").exists()
+
+
+@direct_construction
+@pytest.mark.django_db
+def test_an_open_backend_closes_the_connections_beyond_its_share_for_a_waiter(smtp_server, clock):
+    account = SmtpAccountFactory.for_server(
+        smtp_server, name="bulk", is_site_default=True, max_connections=4
+    )
+    backend = EmailBackend()
+    backend.open()
+    try:
+        backend.send_messages(messages(8))
+        smtp_server.wait_for(8)
+        assert backend.engine.pool.slots.count(account.pk) == 4 == smtp_server.connections
+        waiter = slots.Holder()
+        waiter.want(account.pk, clock())
+        backend.send_messages(messages(8))  # its next batch: half of the budget
+        smtp_server.wait_for(16)
+        assert backend.engine.pool.slots.count(account.pk) == 2
+        assert waiter.claim(account, 4, clock()).held == 2
+        assert smtp_server.connections == 4  # the two kept were reused
+    finally:
+        backend.close()
 
 
 @direct_construction
