@@ -9,8 +9,8 @@ A slot is taken with one conditional ``UPDATE ... WHERE holder = '' OR expires_a
 now``: the database lets one writer change a row at a time and the loser's ``WHERE``
 no longer matches (PostgreSQL re-checks it on the row it waited for; SQLite writes one
 transaction at a time), so two processes never both hold one slot. The lease lasts
-``CONNECTION_LEASE`` and is renewed while the connection is open (each round of a
-batch, and as replies arrive once a third of the lease has passed), given back on
+``CONNECTION_LEASE`` and is renewed while the connection is open (once a third of the
+lease has passed, at the next round of a batch or the next reply), given back on
 close, and lost when its process dies: then it expires and anyone may take it. Time is
 :func:`clock.now`, so tests move it instead of waiting.
 
