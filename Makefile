@@ -109,7 +109,8 @@ demo: $(DEMO_BIN)/.installed
 # Throughput, memory and queries against Django's stock SMTP backend on loopback sinks,
 # then the outbox case (queue, drain with 1 and 2 worker processes) on a throw-away
 # PostgreSQL cluster of its own, stopped whatever the outcome; see benchmarks/README.md.
-# Never part of `make test`. OUTBOXARGS go to the outbox case ("--messages 0" skips it).
+# Never part of `make test`. OUTBOXARGS go to the outbox case ("--messages 0" skips it),
+# WORKERSARGS to the 1/2/4-workers case (benchmarks/workers.py, the same).
 # Postfix's smtp-sink (a C sink that is never the bottleneck) is installed when missing; the
 # package also brings Postfix's mail service, which the benchmark does not use.
 BENCHPG := $(PGDIR)-bench
@@ -119,7 +120,8 @@ bench: venv sysdeps
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postfix >/dev/null; }
 	$(BIN)/python -m benchmarks $(BENCHARGS)
 	$(MAKE) --no-print-directory pg-up PGDIR=$(BENCHPG)
-	PGPORT=$$(cat $(BENCHPG)/port) $(BIN)/python -m benchmarks.outbox $(OUTBOXARGS); rc=$$?; \
+	PGPORT=$$(cat $(BENCHPG)/port) $(BIN)/python -m benchmarks.outbox $(OUTBOXARGS) && \
+	  PGPORT=$$(cat $(BENCHPG)/port) $(BIN)/python -m benchmarks.workers $(WORKERSARGS); rc=$$?; \
 	  $(MAKE) --no-print-directory pg-down PGDIR=$(BENCHPG); exit $$rc
 
 # Mutation testing of the rules that protect users: each module against its own tests, one

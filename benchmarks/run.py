@@ -227,6 +227,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also queue text messages in the outbox and drain them with the worker: "
         "queries per batch of 10 and 200, and per settle write",
     )
+    parser.add_argument(
+        "--memory-messages",
+        type=int,
+        default=100_000,
+        help="small messages in one send_messages() call for the flat-memory figures "
+        "(benchmarks/memory.py: peak memory, SQL statements per slice); 0 skips it (100000)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument(
         "--profile",
@@ -761,6 +768,13 @@ def main(argv: list[str] | None = None) -> None:
             say("")
             say("Outbox worker (1 account, 1 connection), no delay")
             drained = worker_figures(running["none"], say)
+        flat: dict[str, Any] = {}
+        if args.memory_messages > 0:
+            from .memory import measure as measure_memory
+
+            say("")
+            say(f"Flat memory: {args.memory_messages:,} small messages in one send_messages()")
+            flat = measure_memory(args.memory_messages, running["none"], say)
         if args.profile:
             point_accounts_at(running["none"].ports)
             profile(workloads[0], running["none"])
@@ -789,6 +803,7 @@ def main(argv: list[str] | None = None) -> None:
             "arguments": vars(args),
             "results": [result.as_dict() for result in results],
             "worker": drained,
+            "memory": flat,
             "targets": verdicts,
             "seconds": round(elapsed, 1),
         }

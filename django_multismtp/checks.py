@@ -288,7 +288,7 @@ def _outbox_errors(raw: dict[str, Any]) -> list[Any]:
     mode = raw.get("OUTBOX", "retry")
     if mode not in conf.OUTBOX_MODES and mode not in (False, None):
         error("OUTBOX", f"is {mode!r}.", 'Use "retry" (the default), "always" or "off".')
-    for key in ("OUTBOX_MAX_ATTEMPTS", "OUTBOX_BATCH_SIZE"):
+    for key in ("OUTBOX_MAX_ATTEMPTS", "OUTBOX_BATCH_SIZE", "SEND_SLICE"):
         value = raw.get(key, conf.DEFAULTS[key])
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             error(key, f"is {value!r}, not a whole number of at least 1.", "For example 10.")
@@ -299,6 +299,7 @@ def _outbox_errors(raw: dict[str, Any]) -> list[Any]:
         "OUTBOX_POLL_INTERVAL",
         "OUTBOX_MAX_AGE",
         "OUTBOX_STALL_AFTER",
+        "CONNECTION_LEASE",
     ):
         value = raw.get(key, conf.DEFAULTS[key])
         if key == "OUTBOX_MAX_AGE" and value is None:
@@ -309,6 +310,15 @@ def _outbox_errors(raw: dict[str, Any]) -> list[Any]:
             seconds = -1
         if isinstance(value, bool) or seconds <= 0:
             error(key, f"is {value!r}, not a positive duration.", "Use a timedelta or seconds.")
+    wait = raw.get("CONNECTION_WAIT", conf.DEFAULTS["CONNECTION_WAIT"])
+    try:
+        wait_seconds = conf.as_timedelta(wait).total_seconds()
+    except (TypeError, ValueError):
+        wait_seconds = -1
+    if isinstance(wait, bool) or wait_seconds < 0:
+        error(
+            "CONNECTION_WAIT", f"is {wait!r}, not a duration.", "A timedelta or seconds (0: none)."
+        )
     if not isinstance(raw.get("OUTBOX_QUEUE_CONFIG_ERRORS", False), bool):
         error(
             "OUTBOX_QUEUE_CONFIG_ERRORS",

@@ -90,6 +90,19 @@ DEFAULTS: dict[str, Any] = {
     # Dotted path (or callable) run after a transaction that queued mail commits, e.g.
     # "django_multismtp.tasks.wake_django_tasks" or "django_multismtp.tasks.wake_celery".
     "OUTBOX_WAKE": None,
+    # Connection slots: an account's max_connections is shared by every process and
+    # machine. A process holds a lease on a slot per open connection, renews it while
+    # the connection is open and gives it back on close; a slot whose lease ran out (its
+    # process died) is free again. Keep it well above the pauses of a process that holds
+    # a connection open (a looping worker closes its connections after 5 idle seconds).
+    "CONNECTION_LEASE": dt.timedelta(minutes=2),
+    # How long a send waits for a free slot of an account when no other account it may
+    # use has one; then the message is deferred as "busy" (queued in "retry" mode).
+    "CONNECTION_WAIT": dt.timedelta(seconds=10),
+    # send_messages() works through a batch in slices of this many messages: each slice
+    # is sent, logged and reported before the next is prepared, so memory stays flat
+    # however long the batch, and database work per slice stays the same.
+    "SEND_SLICE": 1000,
     # How messages are shared among accounts that are equally eligible for them (a pool:
     # same selection step, same priority, allowed to send the message's From): "spread"
     # (in proportion to each account's remaining quota), "round_robin" or "fill_first"
@@ -187,6 +200,11 @@ def pool_policy(purpose: str) -> str:
             f"use one of {', '.join(POOL_POLICIES)}."
         )
     return str(value)
+
+
+def send_slice() -> int:
+    """``MULTISMTP["SEND_SLICE"]``: messages per slice of a batch (at least 1)."""
+    return max(int(get_setting("SEND_SLICE")), 1)
 
 
 def oauth_provider_settings(name: str) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from django.core.mail.utils import DNS_NAME
 from django.db import router, transaction
 from django.utils.translation import gettext as _
 
-from . import clock, conf, limits, outbox, pools, selection, signals, stall, state
+from . import clock, conf, limits, outbox, pools, selection, signals, slots, stall, state
 from .eventloop import smtp_loop
 from .exceptions import (
     CancelSend,
@@ -141,6 +141,8 @@ class _Batch:
             meanwhile()
 
     def finish(self, items: Iterable[Outgoing]) -> None:
+        if self.settle is None:
+            return  # nobody writes them as they finish: keep no reference to them
         for item in items:
             if id(item) not in self.handed:
                 self.handed.add(id(item))
@@ -173,31 +175,99 @@ class Mailer(Protocol):
 
 class ConnectionPool:
     """Open connections per server, up to its ``max_connections``, reused until
-    :meth:`close` (the backend's ``close()``)."""
+    :meth:`close` (the backend's ``close()``).
 
-    def __init__(self) -> None:
+    ``shared`` (the default): a connection to an account is opened only with one of
+    the account's connection slots held (:mod:`slots`), so every process together
+    stays within its ``max_connections``; the slots are given back on :meth:`close`,
+    after the connections are."""
+
+    def __init__(self, *, shared: bool = True) -> None:
         self._sessions: dict[ServerConfig, list[Session]] = {}
+        #: Each account's current server settings (an edited account: the old ones close).
+        self._configs: dict[Any, ServerConfig] = {}
+        self.slots = slots.Holder() if shared else None
 
-    def sessions(self, config: ServerConfig, size: int) -> list[Session]:
+    def claim(self, account: SmtpAccount, wanted: int, *, wait: bool) -> int:
+        """Hold up to ``wanted`` connection slots of ``account`` (waiting up to
+        ``CONNECTION_WAIT`` for one if ``wait``); return how many are held. Slots above
+        this pool's share, while another process waits, are given back here (their
+        connections closed first)."""
+        if self.slots is None:
+            return wanted
+        claim = self.slots.claim(account, wanted, clock.now())
+        if claim.surplus:
+            self._give_back(account.pk, claim)
+        held = claim.held
+        if not held and wait:
+            held = self.slots.wait_for(account, wanted, slots.wait_length(), self._give_back)
+        return held
+
+    def _give_back(self, account: Any, claim: slots.Claim) -> None:
+        config = self._configs.get(account)
+        pool = self._sessions.get(config, []) if config is not None else []
+        if len(pool) > claim.held:
+            self._drop(pool[claim.held :])
+            del pool[claim.held :]
+        assert self.slots is not None
+        self.slots.give_back(account, claim.surplus)
+
+    def renew(self, now: Any) -> None:
+        """Keep the leases of the slots held (a statement once a third of the lease
+        has passed, none otherwise)."""
+        if self.slots is not None:
+            self.slots.renew(now)
+
+    def sessions(self, config: ServerConfig, size: int, account: Any = None) -> list[Session]:
+        """Up to ``size`` sessions to ``config``; for an ``account`` (its pk) no more
+        than the slots held (none when none is: the caller's attempts then wait)."""
+        if account is not None:
+            previous = self._configs.get(account)
+            if previous is not None and previous != config:
+                self._drop(self._sessions.pop(previous, []))
+            self._configs[account] = config
+            if self.slots is not None:
+                cap = self.slots.count(account)
+                pool = self._sessions.setdefault(config, [])
+                if len(pool) > cap:  # a lease was lost: close what it no longer covers
+                    self._drop(pool[cap:])
+                    del pool[cap:]
+                if cap == 0:
+                    return []
+                size = min(size, cap)
         pool = self._sessions.setdefault(config, [])
         while len(pool) < max(size, 1):
             pool.append(Session(config))
         return pool[: max(size, 1)]
 
+    def _drop(self, sessions: list[Session]) -> None:
+        if sessions:
+            smtp_loop.run(_close_sessions(sessions))
+
     def close(self) -> None:
         sessions, self._sessions = self._sessions, {}
-        if sessions:
-            smtp_loop.run(_close_sessions([s for pool in sessions.values() for s in pool]))
+        self._configs = {}
+        try:
+            if sessions:
+                smtp_loop.run(_close_sessions([s for pool in sessions.values() for s in pool]))
+        finally:
+            if self.slots is not None:  # only once the connections are closed
+                self.slots.release()
 
 
 class Engine:
     """Send batches for one mailer: the backend's hints, fallback server and
     ``fail_silently`` apply; its connections are reused while it is open."""
 
+    #: Whether connections take connection slots (the test backend's engine opens none).
+    shares_connections = True
+
     def __init__(self, owner: Mailer) -> None:
         self.owner = owner
-        self.pool = ConnectionPool()
+        self.pool = ConnectionPool(shared=self.shares_connections)
         self._batch: _Batch | None = None
+        #: Set by a round that moved messages off busy accounts without sending any.
+        self._moved = False
 
     @property
     def alias(self) -> str | None:
@@ -217,23 +287,46 @@ class Engine:
 
     # -- one batch --------------------------------------------------------------------
     def send(self, messages: Sequence[EmailMessage]) -> int:
-        """Send (or queue) one batch; return the number sent or accepted by the outbox."""
-        now = clock.now()
+        """Send (or queue) one batch; return the number sent or accepted by the outbox.
+
+        The batch is worked through in slices of ``SEND_SLICE`` messages: each slice is
+        prepared, sent, logged, queued where it must wait and reported (status,
+        ``post_send``) before the next one is read, and its bookkeeping (routing, log
+        rows, per-message state) is dropped then. Memory therefore stays flat however
+        long the batch, and the database work is the same for every slice. What a slice
+        learns about the accounts (one failed, one is full) carries on to the next, as
+        within one slice. Failures are raised once the whole batch is through; an error
+        raised for one message (a bad hint, an invalid address), as Django's backend
+        does, stops the batch there, after the slices before it went out."""
         accounts = load_accounts()
-        items = self._prepare(messages, accounts, now)
         mode = conf.outbox_mode()
+        size = conf.send_slice()
+        batch = _Batch(None, SETTLE_EVERY)
+        sent = 0
+        failed: list[Outgoing] = []
+        for start in range(0, len(messages), size):
+            items = self._prepare(messages[start : start + size], accounts, clock.now(), start)
+            queued = self._send_slice(items, mode, batch)
+            count, failures = self._report_slice(items, queued=queued)
+            sent += count
+            failed.extend(failures)
+            del items, queued  # the slice's bookkeeping goes; the failures stay
+        return self._finish(failed, sent)
+
+    def _send_slice(self, items: list[Outgoing], mode: str, batch: _Batch) -> set[Outgoing]:
+        """Send (or queue) one slice; return the items the outbox accepted."""
+        now = clock.now()
         if mode == "always":
             self._refuse_unroutable(items)
             outbox.enqueue(items, mailer=self.alias, now=now, failed=False)
-            return self._finish(items, queued=set(items))
-        self._deliver(items, now)
-        queued: set[Outgoing] = set()
+            return set(items)
+        self._deliver(items, now, batch)
         if mode == "retry":
             waiting = [item for item in items if _may_wait(item)]
             if waiting:
                 outbox.enqueue(waiting, mailer=self.alias, now=clock.now(), failed=True)
-                queued = set(waiting)
-        return self._finish(items, queued=queued)
+                return set(waiting)
+        return set()
 
     def send_queued(
         self,
@@ -310,7 +403,11 @@ class Engine:
         return item
 
     def _prepare(
-        self, messages: Sequence[EmailMessage], accounts: list[SmtpAccount], now: Any
+        self,
+        messages: Sequence[EmailMessage],
+        accounts: list[SmtpAccount],
+        now: Any,
+        offset: int = 0,
     ) -> list[Outgoing]:
         base_hints = context_hints().over(self.hints)
         users: dict[Any, int | None] = {}
@@ -322,7 +419,7 @@ class Engine:
                 continue
             hints = message_hints(message).over(base_hints)
             user_id = self._user_id(hints.user, users)
-            item = Outgoing.prepare(index, message, hints, user_id, measure=measure)
+            item = Outgoing.prepare(offset + index, message, hints, user_id, measure=measure)
             item.choice = self._choose(item, accounts, now)
             items.append(item)
         return items
@@ -349,14 +446,16 @@ class Engine:
         self._batch = batch
         try:
             while pending:
+                self._moved = False
                 attempts = self._plan_round(pending, batch.excluded, now, batch.log)
                 batch.finish(item for item in pending if item.done)
-                if not attempts:
+                if attempts:
+                    self.transmit(attempts)
+                    # Replies not recorded as they came (the test engine's), and the
+                    # attempts a failed account never got to.
+                    self._on_replies(attempts)
+                elif not self._moved:  # nothing sent and nobody moved on: all done
                     break
-                self.transmit(attempts)
-                # Replies not recorded as they came (the test engine's), and the
-                # attempts a failed account never got to.
-                self._on_replies(attempts)
                 pending = [item for item in pending if not item.done]
         finally:
             self._batch = None
@@ -378,6 +477,8 @@ class Engine:
         if batch is None:
             return
         now = clock.now() if attempts else None
+        if now is not None:
+            self.pool.renew(now)  # a long round keeps its connection slots
         fresh = 0
         for attempt in attempts:
             if attempt.recorded:
@@ -579,6 +680,8 @@ class Engine:
                         left[pk] = room - 1
         for pk, group in wanted.items():
             account = by_pk[pk]
+            if not self._hold_slots(account, group, excluded, log):
+                continue
             granted = limits.reserve(account, len(group), now)
             free = limits.free_at(account, now) if granted < len(group) else now
             for position, item in enumerate(group):
@@ -634,6 +737,47 @@ class Engine:
             kept.append(attempt)
         return kept
 
+    def _hold_slots(
+        self,
+        account: SmtpAccount,
+        group: list[Outgoing],
+        excluded: dict[Any, Failure | None],
+        log: list[DeliveryLog],
+    ) -> bool:
+        """Hold connection slots of ``account`` for ``group`` (up to one per message, up
+        to its ``max_connections``). When other processes hold them all, a message that
+        may use another account moves on to it at once; if some may use no other, the
+        round waits up to ``CONNECTION_WAIT`` for a slot first. Still none: every
+        message of the group is deferred on this account as busy (the log says so) and
+        goes on to its next account, or, with none left, is a "busy" deferral: queued in
+        "retry" mode, retried by a worker, raised (NoAccountAvailable) with the outbox
+        off. Nothing is reserved or sent meanwhile, so nothing is lost."""
+        pk = account.pk
+        now = clock.now()
+        self.pool.renew(now)
+        alone = any(
+            not any(
+                a.pk != pk and a.pk not in item.tried and a.pk not in excluded
+                for a in (item.choice.candidates if item.choice else ())
+            )
+            for item in group
+        )
+        wanted = min(max(int(account.max_connections or 1), 1), len(group))
+        if self.pool.claim(account, wanted, wait=alone):
+            return True
+        reason = _(
+            "all %(count)d connections of account %(name)s are in use by other processes"
+        ) % {"count": account.max_connections, "name": account.name}
+        hint = _("Wait, or raise the account's max connections if its provider allows more.")
+        for item in group:
+            item.tried.add(pk)
+            item.wait_helps = True  # the other processes close their connections
+            log.append(_deferred_row(item, account, reason, now))
+            if item.failure is None:
+                item.failure = Failure(Outcome.THROTTLED, None, reason, hint)
+        self._moved = True
+        return False
+
     def _attempt(
         self, item: Outgoing, account: SmtpAccount | None, now: Any, *, reserved: bool = False
     ) -> list[Attempt]:
@@ -654,6 +798,7 @@ class Engine:
         """Do the SMTP work of one round (overridden by the test backend's engine)."""
         groups: dict[ServerConfig, list[Attempt]] = defaultdict(list)
         configs: dict[Any, ServerConfig] = {}  # built (and hashed) once per account
+        owners: dict[ServerConfig, Any] = {}
         for attempt in attempts:
             if attempt.account is None:
                 config = self.fallback
@@ -661,13 +806,18 @@ class Engine:
                 config = configs.get(attempt.account.pk)
                 if config is None:
                     config = configs[attempt.account.pk] = account_config(attempt.account)
+                    owners[config] = attempt.account.pk
             assert config is not None
             groups[config].append(attempt)
         lanes: list[tuple[Session, Lane]] = []
         for config, group in groups.items():
-            # Up to max_connections connections per account; messages are dealt to them
-            # in turn, so each connection sends in the caller's order.
-            pool = self.pool.sessions(config, min(config.max_connections, len(group)))
+            # Up to max_connections connections per account (and no more than the
+            # connection slots held); messages are dealt to them in turn, so each
+            # connection sends in the caller's order. No session (a slot lost since the
+            # round was planned): the attempts stay unsent and are released.
+            pool = self.pool.sessions(
+                config, min(config.max_connections, len(group)), owners.get(config)
+            )
             for index, session in enumerate(pool):
                 lane = group[index :: len(pool)]
                 if lane:
@@ -815,9 +965,11 @@ class Engine:
             account, why = paused[0]
             log.append(_deferred_row(item, account, f"{text}: {why}", now or clock.now()))
 
-    def _finish(self, items: list[Outgoing], *, queued: set[Outgoing]) -> int:
-        """Report each message's status; raise for failures; return the number sent
-        or accepted by the outbox for later delivery."""
+    def _report_slice(
+        self, items: list[Outgoing], *, queued: set[Outgoing]
+    ) -> tuple[int, list[Outgoing]]:
+        """Report each message's status; return how many were sent or accepted by the
+        outbox, and the failed ones (kept until the batch is through, to be raised)."""
         sent = 0
         failed: list[Outgoing] = []
         for item in items:
@@ -826,6 +978,11 @@ class Engine:
                 sent += 1
             elif status.outcome != Outcome.CANCELLED.value:
                 failed.append(item)
+        return sent, failed
+
+    def _finish(self, failed: list[Outgoing], sent: int) -> int:
+        """Raise for failures (a configuration error whatever ``fail_silently`` says);
+        return the number sent or accepted by the outbox for later delivery."""
         unroutable = [item for item in failed if item.unroutable]
         if unroutable:
             # Configuration, not transport: fail_silently must not hide it.

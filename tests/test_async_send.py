@@ -49,7 +49,9 @@ async def timed(*subjects: str) -> float:
 
 
 def test_ten_concurrent_calls_take_about_as_long_as_one(smtp_server: SMTPTestServer) -> None:
-    SmtpAccountFactory.for_server(smtp_server, name="slow", max_connections=1)
+    # max_connections is one budget for every backend and process (connection slots):
+    # ten calls at once need ten connections allowed.
+    SmtpAccountFactory.for_server(smtp_server, name="slow", max_connections=10)
     for stage in ("EHLO", "MAIL", "DATA"):
         smtp_server.add_fault(Fault.stall(SERVER_WAIT, stage=stage, times=None))
 

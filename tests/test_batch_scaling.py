@@ -122,3 +122,51 @@ def test_a_worker_settles_200_rows_with_the_queries_of_10(settings, mailer, smtp
     assert by_twenties - drain_queries(200, at_the_end) == 9 * per_write
     assert not OutboxMessage.objects.exclude(status="sent").exists()
     assert DeliveryLog.objects.filter(outcome="sent").count() == 812
+
+
+@pytest.mark.django_db
+def test_a_batch_costs_the_same_queries_for_every_slice(settings, smtp_server, clock):
+    """send_messages() works through a batch slice by slice (SEND_SLICE): the first slice
+    takes the connection slots and the counters, every further one costs the same."""
+    settings.MULTISMTP = {**settings.MULTISMTP, "SEND_SLICE": 5}
+    SmtpAccountFactory.for_server(
+        smtp_server, name="bulk", is_site_default=True, max_connections=2, limit_per_hour=10**6
+    )
+    EmailBackend().send_messages(messages(2))  # slot rows and usage counters exist
+
+    def queries(slices: int) -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert EmailBackend().send_messages(messages(5 * slices)) == 5 * slices
+        return len(captured)
+
+    one, two, four = queries(1), queries(2), queries(4)
+    per_slice = two - one
+    assert 0 < per_slice <= 10, (one, two, four)
+    assert four - two == 2 * per_slice, (one, two, four)
+    assert DeliveryLog.objects.filter(outcome="sent").count() == 2 + 5 + 10 + 20
+
+
+@pytest.mark.django_db
+def test_a_slice_keeps_no_bookkeeping_of_the_slices_before_it(settings, smtp_server):
+    """Flat memory, without timing or measuring bytes: while any message is about to be
+    sent, only its own slice's per-message records (Outgoing) are alive."""
+    import gc
+
+    from django_multismtp import signals
+    from django_multismtp.outgoing import Outgoing
+
+    settings.MULTISMTP = {**settings.MULTISMTP, "SEND_SLICE": 4}
+    SmtpAccountFactory.for_server(smtp_server, name="bulk", is_site_default=True)
+    alive: list[int] = []
+
+    def count(**kwargs: object) -> None:
+        gc.collect()
+        alive.append(sum(isinstance(o, Outgoing) for o in gc.get_objects()))
+
+    signals.pre_send.connect(count, dispatch_uid="count-outgoing")
+    try:
+        assert EmailBackend().send_messages(messages(20)) == 20
+    finally:
+        signals.pre_send.disconnect(dispatch_uid="count-outgoing")
+    assert len(alive) == 20
+    assert max(alive) == 4, alive  # one slice, never the 20 of the batch

@@ -29,7 +29,7 @@ from django.utils import timezone
 from django_multismtp import clock as multismtp_clock
 from django_multismtp import worker
 from django_multismtp.engine import SETTLE_EVERY
-from django_multismtp.models import DeliveryLog, OutboxMessage
+from django_multismtp.models import DeliveryLog, OutboxMessage, SmtpAccount
 from tests.clocks import file_clock, set_time
 from tests.factories import SmtpAccountFactory
 from tests.mailers import get_mailer
@@ -85,6 +85,11 @@ def test_a_worker_killed_mid_batch_loses_nothing(settings, mailer, smtp_server, 
     try:
         smtp_server.wait_for(2, timeout=60)
         assert claimed_by(victim.pid)
+        # The victim holds the account's connection slots (max_connections is one budget
+        # for every process) and will never give them back: room for the survivors.
+        SmtpAccount.objects.filter(name="bulk").update(
+            max_connections=CONNECTIONS * (1 + SURVIVORS)
+        )
         survivors = [start(command) for _ in range(SURVIVORS)]
         smtp_server.wait_for(300, timeout=120)  # the others are draining too
         victim.send_signal(signal.SIGKILL)

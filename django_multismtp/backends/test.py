@@ -25,6 +25,8 @@ from .smtp import EmailBackend as SMTPEmailBackend
 class RecordingEngine(Engine):
     """The real engine, with the SMTP work replaced by appending to ``mail.outbox``."""
 
+    shares_connections = False  # it opens no connection, so it takes no slot
+
     def transmit(self, attempts: list[Attempt]) -> None:
         if not hasattr(mail, "outbox"):
             mail.outbox = []
