@@ -13,7 +13,8 @@ the tests and a ``pyproject.toml`` that adds the module's ``[tool.mutmut]`` sect
 The tests import the package from that directory (pytest's ``pythonpath = ["."]``),
 where mutmut writes the mutated copy.
 
-Usage: ``python -m mutation [NAME ...]`` (all targets when none is named).
+Usage: ``python -m mutation [--again] [--jobs N] [NAME ...]`` (all targets when none
+is named; ``--jobs`` mutants at once, one by default, each at ``nice -n 19``).
 """
 
 from __future__ import annotations
@@ -151,7 +152,12 @@ def changed_line(diff: str) -> str:
 
 
 def run_target(
-    name: str, target: Target, equivalents: dict[str, dict[str, str]], *, again: bool
+    name: str,
+    target: Target,
+    equivalents: dict[str, dict[str, str]],
+    *,
+    again: bool,
+    jobs: int = 1,
 ) -> Result:
     from mutmut.stats import status_by_exit_code  # installed by `make mutate`
 
@@ -173,7 +179,7 @@ def run_target(
     else:
         prepare(target, work)
     started = time.monotonic()
-    run = mutmut(work, "run", "--max-children", "1", *selection, log=work / "run.log")
+    run = mutmut(work, "run", "--max-children", str(jobs), *selection, log=work / "run.log")
     result = Result(name, seconds=time.monotonic() - started)
     if run.returncode != 0 or not meta.exists():
         sys.exit(f"mutmut failed for {name}: see {work / 'run.log'}")
@@ -222,7 +228,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="after adding tests (the module unchanged): run only the last run's survivors",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="mutants tested at once (mutmut's --max-children; default 1): the machine is "
+        "shared, every worker runs at nice 19 but still takes a core",
+    )
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
     names = args.names or list(TARGETS)
     unknown = sorted(set(names) - set(TARGETS))
     if unknown:
@@ -231,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in names:
         print(f"== {name}: mutmut against {', '.join(TARGETS[name].tests)}", flush=True)
-        result = run_target(name, TARGETS[name], equivalents, again=args.again)
+        result = run_target(name, TARGETS[name], equivalents, again=args.again, jobs=args.jobs)
         results.append(result)
         print(f"   {result.score:.1f}% in {result.seconds:.0f} s", flush=True)
     print()
