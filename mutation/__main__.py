@@ -89,6 +89,8 @@ class Result:
     equivalent: int = 0
     survivors: list[tuple[str, str]] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
+    #: Of the killed: cut off by the time limit (a loop, or a very slow run).
+    timeouts: int = 0
     seconds: float = 0.0
 
     @property
@@ -107,6 +109,12 @@ def prepare(target: Target, work: Path) -> None:
     work.mkdir(parents=True)
     (work / "django_multismtp").symlink_to(ROOT / "django_multismtp")
     (work / "tests").symlink_to(ROOT / "tests")
+    write_settings(target, work)
+
+
+def write_settings(target: Target, work: Path) -> None:
+    """``pyproject.toml`` with the module's ``[tool.mutmut]`` section (written again by
+    ``--again``: a changed timeout makes mutmut forget its time-outs, as it should)."""
     section = {
         "source_paths": ["django_multismtp"],
         "only_mutate": [f"django_multismtp/{target.module}.py"],
@@ -121,8 +129,11 @@ def prepare(target: Target, work: Path) -> None:
         # without their threads: fork every mutant from a server that only collected.
         "process_isolation": "forkserver",
         # A mutant that loops forever (limits' reservation loop) is cut off at five
-        # times its tests' clean run rather than mutmut's fifteen.
+        # times its tests' clean run rather than mutmut's fifteen, plus a fixed
+        # allowance: tests that take milliseconds would otherwise get about five
+        # seconds, which a loaded shared machine (at nice 19) exceeds without any loop.
         "timeout_multiplier": 5.0,
+        "timeout_constant": 6.0,
     }
     lines = ["", "[tool.mutmut]"] + [
         f"{key} = {json.dumps(value)}" for key, value in section.items()
@@ -166,16 +177,18 @@ def run_target(
     selection = list(target.only)
     if again and meta.exists():
         # Tests were added since the last run, the module was not changed: what was
-        # killed stays killed, so only the survivors are run again.
+        # killed stays killed, so only the survivors are run again, and the time-outs
+        # (on a loaded machine a slow run is not always a loop; they are confirmed).
         codes = json.loads(meta.read_text("utf-8"))["exit_code_by_key"]
         selection = [
             mutant
             for mutant, code in codes.items()
-            if status_by_exit_code[code] not in KILLED
+            if (status_by_exit_code[code] not in KILLED or status_by_exit_code[code] == "timeout")
             and (not target.only or any(_matches(mutant, p) for p in target.only))
         ]
         if not selection:
             selection = list(target.only)
+        write_settings(target, work)
     else:
         prepare(target, work)
     started = time.monotonic()
@@ -190,13 +203,11 @@ def run_target(
             continue
         result.total += 1
         status = status_by_exit_code[code]
-        if status in KILLED:
-            result.killed += 1
-            continue
-        diff = mutmut(work, "show", mutant).stdout
-        line = changed_line(diff)
         known = equivalents.get(mutant)
-        if known is not None and known["line"] == line:
+        # A listed mutant is checked first: an equivalent one that timed out (a slow
+        # run on a loaded machine) was not killed, and must not count as killed.
+        diff = mutmut(work, "show", mutant).stdout if known or status not in KILLED else ""
+        if known is not None and known["line"] == changed_line(diff):
             if known.get("kind") == "postgresql":
                 # Killed by a test of the PostgreSQL pass (mutmut runs on SQLite).
                 result.killed += 1
@@ -205,6 +216,11 @@ def run_target(
             continue
         if known is not None:
             result.stale.append(mutant)
+        if status in KILLED:
+            result.killed += 1
+            if status == "timeout":
+                result.timeouts += 1
+            continue
         result.survivors.append((f"{mutant} ({status})", diff))
     return result
 
@@ -251,10 +267,13 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
         print(f"   {result.score:.1f}% in {result.seconds:.0f} s", flush=True)
     print()
-    print(f"{'module':<12} {'mutants':>7} {'killed':>6} {'equiv.':>6} {'survived':>8} {'score':>7}")
+    print(
+        f"{'module':<12} {'mutants':>7} {'killed':>6} {'(time-out)':>10} {'equiv.':>6} "
+        f"{'survived':>8} {'score':>7}"
+    )
     for r in results:
         print(
-            f"{r.name:<12} {r.total:>7} {r.killed:>6} {r.equivalent:>6} "
+            f"{r.name:<12} {r.total:>7} {r.killed:>6} {r.timeouts:>10} {r.equivalent:>6} "
             f"{len(r.survivors):>8} {r.score:>6.1f}%"
         )
     for r in results:
