@@ -1274,6 +1274,22 @@ def _caught_as(exc: BaseException) -> BaseException:
             ConnectionRefusedError,
         ),
         (
+            _raised_during(
+                aiosmtplib.SMTPConnectError("Error connecting to 127.0.0.1 on port 465"),
+                ConnectionResetError(104, "Connection reset by peer"),
+            ),
+            ConnectionResetError,
+        ),
+        (
+            _raised_during(
+                aiosmtplib.SMTPConnectError("Error connecting to 127.0.0.1 on port 25"),
+                aiosmtplib.SMTPServerDisconnected("Unexpected EOF received"),
+            ),
+            smtplib.SMTPServerDisconnected,
+        ),
+        # aiosmtplib's own connection error with nothing behind it.
+        (aiosmtplib.SMTPConnectError("Error connecting to 127.0.0.1"), ConnectionRefusedError),
+        (
             aiosmtplib.SMTPSenderRefused(550, "5.7.1 Not allowed", "a@example.com"),
             smtplib.SMTPSenderRefused,
         ),
@@ -1284,9 +1300,26 @@ def _caught_as(exc: BaseException) -> BaseException:
         (aiosmtplib.SMTPException("Something odd"), smtplib.SMTPException),
         (ConnectionResetError(104, "Connection reset by peer"), ConnectionResetError),
     ],
-    ids=["tls", "refused", "sender", "not-supported", "other-smtp", "socket"],
+    ids=[
+        "tls",
+        "refused",
+        "reset",
+        "closed-before-greeting",
+        "connect-alone",
+        "sender",
+        "not-supported",
+        "other-smtp",
+        "socket",
+    ],
 )
 def test_the_error_raised_is_caught_as_djangos_backend_would_raise_it(exc, stock):
     error = _caught_as(exc)
     assert isinstance(error, stock)
     assert isinstance(error, SendFailed)
+
+
+def test_no_common_login_method_quotes_the_error():
+    exc = aiosmtplib.SMTPException("No suitable authentication method found.")
+    failure = classify_exception(exc, context=Context(offered_auth=("xoauth2",)))
+    assert failure.outcome == AUTH_FAILED
+    assert failure.summary() == "No suitable authentication method found."

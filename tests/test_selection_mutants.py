@@ -88,6 +88,33 @@ def test_a_hint_of_digits_says_to_pass_the_number():
     )
 
 
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        (
+            1.5,
+            "The account hint 1.5 is neither an SmtpAccount, its id (an int) nor its name "
+            "(a string).",
+        ),
+        (
+            True,
+            "The account hint True is neither an SmtpAccount, its id (an int) nor its name "
+            "(a string).",
+        ),
+        (9, "No SMTP account with id 9 exists. Check the account hint (name or id)."),
+        (
+            SmtpAccount(pk=9, name="gone", purpose="system"),
+            "The SMTP account 'gone' (id 9) no longer exists.",
+        ),
+    ],
+    ids=["float", "bool", "unknown-id", "deleted-account"],
+)
+def test_a_hint_that_names_no_account_says_why(ref, message):
+    with pytest.raises(UnknownAccount) as caught:
+        pick([account(1), account(2, name="billing")], account_ref=ref)
+    assert str(caught.value) == message
+
+
 def test_someone_elses_personal_account_as_hint_says_how_to_send():
     personal = account(1, name="olga", owner_id=7)
     with pytest.raises(AccountNotAllowed) as caught:
