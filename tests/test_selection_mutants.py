@@ -204,3 +204,25 @@ def test_an_oauth_account_loaded_without_its_connection_is_not_judged_by_it():
     loaded_alone = account(1, auth_method="xoauth2")
     choice = pick([loaded_alone], uses_default_from=True, from_address=SITE_FROM)
     assert pks(choice.candidates) == [1]
+
+
+def test_only_an_account_hint_makes_a_message_name_an_account():
+    """What the outbox and the log call "the account named by the message": nothing for
+    mail routed by its From, its purpose or the defaults, however it is routed."""
+    accounts = [account(1, allowed_senders="example.org"), account(2, purpose="billing")]
+    assert pick(accounts, from_address=FROM).account is None
+    assert pick(accounts, purpose="billing").account is None
+    assert pick(accounts, uses_default_from=True, from_address=SITE_FROM).account is None
+    assert pick(accounts, account_ref=2).account is accounts[1]
+
+
+def test_a_users_account_that_may_not_send_the_from_shares_with_nobody():
+    """The user's own accounts carry their mail; a first one that may not send the From
+    shares with nobody, not even with an account of the user's that may."""
+    accounts = [
+        account(1, owner_id=7, priority=10),
+        account(2, owner_id=7, priority=10, allowed_senders="example.org"),
+    ]
+    choice = pick(accounts, user_id=7, from_address=FROM)
+    assert (choice.step, pks(choice.candidates)) == ("user", [1, 2])
+    assert choice.pool == 1
