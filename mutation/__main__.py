@@ -242,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--again",
         action="store_true",
-        help="after adding tests (the module unchanged): run only the last run's survivors",
+        help="after adding tests (the module unchanged): run only the last run's survivors "
+        "and the mutants it cut off",
     )
     parser.add_argument(
         "--jobs",
