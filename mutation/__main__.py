@@ -13,7 +13,8 @@ the tests and a ``pyproject.toml`` that adds the module's ``[tool.mutmut]`` sect
 The tests import the package from that directory (pytest's ``pythonpath = ["."]``),
 where mutmut writes the mutated copy.
 
-Usage: ``python -m mutation [NAME ...]`` (all targets when none is named).
+Usage: ``python -m mutation [--again] [--jobs N] [NAME ...]`` (all targets when none
+is named; ``--jobs`` mutants at once, one by default, each at ``nice -n 19``).
 """
 
 from __future__ import annotations
@@ -88,6 +89,8 @@ class Result:
     equivalent: int = 0
     survivors: list[tuple[str, str]] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
+    #: Of the killed: cut off by the time limit (a loop, or a very slow run).
+    timeouts: int = 0
     seconds: float = 0.0
 
     @property
@@ -106,6 +109,12 @@ def prepare(target: Target, work: Path) -> None:
     work.mkdir(parents=True)
     (work / "django_multismtp").symlink_to(ROOT / "django_multismtp")
     (work / "tests").symlink_to(ROOT / "tests")
+    write_settings(target, work)
+
+
+def write_settings(target: Target, work: Path) -> None:
+    """``pyproject.toml`` with the module's ``[tool.mutmut]`` section (written again by
+    ``--again``: a changed timeout makes mutmut forget its time-outs, as it should)."""
     section = {
         "source_paths": ["django_multismtp"],
         "only_mutate": [f"django_multismtp/{target.module}.py"],
@@ -120,8 +129,11 @@ def prepare(target: Target, work: Path) -> None:
         # without their threads: fork every mutant from a server that only collected.
         "process_isolation": "forkserver",
         # A mutant that loops forever (limits' reservation loop) is cut off at five
-        # times its tests' clean run rather than mutmut's fifteen.
+        # times its tests' clean run rather than mutmut's fifteen, plus a fixed
+        # allowance: tests that take milliseconds would otherwise get about five
+        # seconds, which a loaded shared machine (at nice 19) exceeds without any loop.
         "timeout_multiplier": 5.0,
+        "timeout_constant": 6.0,
     }
     lines = ["", "[tool.mutmut]"] + [
         f"{key} = {json.dumps(value)}" for key, value in section.items()
@@ -151,7 +163,12 @@ def changed_line(diff: str) -> str:
 
 
 def run_target(
-    name: str, target: Target, equivalents: dict[str, dict[str, str]], *, again: bool
+    name: str,
+    target: Target,
+    equivalents: dict[str, dict[str, str]],
+    *,
+    again: bool,
+    jobs: int = 1,
 ) -> Result:
     from mutmut.stats import status_by_exit_code  # installed by `make mutate`
 
@@ -160,20 +177,22 @@ def run_target(
     selection = list(target.only)
     if again and meta.exists():
         # Tests were added since the last run, the module was not changed: what was
-        # killed stays killed, so only the survivors are run again.
+        # killed stays killed, so only the survivors are run again, and the time-outs
+        # (on a loaded machine a slow run is not always a loop; they are confirmed).
         codes = json.loads(meta.read_text("utf-8"))["exit_code_by_key"]
         selection = [
             mutant
             for mutant, code in codes.items()
-            if status_by_exit_code[code] not in KILLED
+            if (status_by_exit_code[code] not in KILLED or status_by_exit_code[code] == "timeout")
             and (not target.only or any(_matches(mutant, p) for p in target.only))
         ]
         if not selection:
             selection = list(target.only)
+        write_settings(target, work)
     else:
         prepare(target, work)
     started = time.monotonic()
-    run = mutmut(work, "run", "--max-children", "1", *selection, log=work / "run.log")
+    run = mutmut(work, "run", "--max-children", str(jobs), *selection, log=work / "run.log")
     result = Result(name, seconds=time.monotonic() - started)
     if run.returncode != 0 or not meta.exists():
         sys.exit(f"mutmut failed for {name}: see {work / 'run.log'}")
@@ -184,13 +203,11 @@ def run_target(
             continue
         result.total += 1
         status = status_by_exit_code[code]
-        if status in KILLED:
-            result.killed += 1
-            continue
-        diff = mutmut(work, "show", mutant).stdout
-        line = changed_line(diff)
         known = equivalents.get(mutant)
-        if known is not None and known["line"] == line:
+        # A listed mutant is checked first: an equivalent one that timed out (a slow
+        # run on a loaded machine) was not killed, and must not count as killed.
+        diff = mutmut(work, "show", mutant).stdout if known or status not in KILLED else ""
+        if known is not None and known["line"] == changed_line(diff):
             if known.get("kind") == "postgresql":
                 # Killed by a test of the PostgreSQL pass (mutmut runs on SQLite).
                 result.killed += 1
@@ -199,6 +216,11 @@ def run_target(
             continue
         if known is not None:
             result.stale.append(mutant)
+        if status in KILLED:
+            result.killed += 1
+            if status == "timeout":
+                result.timeouts += 1
+            continue
         result.survivors.append((f"{mutant} ({status})", diff))
     return result
 
@@ -220,9 +242,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--again",
         action="store_true",
-        help="after adding tests (the module unchanged): run only the last run's survivors",
+        help="after adding tests (the module unchanged): run only the last run's survivors "
+        "and the mutants it cut off",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="mutants tested at once (mutmut's --max-children; default 1): the machine is "
+        "shared, every worker runs at nice 19 but still takes a core",
     )
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
     names = args.names or list(TARGETS)
     unknown = sorted(set(names) - set(TARGETS))
     if unknown:
@@ -231,14 +264,17 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in names:
         print(f"== {name}: mutmut against {', '.join(TARGETS[name].tests)}", flush=True)
-        result = run_target(name, TARGETS[name], equivalents, again=args.again)
+        result = run_target(name, TARGETS[name], equivalents, again=args.again, jobs=args.jobs)
         results.append(result)
         print(f"   {result.score:.1f}% in {result.seconds:.0f} s", flush=True)
     print()
-    print(f"{'module':<12} {'mutants':>7} {'killed':>6} {'equiv.':>6} {'survived':>8} {'score':>7}")
+    print(
+        f"{'module':<12} {'mutants':>7} {'killed':>6} {'(time-out)':>10} {'equiv.':>6} "
+        f"{'survived':>8} {'score':>7}"
+    )
     for r in results:
         print(
-            f"{r.name:<12} {r.total:>7} {r.killed:>6} {r.equivalent:>6} "
+            f"{r.name:<12} {r.total:>7} {r.killed:>6} {r.timeouts:>10} {r.equivalent:>6} "
             f"{len(r.survivors):>8} {r.score:>6.1f}%"
         )
     for r in results:

@@ -42,6 +42,8 @@ from tests.smtp_servers import SMTPTestServer, TLSFiles
 
 #: Sent instead of a reply: the server hangs up there.
 DROP = "<drop>"
+#: Sent instead of a reply: the server says nothing more, and keeps the connection open.
+SILENT = "<silent>"
 
 # ---------------------------------------------------------------------------------------
 # The scripted server
@@ -123,6 +125,9 @@ class ScriptedServer:
         for line in lines:
             if line == DROP:
                 writer.close()
+                return False
+            if line == SILENT:
+                await self._done.wait()
                 return False
             data = f"{line}\r\n".encode()
             if self.trickle:
@@ -358,6 +363,56 @@ def test_a_server_that_stops_reading_mid_message_times_out() -> None:
     assert delivery.failure is not None
     assert delivery.failure.outcome == Outcome.CONNECTION_FAILED
     assert "Timed out sending the message" in delivery.failure.text
+
+
+def test_a_message_bigger_than_the_socket_buffers_waits_for_the_server_and_the_next_follows() -> (
+    None
+):
+    """The client waits while the server reads a big message, then carries on: the next
+    message on the same connection goes out without waiting for anything more."""
+    server = ScriptedServer()
+    # 8 MB: more than the kernel takes at once (Linux's send buffer grows to 4 MiB), so
+    # the rest waits in the transport until the server has read its way through. Long
+    # lines (this server does not mind) keep the server's reading quick.
+    body = b"Subject: big\r\n\r\n" + (b"y" * 30_000 + b"\r\n") * 270
+    messages = [
+        ("a@example.com", ["b@example.com"], body),
+        ("a@example.com", ["c@example.com"], MESSAGE),
+    ]
+
+    async def scenario() -> list:
+        async with server.running():
+            # The timeout bounds a hang (a busy machine may take seconds for 8 MB).
+            return await _send_all(server, messages, reply_timeout=20.0)
+
+    big, small = run(scenario())
+    assert big.failure is None and small.failure is None
+    assert server.messages == [body, MESSAGE]
+    assert server.connections == 1
+
+
+def test_a_server_that_answers_for_a_while_then_goes_silent_times_out() -> None:
+    """The time limit holds for every reply, not only for the first ones: a server that
+    answered MAIL and every RCPT at once and then never answers DATA must not hold the
+    batch for ever."""
+    server = ScriptedServer(pipelining=False, replies={"DATA": [SILENT]})
+    # Lock-step, one round trip per recipient: the silence starts well after the first
+    # reply, while that reply's time limit is still running.
+    recipients = [f"r{n}@example.com" for n in range(500)]
+
+    async def scenario() -> list:
+        async with server.running():
+            # The outer bound only turns a hang into a failure of this test.
+            return await asyncio.wait_for(
+                _send_all(server, [("a@example.com", recipients, MESSAGE)], 1.0), 20.0
+            )
+
+    [delivery] = run(scenario())
+    assert delivery.failure is not None
+    assert delivery.failure.outcome == Outcome.CONNECTION_FAILED
+    assert "Timed out" in delivery.failure.text
+    assert server.commands.count("DATA") == 1
+    assert server.messages == []
 
 
 def test_replies_trickled_a_byte_at_a_time_and_multiline_are_read_whole() -> None:

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import re
+import smtplib
 import socket
 import ssl
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ import aiosmtplib
 import pytest
 
 from django_multismtp import state
+from django_multismtp.exceptions import SendFailed, send_error
 from django_multismtp.models import SmtpAccount
 from django_multismtp.netguard import InternalAddressError
 from django_multismtp.replies import (
@@ -30,6 +32,7 @@ from django_multismtp.replies import (
     classify_exception,
     classify_reply,
     enhanced_status,
+    hint_for_provider,
     provider_for_host,
 )
 from django_multismtp.transport import AuthMethod, Security, ServerConfig, check_server
@@ -1118,3 +1121,205 @@ def test_failures_and_contexts_cannot_change():
         failure.hint = ""  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         Context().port = 25  # type: ignore[misc]
+
+
+# -- what the user reads and catches, for the exceptions of a failed send ----------------
+
+
+def _raised_during(outer: BaseException, inner: BaseException) -> BaseException:
+    """``outer`` as Python chains it when raised *from* ``inner`` inside ``inner``'s
+    handler, as aiosmtplib does (both ``__cause__`` and ``__context__`` are ``inner``)."""
+    try:
+        try:
+            raise inner
+        except BaseException as exc:
+            raise outer from exc
+    except BaseException as exc:
+        return exc
+
+
+def test_a_tls_failure_behind_a_twice_linked_error_is_still_a_tls_failure():
+    """aiosmtplib raises its error *from* the socket's, inside that error's handler: the
+    socket's error is reached twice, and what lies behind it must still be read."""
+    try:
+        raise ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
+    except ssl.SSLError:
+        try:
+            raise ConnectionResetError("Connection reset by peer")  # noqa: TRY301
+        except ConnectionResetError as reset:
+            inner = reset
+    exc = _raised_during(aiosmtplib.SMTPConnectError("Error connecting to 127.0.0.1"), inner)
+    failure = classify_exception(exc, context=Context(port=465, security="starttls"))
+    assert failure.outcome == TLS_FAILED
+    assert failure.hint == HINTS["port_465"]
+
+
+def test_an_error_without_a_message_is_named_by_its_class():
+    failure = classify_exception(ConnectionRefusedError())
+    assert failure.summary() == "ConnectionRefusedError"
+    assert failure.hint == HINTS["refused"]
+
+
+def test_an_internal_host_failure_quotes_the_address():
+    failure = classify_exception(InternalAddressError("127.0.0.1 is a loopback address"))
+    assert failure.outcome == CONNECTION_FAILED
+    assert failure.summary() == "127.0.0.1 is a loopback address"
+
+
+def test_the_first_refused_recipient_explains_a_refusal():
+    exc = aiosmtplib.SMTPRecipientsRefused(
+        [
+            aiosmtplib.SMTPRecipientRefused(550, "5.1.1 No such user", "gone@example.com"),
+            aiosmtplib.SMTPRecipientRefused(452, "4.2.2 Mailbox full", "full@example.com"),
+        ]
+    )
+    failure = classify_exception(exc)
+    assert (failure.outcome, failure.code) == (PERMANENT, 550)
+    assert failure.summary() == "550 5.1.1 No such user (2 refused)"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        aiosmtplib.SMTPRecipientsRefused(
+            [aiosmtplib.SMTPRecipientRefused(535, "Authentication unsuccessful", "b@example.com")]
+        ),
+        aiosmtplib.SMTPSenderRefused(535, "Authentication unsuccessful", "a@example.com"),
+        aiosmtplib.SMTPResponseException(535, "Authentication unsuccessful"),
+    ],
+    ids=["at RCPT", "at MAIL", "at DATA"],
+)
+def test_a_login_refused_after_auth_gets_the_providers_hint(exc):
+    """Microsoft 365 checks the login again at MAIL and RCPT: its refusal there names
+    Microsoft's fix, not Gmail's App Passwords."""
+    failure = classify_exception(exc, context=Context(provider="microsoft365"))
+    assert failure.outcome == AUTH_FAILED
+    assert failure.hint == HINTS["microsoft_auth"]
+
+
+def test_an_auth_refusal_lists_the_offered_methods_whatever_the_exception():
+    exc = aiosmtplib.SMTPResponseException(504, "5.5.4 Unrecognized authentication type")
+    failure = classify_exception(exc, stage="AUTH", context=Context(offered_auth=("plain",)))
+    assert failure.outcome == AUTH_FAILED
+    assert failure.hint.endswith("The server offered: PLAIN.")
+
+
+def test_a_refused_login_quotes_the_server():
+    exc = aiosmtplib.SMTPAuthenticationError(535, "5.7.8 Username and Password not accepted")
+    failure = classify_exception(exc)
+    assert failure.summary() == "535 5.7.8 Username and Password not accepted"
+    assert failure.hint == HINTS["credentials"]
+
+
+def test_an_unresolvable_host_on_macos_is_a_connection_failure_that_quotes_it():
+    exc = aiosmtplib.SMTPConnectError("Error connecting: nodename nor servname provided")
+    failure = classify_exception(exc)
+    assert failure.outcome == CONNECTION_FAILED
+    assert failure.summary() == "Error connecting: nodename nor servname provided"
+
+
+def test_a_reset_after_a_message_ending_in_a_colon_and_space_is_named_once():
+    exc = _raised_during(
+        aiosmtplib.SMTPConnectError("Error connecting to 127.0.0.1 on port 465: "),
+        ConnectionResetError(),
+    )
+    failure = classify_exception(exc)
+    assert failure.outcome == CONNECTION_FAILED
+    assert failure.summary() == "Error connecting to 127.0.0.1 on port 465: ConnectionResetError"
+    assert failure.hint == HINTS["reset"]
+
+
+def test_a_full_mailbox_by_its_enhanced_code_alone_is_not_called_too_big():
+    """Dovecot says "Quota exceeded" with 552 (which is also the code for too big): the
+    5.2.2 says it is the recipient's mailbox."""
+    text = "5.2.2 <b@example.com> Quota exceeded (mailbox for user is full)"
+    failure = classify_reply(552, text, stage="DATA")
+    assert (failure.outcome, failure.hint) == (PERMANENT, HINTS["mailbox_full"])
+
+
+def test_a_provider_preset_names_its_own_fix_for_rejected_credentials():
+    refused = classify_reply(535, "5.7.8 Username and Password not accepted", stage="AUTH")
+    assert hint_for_provider(refused, "sendgrid").startswith("SendGrid rejected the credentials")
+    assert hint_for_provider(refused, "") == HINTS["credentials"]
+    assert hint_for_provider(refused, "unknown-preset") == HINTS["credentials"]
+    other = classify_reply(554, "5.7.1 Relay access denied", stage="RCPT")
+    assert hint_for_provider(other, "sendgrid") == other.hint
+
+
+def _caught_as(exc: BaseException) -> BaseException:
+    """The error the backend raises for ``exc``'s failure (what a caller's ``except``
+    sees)."""
+    return send_error(SendFailed, "Sending failed", failure=classify_exception(exc))
+
+
+@pytest.mark.parametrize(
+    ("exc", "stock"),
+    [
+        # The SSL error two links down: raised during it, then wrapped.
+        (
+            _raised_during(
+                aiosmtplib.SMTPConnectError("Error connecting"),
+                _raised_during(
+                    aiosmtplib.SMTPServerDisconnected("Unexpected EOF"),
+                    ssl.SSLCertVerificationError(1, "certificate verify failed"),
+                ),
+            ),
+            ssl.SSLCertVerificationError,
+        ),
+        (
+            _raised_during(
+                aiosmtplib.SMTPConnectError("Error connecting to 127.0.0.1 on port 1"),
+                ConnectionRefusedError(111, "Connection refused"),
+            ),
+            ConnectionRefusedError,
+        ),
+        (
+            _raised_during(
+                aiosmtplib.SMTPConnectError("Error connecting to 127.0.0.1 on port 465"),
+                ConnectionResetError(104, "Connection reset by peer"),
+            ),
+            ConnectionResetError,
+        ),
+        (
+            _raised_during(
+                aiosmtplib.SMTPConnectError("Error connecting to 127.0.0.1 on port 25"),
+                aiosmtplib.SMTPServerDisconnected("Unexpected EOF received"),
+            ),
+            smtplib.SMTPServerDisconnected,
+        ),
+        # aiosmtplib's own connection error with nothing behind it.
+        (aiosmtplib.SMTPConnectError("Error connecting to 127.0.0.1"), ConnectionRefusedError),
+        (
+            aiosmtplib.SMTPSenderRefused(550, "5.7.1 Not allowed", "a@example.com"),
+            smtplib.SMTPSenderRefused,
+        ),
+        (
+            aiosmtplib.SMTPException("SMTP SIZE extension not supported"),
+            smtplib.SMTPNotSupportedError,
+        ),
+        (aiosmtplib.SMTPException("Something odd"), smtplib.SMTPException),
+        (ConnectionResetError(104, "Connection reset by peer"), ConnectionResetError),
+    ],
+    ids=[
+        "tls",
+        "refused",
+        "reset",
+        "closed-before-greeting",
+        "connect-alone",
+        "sender",
+        "not-supported",
+        "other-smtp",
+        "socket",
+    ],
+)
+def test_the_error_raised_is_caught_as_djangos_backend_would_raise_it(exc, stock):
+    error = _caught_as(exc)
+    assert isinstance(error, stock)
+    assert isinstance(error, SendFailed)
+
+
+def test_no_common_login_method_quotes_the_error():
+    exc = aiosmtplib.SMTPException("No suitable authentication method found.")
+    failure = classify_exception(exc, context=Context(offered_auth=("xoauth2",)))
+    assert failure.outcome == AUTH_FAILED
+    assert failure.summary() == "No suitable authentication method found."
