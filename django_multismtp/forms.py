@@ -239,38 +239,43 @@ class AccountFormMixin(forms.ModelForm):  # type: ignore[type-arg]
         OAuthConnection.objects.create(account=account, provider=preset.oauth_provider)
 
 
-ACCOUNT_FIELDS = (
-    "name",
-    "description",
-    "purpose",
-    "owner",
-    "default_for",
-    "is_site_default",
-    "priority",
-    "from_email",
-    "from_name",
-    "reply_to",
-    "allowed_senders",
-    "preset",
-    "host",
-    "port",
-    "security",
-    "verify_certificates",
-    "ca_file",
-    "ehlo_hostname",
-    "timeout",
-    "public_host_only",
-    "auth_method",
-    "username",
-    "limit_per_second",
-    "limit_per_minute",
-    "limit_per_hour",
-    "limit_per_day",
-    "max_connections",
-    "max_messages_per_connection",
-    "max_message_size",
-    "is_active",
-)
+#: The account's form fields, in the groups the admin shows them under (its fieldsets
+#: are built from these): a new field is added here once, and appears in both.
+ACCOUNT_FIELD_GROUPS: dict[str, tuple[str, ...]] = {
+    "identity": (
+        "name",
+        "description",
+        "purpose",
+        "owner",
+        "default_for",
+        "is_site_default",
+        "priority",
+    ),
+    "sender": ("from_email", "from_name", "reply_to", "allowed_senders"),
+    "server": (
+        "preset",
+        "host",
+        "port",
+        "security",
+        "verify_certificates",
+        "ca_file",
+        "ehlo_hostname",
+        "timeout",
+        "public_host_only",
+    ),
+    "authentication": ("auth_method", "username"),
+    "limits": (
+        "limit_per_second",
+        "limit_per_minute",
+        "limit_per_hour",
+        "limit_per_day",
+        "max_connections",
+        "max_messages_per_connection",
+        "max_message_size",
+    ),
+    "state": ("is_active",),
+}
+ACCOUNT_FIELDS = tuple(name for group in ACCOUNT_FIELD_GROUPS.values() for name in group)
 
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ from django.utils.translation import gettext_lazy as _
 
 from .. import clock, conf, ops, verification
 from ..exposure import security_warnings
-from ..forms import ConfirmCodeForm, SendCodeForm, SmtpAccountForm
+from ..forms import ACCOUNT_FIELD_GROUPS, ConfirmCodeForm, SendCodeForm, SmtpAccountForm
 from ..models import OAuthConnection, SmtpAccount
 from ..oauth import providers as oauth_providers
 from ..presets import PRESETS
@@ -220,61 +220,20 @@ class SmtpAccountAdmin(SecretFieldsMixin, ValidSelectionMixin, AccountAdminBase)
     search_fields = ("name", "host", "from_email", "username")
     filter_horizontal = ("default_for",)
     readonly_fields = STATE_FIELDS
+    # Built from the form's groups, so a field added to the form is never missing here.
     fieldsets = (
-        (
-            _("Identity"),
-            {
-                "fields": (
-                    "name",
-                    "description",
-                    "purpose",
-                    "owner",
-                    "default_for",
-                    "is_site_default",
-                    "priority",
-                )
-            },
-        ),
-        (_("Sender"), {"fields": ("from_email", "from_name", "reply_to", "allowed_senders")}),
-        (
-            _("Server"),
-            {
-                "fields": (
-                    "preset",
-                    "host",
-                    "port",
-                    "security",
-                    "verify_certificates",
-                    "ca_file",
-                    "ehlo_hostname",
-                    "timeout",
-                    "public_host_only",
-                )
-            },
-        ),
+        (_("Identity"), {"fields": ACCOUNT_FIELD_GROUPS["identity"]}),
+        (_("Sender"), {"fields": ACCOUNT_FIELD_GROUPS["sender"]}),
+        (_("Server"), {"fields": ACCOUNT_FIELD_GROUPS["server"]}),
         (
             _("Authentication"),
-            {"fields": ("auth_method", "username", "password", "clear_password")},
+            {"fields": (*ACCOUNT_FIELD_GROUPS["authentication"], "password", "clear_password")},
         ),
         (
             _("Limits"),
-            {
-                "fields": (
-                    "limit_per_second",
-                    "limit_per_minute",
-                    "limit_per_hour",
-                    "limit_per_day",
-                    "max_connections",
-                    "max_messages_per_connection",
-                    "max_message_size",
-                ),
-                "classes": ("collapse",),
-            },
+            {"fields": ACCOUNT_FIELD_GROUPS["limits"], "classes": ("collapse",)},
         ),
-        (
-            _("State"),
-            {"fields": ("is_active", *STATE_FIELDS)},
-        ),
+        (_("State"), {"fields": (*ACCOUNT_FIELD_GROUPS["state"], *STATE_FIELDS)}),
     )
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
