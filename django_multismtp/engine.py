@@ -888,24 +888,18 @@ class Engine:
             item.done = True
 
     def _log_entry(self, attempt: Attempt, delivery: Delivery, now: Any) -> DeliveryLog:
-        item, account, failure = attempt.item, attempt.account, delivery.failure
-        return DeliveryLog(
-            account=account,
-            account_name=account.name if account is not None else FALLBACK,
-            message_id=item.message_id[:255],
-            from_email=attempt.sender[:254],
-            recipient_count=len(item.envelope_recipients),
-            recipient_domains=item.recipient_domains(),
-            **state.log_details(item.message, item.envelope_recipients),
+        """The log row of an attempt that went on the wire (or failed to)."""
+        item, failure = attempt.item, delivery.failure
+        return _log_row(
+            item,
+            attempt.account,
+            sender=attempt.sender,
             outcome=failure.outcome.value if failure else Outcome.SENT.value,
-            reply_code=delivery.code,
-            reply_text=(
-                (failure.summary() if failure else _sent_reply(item, delivery))
-                + _named_skipped(item, account)
-            )[:2000],
+            code=delivery.code,
+            text=failure.summary() if failure else _sent_reply(item, delivery),
             duration_ms=int(delivery.duration * 1000),
             attempt=item.attempts,
-            created_at=now,
+            now=now,
         )
 
     def _give_up(
@@ -1097,17 +1091,44 @@ def _may_wait(item: Outgoing) -> bool:
 def _deferred_row(item: Outgoing, account: SmtpAccount, reason: str, now: Any) -> DeliveryLog:
     """The log row of a message passed over by ``account`` (limit or pause): nothing
     went on the wire, but a person asking "why is it late" finds the answer here."""
+    return _log_row(
+        item,
+        account,
+        sender=item.from_address,
+        outcome=DEFERRED,
+        text=reason,
+        attempt=item.attempts + 1,
+        now=now,
+    )
+
+
+def _log_row(
+    item: Outgoing,
+    account: SmtpAccount | None,
+    *,
+    sender: str,
+    outcome: str,
+    text: str,
+    attempt: int,
+    now: Any,
+    code: int | None = None,
+    duration_ms: int = 0,
+) -> DeliveryLog:
+    """One delivery log row. Every outcome (sent, failed, deferred) is built here, so a
+    column added to the log is filled for all of them, cut to the columns' lengths."""
     return DeliveryLog(
         account=account,
-        account_name=account.name,
+        account_name=account.name if account is not None else FALLBACK,
         message_id=item.message_id[:255],
-        from_email=item.from_address[:254],
+        from_email=sender[:254],
         recipient_count=len(item.envelope_recipients),
         recipient_domains=item.recipient_domains(),
         **state.log_details(item.message, item.envelope_recipients),
-        outcome=DEFERRED,
-        reply_text=(reason + _named_skipped(item, account))[:2000],
-        attempt=item.attempts + 1,
+        outcome=outcome,
+        reply_code=code,
+        reply_text=(text + _named_skipped(item, account))[:2000],
+        duration_ms=duration_ms,
+        attempt=attempt,
         created_at=now,
     )
 
