@@ -240,6 +240,22 @@ def _pool_key(account: SmtpAccount) -> tuple[Any, ...]:
     return (account.priority, account.purpose, account.is_site_default, account.owner_id)
 
 
+def pools(accounts: Iterable[SmtpAccount]) -> dict[tuple[Any, ...], list[SmtpAccount]]:
+    """The active accounts the selection would pool, by pool key (same priority,
+    purpose, site-default flag and owner): the groups of two or more, in selection
+    order, for showing to a person. Whether a given message is shared among them also
+    depends on its From, which each member must be allowed to send."""
+    groups: dict[tuple[Any, ...], list[SmtpAccount]] = {}
+    for account in sorted((a for a in accounts if a.is_active), key=_sort_key):
+        groups.setdefault(_pool_key(account), []).append(account)
+    return {key: members for key, members in groups.items() if len(members) > 1}
+
+
+def pool_key(account: SmtpAccount) -> tuple[Any, ...]:
+    """The key of the pool ``account`` belongs to (see :func:`pools`)."""
+    return _pool_key(account)
+
+
 def pool_size(
     candidates: Sequence[SmtpAccount], primary_ids: set[Any], matches_from: Any = None
 ) -> int:

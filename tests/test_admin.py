@@ -193,6 +193,38 @@ class TestChangelist:
             "active",
         ]
 
+    def test_the_list_and_the_change_page_show_each_pool_and_its_accounts(
+        self, admin_client, settings
+    ):
+        """Accounts the selection pools (same purpose, priority and owner, active) say
+        so, with the other members and the purpose's policy; the others say nothing."""
+        settings.MULTISMTP = {
+            **getattr(settings, "MULTISMTP", {}),
+            "POOL_POLICY": {"campaigns": "round_robin"},
+        }
+        bulk_a = SmtpAccountFactory(name="Bulk A", purpose="campaigns", priority=10)
+        SmtpAccountFactory(name="Bulk B", purpose="campaigns", priority=10)
+        SmtpAccountFactory(name="Bulk C", purpose="campaigns", priority=10, is_active=False)
+        SmtpAccountFactory(name="Backup", purpose="campaigns", priority=20)
+        SmtpAccountFactory(name="Billing", purpose="billing", priority=10)
+
+        html = admin_client.get(CHANGELIST).content.decode()
+        rows = dict(
+            re.findall(
+                r'<th class="field-name">.*?>([^<]+)</a>.*?<td class="field-purpose_label">'
+                r"(.*?)</td>",
+                html,
+                re.S,
+            )
+        )
+        assert "pool of 2, round_robin" in rows["Bulk A"]
+        assert 'title="Shares its mail with Bulk A (POOL_POLICY round_robin)' in rows["Bulk B"]
+        for alone in ("Bulk C", "Backup", "Billing"):
+            assert "pool" not in rows[alone], alone
+
+        page = admin_client.get(change_url(bulk_a)).content.decode()
+        assert "Shares its mail with Bulk B (POOL_POLICY round_robin)" in page
+
     @pytest.mark.parametrize("state", ["verified", "unverified", "rate_limited", "error"])
     def test_status_badge_text(self, admin_client, clock, state):
         now = clock()

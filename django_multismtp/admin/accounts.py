@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.views.main import ChangeList
 from django.db.models import F, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -23,7 +24,8 @@ from django.utils.html import format_html
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
-from .. import clock, conf, ops, verification
+from .. import clock, conf, ops, selection, verification
+from ..exceptions import MultiSMTPConfigurationError
 from ..exposure import security_warnings
 from ..forms import ACCOUNT_FIELD_GROUPS, ConfirmCodeForm, SendCodeForm, SmtpAccountForm
 from ..models import OAuthConnection, SmtpAccount
@@ -92,6 +94,7 @@ OWNERSHIP_HELP = {
 #: Live state: shown, never edited (the backend and the actions maintain it).
 STATE_FIELDS = (
     "status_badge",
+    "pool",
     "verified_at",
     "verified_by",
     "rate_limited_until",
@@ -115,6 +118,18 @@ class PurposeFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         return queryset.filter(purpose=self.value()) if self.value() else queryset
+
+
+class PooledChangeList(ChangeList):
+    """The account list, each shown account knowing the pool it belongs to (one query
+    for the active accounts, whatever the page shows)."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        pools = selection.pools(SmtpAccount.objects.filter(is_active=True))
+        for account in self.result_list:
+            if account.is_active:  # an inactive account shares nothing
+                account.pool_members = pools.get(selection.pool_key(account), [])
 
 
 class OAuthConnectionForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -265,7 +280,49 @@ class SmtpAccountAdmin(SecretFieldsMixin, ValidSelectionMixin, AccountAdminBase)
     # -- columns ----------------------------------------------------------------------
     @admin.display(description=_("purpose"), ordering="purpose")
     def purpose_label(self, obj: SmtpAccount) -> str:
-        return str(conf.purposes().get(obj.purpose, obj.purpose))
+        label = str(conf.purposes().get(obj.purpose, obj.purpose))
+        members = getattr(obj, "pool_members", None)
+        if not members:
+            return label
+        return format_html(
+            '{}<br><small class="multismtp-pool" title="{}">{}</small>',
+            label,
+            self._pool_text(obj, members),
+            ngettext("pool of %(count)d, %(policy)s", "pool of %(count)d, %(policy)s", len(members))
+            % {"count": len(members), "policy": self._policy(obj)},
+        )
+
+    @admin.display(description=_("pool"))
+    def pool(self, obj: SmtpAccount) -> str:
+        """Which accounts share this one's mail (selection.pools), and by what policy."""
+        if obj.pk is None or not obj.is_active:
+            return "-"
+        members = selection.pools(SmtpAccount.objects.filter(is_active=True)).get(
+            selection.pool_key(obj), []
+        )
+        if not members:
+            return gettext(
+                "None: no other active account has the same purpose, priority and owner."
+            )
+        return self._pool_text(obj, members)
+
+    def _pool_text(self, obj: SmtpAccount, members: list[SmtpAccount]) -> str:
+        return gettext(
+            "Shares its mail with %(others)s (POOL_POLICY %(policy)s), for mail each may send."
+        ) % {
+            "others": ", ".join(m.name for m in members if m.pk != obj.pk),
+            "policy": self._policy(obj),
+        }
+
+    @staticmethod
+    def _policy(obj: SmtpAccount) -> str:
+        try:
+            return conf.pool_policy(obj.purpose)
+        except MultiSMTPConfigurationError:  # check E007 says so; the page still shows
+            return "?"
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> Any:
+        return PooledChangeList
 
     @admin.display(description=_("server"), ordering="host")
     def server(self, obj: SmtpAccount) -> str:
