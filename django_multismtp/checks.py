@@ -39,6 +39,7 @@ from django.utils.module_loading import import_string
 
 from . import compat, conf
 from .oauth import providers as oauth_providers
+from .oauth.health import secret_expiry
 
 BACKEND_PATHS = {
     "django_multismtp.backends.EmailBackend",
@@ -364,6 +365,7 @@ OAUTH_PROVIDER_KEYS = (
     "authorize_params",
     "private_key",
     "token_auth_method",
+    "client_secret_expires",
 )
 OAUTH_URL_KEYS = ("authorize_url", "token_url", "revoke_url")
 #: The client authentications Authlib's OAuth2Session knows.
@@ -443,6 +445,12 @@ def _oauth_entry_errors(name: str, entry: Any) -> list[Any]:
             "E009",
             "['authorize_params'] is not a dict of strings.",
             'Extra query parameters of the authorization request, e.g. {"prompt": "consent"}.',
+        )
+    if "client_secret_expires" in entry and secret_expiry(entry["client_secret_expires"]) is None:
+        error(
+            "E009",
+            f"['client_secret_expires'] is {entry['client_secret_expires']!r}, not a date.",
+            'The date the provider\'s console shows, as "YYYY-MM-DD" or a datetime.date.',
         )
     method = entry.get("token_auth_method", "client_secret_post")
     if method not in OAUTH_TOKEN_AUTH_METHODS:

@@ -22,6 +22,7 @@ from .compat import render_message
 from .engine import account_config
 from .eventloop import smtp_loop
 from .models import DeliveryLog, SmtpAccount
+from .oauth.health import token_health
 from .replies import HINTS, Failure, Outcome
 from .transport import Delivery, ServerConfig, ServerFacts, Session, check_server
 
@@ -46,6 +47,8 @@ class CheckResult:
     auth_mechanism: str = ""
     #: Things that work today but need a person soon (a certificate about to expire).
     warnings: list[str] = dataclasses.field(default_factory=list)
+    #: An OAuth account's tokens (oauth.health.TokenHealth.as_dict()); None otherwise.
+    oauth: dict[str, str | None] | None = None
 
     @property
     def outcome_label(self) -> str:
@@ -71,6 +74,14 @@ class CheckResult:
             self.certificate_expires,
             self.auth_mechanism,
         )
+
+    def add_token_health(self, account: SmtpAccount, now: dt.datetime) -> None:
+        """For an OAuth account: its tokens, and a warning for a client secret that
+        expires within 30 days (read after the check, which may have refreshed)."""
+        health = token_health(account)
+        if health is not None:
+            self.oauth = health.as_dict()
+            self.warnings.extend(health.warnings(now.date()))
 
     def add_facts(self, facts: ServerFacts, now: dt.datetime) -> None:
         """Copy what the check learnt, and warn about a certificate that expires soon."""
@@ -130,6 +141,7 @@ def test_connection(account: SmtpAccount) -> CheckResult:
     result = _result(account, failure, facts.summary, time.perf_counter() - started, ok="ok")
     if failure is None:
         result.add_facts(facts, now)
+    result.add_token_health(account, now)
     return result
 
 

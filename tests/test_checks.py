@@ -7,6 +7,7 @@ about W003 wires the backend itself.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import django
@@ -445,6 +446,17 @@ def test_an_insecure_revoke_url_of_a_builtin_provider_is_an_error(wired):
 def test_scopes_that_are_not_a_string_or_list_of_strings_are_an_error(wired, scopes):
     (error,) = oauth_messages(wired, {"microsoft": {"scopes": scopes}})
     assert error.id == "django_multismtp.E009" and "'scopes'" in error.msg
+
+
+@pytest.mark.parametrize("expires", ["31/12/2027", "next year", 2027])
+def test_a_client_secret_expiry_that_is_not_a_date_is_an_error(wired, expires):
+    (error,) = oauth_messages(wired, {"microsoft": {"client_secret_expires": expires}})
+    assert error.id == "django_multismtp.E009" and "'client_secret_expires'" in error.msg
+
+
+@pytest.mark.parametrize("expires", ["2027-12-31", dt.date(2027, 12, 31)])
+def test_a_client_secret_expiry_may_be_a_date_or_its_iso_text(wired, expires):
+    assert oauth_messages(wired, {"microsoft": {"client_secret_expires": expires}}) == []
 
 
 def test_a_scopes_list_reaches_the_token_request_as_one_string(settings):

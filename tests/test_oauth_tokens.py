@@ -239,6 +239,52 @@ def test_needs_reconnect_account_is_skipped_and_verify_names_it(
     assert "Connect" in out.getvalue()
 
 
+@pytest.mark.parametrize("where", ["account", "settings"])
+def test_verify_shows_the_tokens_and_warns_before_the_client_secret_expires(
+    bearer_server: SMTPTestServer, authserver: AuthServer, clock: Any, settings: Any, where: str
+) -> None:
+    """verify_smtp_accounts tells when the access token expires, when the last token
+    came and what the provider granted, and warns (exit status 3) from 30 days before
+    the client secret expires: the token endpoint says nothing until it has expired."""
+    account = delegated_account(bearer_server, authserver)
+    today = clock().date()
+
+    def expire_secret_in(days: int) -> None:
+        expires = today + dt.timedelta(days=days)
+        if where == "account":
+            OAuthConnection.objects.filter(account=account).update(client_secret_expires=expires)
+        else:
+            settings.MULTISMTP = {
+                **getattr(settings, "MULTISMTP", {}),
+                "OAUTH_PROVIDERS": {"generic": {"client_secret_expires": expires.isoformat()}},
+            }
+
+    expire_secret_in(10)
+    out = io.StringIO()
+    with pytest.raises(CommandError) as raised:
+        call_command("verify_smtp_accounts", account.name, "--json", stdout=out)
+    assert raised.value.returncode == 3 and account.name in str(raised.value)
+    [result] = json.loads(out.getvalue())
+    assert result["ok"] is True
+    oauth = OAuthConnection.objects.get(account=account)
+    assert result["oauth"] == {
+        "provider": "generic",
+        "state": "connected",
+        "token_expires": oauth.access_expires_at.isoformat(),
+        "refreshed_at": clock().isoformat(),  # the check's own refresh, just now
+        "scopes": "SMTP.Send",  # what the authorization server granted
+        "client_secret_expires": (today + dt.timedelta(days=10)).isoformat(),
+    }
+    assert any("expires on" in warning and "(10 days)" in warning for warning in result["warnings"])
+
+    expire_secret_in(40)  # outside the 30 days: nothing to do yet
+    out = io.StringIO()
+    call_command("verify_smtp_accounts", account.name, stdout=out)
+    line = next(line for line in out.getvalue().splitlines() if "OAuth generic" in line)
+    assert "scopes: SMTP.Send" in line and "client secret until" in line
+    assert "warning" not in out.getvalue()
+
+
 def test_token_expiring_between_two_messages_of_one_batch(
     mailer: None, outbox_off: None, authserver: AuthServer
 ) -> None:

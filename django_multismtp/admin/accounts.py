@@ -150,6 +150,7 @@ class OAuthConnectionForm(forms.ModelForm):  # type: ignore[type-arg]
             "flow",
             "client_id",
             "client_secret",
+            "client_secret_expires",
             "tenant",
             "authorize_url",
             "token_url",

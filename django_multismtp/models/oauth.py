@@ -60,6 +60,17 @@ class OAuthConnection(models.Model):
         _("revocation URL"), max_length=500, blank=True, validators=[_URL]
     )
     scopes = models.CharField(_("scopes"), max_length=500, blank=True)
+    #: Providers show it in their console (Entra ID: Certificates & secrets) and say
+    #: nothing of it until it has expired; verify_smtp_accounts warns 30 days before.
+    client_secret_expires = models.DateField(
+        _("client secret expires"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "The expiry date the provider's console shows for the client secret (Entra ID: "
+            "Certificates & secrets). verify_smtp_accounts warns 30 days before."
+        ),
+    )
 
     # Token state, shared by every process through this row.
     state = models.CharField(
@@ -74,6 +85,15 @@ class OAuthConnection(models.Model):
     retry_refresh_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_refresh_error = models.TextField(_("last token error"), blank=True)
     connected_at = models.DateTimeField(_("connected at"), null=True, blank=True)
+    #: The last time the token endpoint gave a token (connect, refresh, app-only grant).
+    refreshed_at = models.DateTimeField(
+        _("last token refresh"), null=True, blank=True, editable=False
+    )
+    #: What the provider granted (its token response's ``scope``), which may be less
+    #: than what was asked for.
+    granted_scopes = models.CharField(
+        _("scopes granted"), max_length=500, blank=True, editable=False
+    )
 
     class Meta:
         verbose_name = _("OAuth connection")

@@ -218,6 +218,15 @@ def _access_token(account_pk: int, force: bool) -> str:
         time.sleep(0.05)
 
 
+def granted_scopes(token: dict[str, Any]) -> str:
+    """The token response's ``scope`` as stored: space-separated, at most 500 characters
+    (Authlib gives a list for some providers, the RFC a string)."""
+    scope = token.get("scope") or ""
+    if isinstance(scope, list | tuple):
+        scope = " ".join(map(str, scope))
+    return " ".join(str(scope).split())[:500]
+
+
 def _refresh(oauth: OAuthConnection, now: dt.datetime, stale: str | None) -> str:
     """Refresh under the lease this process claimed, and release it.
 
@@ -243,7 +252,10 @@ def _refresh(oauth: OAuthConnection, now: dt.datetime, stale: str | None) -> str
         "last_refresh_error": "",
         "state": OAuthState.CONNECTED,
         "refreshing_until": None,
+        "refreshed_at": now,
     }
+    if token.get("scope"):
+        update["granted_scopes"] = granted_scopes(token)
     if token.get("refresh_token"):  # rotated (Microsoft, Google sometimes)
         update["refresh_token"] = _field("refresh_token").seal(token["refresh_token"])
     # Conditional: a disconnect meanwhile wins over this refresh.

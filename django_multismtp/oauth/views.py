@@ -167,6 +167,8 @@ def _store(oauth: OAuthConnection, account: SmtpAccount, token: dict[str, Any]) 
         retry_refresh_at=None,
         last_refresh_error="",
         connected_at=now,
+        refreshed_at=now,
+        granted_scopes=tokens.granted_scopes(token),
     )
     mailbox = _mailbox_of(token)
     if mailbox and not account.username:

@@ -82,6 +82,8 @@ class Command(BaseCommand):
                 result = ops.send_test_message(account, address)
                 # The message's result, with what the connection check learnt.
                 result.add_facts(checked.facts(), clock.now())
+                result.oauth = checked.oauth
+                result.warnings.extend(w for w in checked.warnings if w not in result.warnings)
             results.append(result)
         return results
 
@@ -130,6 +132,8 @@ class Command(BaseCommand):
                 "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1]
             )
         for r in results:
+            if r.oauth is not None:
+                self.stdout.write(f"{r.account}: {_oauth_line(r.oauth)}")
             if not r.ok and r.hint:
                 self.stdout.write(f"{r.account}: {r.hint}")
             for warning in r.warnings:
@@ -172,3 +176,15 @@ def _certificate(result: ops.CheckResult) -> str:
         return "-"
     subject = result.certificate_subject.replace(" ", "")[:40]
     return f"{subject},until={result.certificate_expires:%Y-%m-%d}"
+
+
+def _oauth_line(oauth: dict[str, str | None]) -> str:
+    """ "OAuth microsoft, connected; token expires 2026-12-07T10:00:00+00:00, ..." """
+    text = (
+        f"OAuth {oauth['provider']}, {oauth['state']}; token expires "
+        f"{oauth['token_expires'] or '-'}, last token {oauth['refreshed_at'] or '-'}, "
+        f"scopes: {oauth['scopes'] or '-'}"
+    )
+    if oauth["client_secret_expires"]:
+        text += f"; client secret until {oauth['client_secret_expires']}"
+    return text
