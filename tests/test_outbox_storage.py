@@ -61,6 +61,17 @@ def test_the_claim_returns_due_rows_in_order_with_their_bytes(settings, account,
         assert len(queries) == 1, [q["sql"][:80] for q in queries]
 
 
+@pytest.mark.django_db
+def test_a_claim_takes_no_more_than_its_limit(settings, account, clock):
+    # A one-statement claim whose locking subquery the planner runs more than once
+    # takes more rows than asked for: the database is the judge, not the returned list.
+    queue(settings, 30)
+    claimed = outbox.claim(7, worker="w1", now=clock())
+    assert len(claimed) == 7
+    assert OutboxMessage.objects.filter(locked_by="w1").count() == 7
+    assert OutboxMessage.objects.filter(locked_by="").count() == 23
+
+
 def _claim_in_thread(
     worker: str,
     limit: int,
@@ -129,6 +140,7 @@ def test_workers_claiming_at_once_never_share_a_row(settings, account, clock):
         try:
             start.wait(timeout=30)
             while rows := outbox.claim(7, worker=name, now=now):
+                assert len(rows) <= 7
                 results[name].extend(r.pk for r in rows)
         except BaseException as exc:
             errors.append(exc)
