@@ -524,7 +524,7 @@ def _store_sent(alias: str, rows: list[OutboxMessage], *, worker: str) -> int:
     def column(name: str) -> str:
         return quote(str(opts.get_field(name).column))  # type: ignore[union-attr]
 
-    values = [
+    values: list[list[Any]] = [
         [row.pk for row in rows],
         [row.sent_at for row in rows],
         [row.sent_by_id for row in rows],
