@@ -6,8 +6,9 @@
   index of queued rows in claim order; the indexes nothing looks rows up by go (the
   single ``next_attempt_at`` one, which the due index covers; ``hinted_account``, never
   searched; ``sent_by``, set on every sent row and searched only when an account is
-  deleted; ``message_id``'s ``LIKE`` twin on PostgreSQL); the user index keeps only
-  rows that have a user.
+  deleted; ``message_id`` and its ``LIKE`` twin on PostgreSQL, which nothing searches
+  by: the delivery log has the Message-IDs indexed); the user index keeps only rows
+  that have a user.
 * PostgreSQL only (other databases migrate without it): ``fillfactor`` leaves room in
   each page, so a claim, which changes no indexed column, is a HOT update (no index
   written at all); ``toast_tuple_target`` moves the message bytes out of the row, so the
@@ -117,10 +118,6 @@ class Migration(migrations.Migration):
                 fields=["next_attempt_at", "id"],
                 name="multismtp_outbox_queued",
             ),
-        ),
-        migrations.AddIndex(
-            model_name="outboxmessage",
-            index=models.Index(fields=["message_id"], name="multismtp_outbox_message_id"),
         ),
         migrations.AddIndex(
             model_name="outboxmessage",

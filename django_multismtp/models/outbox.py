@@ -30,6 +30,8 @@ class OutboxMessage(models.Model):
     Status = OutboxStatus
 
     # The message
+    #: Not indexed: nothing here looks a row up by it ("did it go out?" is the delivery
+    #: log's question, and its Message-ID is indexed there).
     message_id = models.CharField(_("Message-ID"), max_length=255)
     subject = models.CharField(_("subject"), max_length=255, blank=True)
     #: The From header as the caller wrote it; an account may replace it when sending.
@@ -128,8 +130,6 @@ class OutboxMessage(models.Model):
                 condition=Q(status=OutboxStatus.QUEUED),
                 name="multismtp_outbox_queued",
             ),
-            # "Did this message go out?" (the admin, the tests, a site's own code).
-            models.Index(fields=["message_id"], name="multismtp_outbox_message_id"),
             # Deleting a user sets theirs to NULL.
             models.Index(
                 fields=["user"], condition=Q(user__isnull=False), name="multismtp_outbox_user"
