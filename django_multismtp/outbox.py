@@ -246,6 +246,10 @@ def claim(
     )
 
 
+#: Set for the claim on PostgreSQL (see :func:`_claim_returning`).
+CLAIM_PLANNER_SETTINGS = "SET LOCAL enable_sort = off"
+
+
 def _claim_returning(
     alias: str, limit: int, *, worker: str, now: dt.datetime, until: dt.datetime
 ) -> list[OutboxMessage]:
@@ -256,14 +260,35 @@ def _claim_returning(
     scan stops after ``limit`` rows it could lock (``SKIP LOCKED``: rows another
     worker is claiming right now are passed over, never waited for or taken twice);
     the same conditions as :func:`_due`. Three statements (ids, update, rows) cost the
-    database several times this one: the rows are read once, by the update."""
+    database several times this one: the rows are read once, by the update.
+
+    Sorting is switched off for the statement: the index is the only way to the rows
+    in order without one. Otherwise a planner that believes few rows are queued (a
+    table not analysed yet, or analysed when the queue was empty, before a campaign)
+    reads and sorts every due row for each batch: measured, a 20,000-message drain's
+    database CPU rose by half until autovacuum analysed the table."""
     connection = connections[alias]
+    sql, params = claim_statement(connection, limit, worker=worker, now=now, until=until)
+    nested = connection.in_atomic_block
+    with transaction.atomic(using=alias), connection.cursor() as cursor:
+        cursor.execute(CLAIM_PLANNER_SETTINGS)
+        rows = list(OutboxMessage.objects.using(alias).raw(sql, params))
+        if nested:  # SET LOCAL lasts until the caller's transaction ends
+            cursor.execute("SET LOCAL enable_sort TO DEFAULT")
+    rows.sort(key=lambda row: (row.next_attempt_at, row.pk))
+    return rows
+
+
+def claim_statement(
+    connection: Any, limit: int, *, worker: str, now: dt.datetime, until: dt.datetime
+) -> tuple[str, list[Any]]:
+    """The SQL and parameters of the PostgreSQL claim (also for tests to ``EXPLAIN``)."""
     quote = connection.ops.quote_name
     opts = OutboxMessage._meta
     table = quote(opts.db_table)
 
     def column(name: str) -> str:
-        return quote(str(opts.get_field(name).column))  # type: ignore[union-attr]
+        return str(quote(str(opts.get_field(name).column)))  # type: ignore[union-attr]
 
     columns = ", ".join(f"{table}.{quote(str(f.column))}" for f in opts.concrete_fields)
     status, next_at, until_col = column("status"), column("next_attempt_at"), column("locked_until")
@@ -287,9 +312,7 @@ def _claim_returning(
         f"({table}.{column('possible_duplicate')} OR {table}.{locked_by} <> '') "
         f"FROM due WHERE {table}.{pk} = due.{pk} RETURNING {columns}"
     )
-    rows = list(OutboxMessage.objects.using(alias).raw(sql, [now, now, limit, worker, until]))
-    rows.sort(key=lambda row: (row.next_attempt_at, row.pk))
-    return rows
+    return sql, [now, now, limit, worker, until]
 
 
 @dataclass
