@@ -47,13 +47,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=100, help="OUTBOX_BATCH_SIZE (100)")
     parser.add_argument("--sink", choices=["auto", "aiosmtpd", "smtp-sink"], default="auto")
     parser.add_argument("--profile", action="store_true", help="cProfile one worker's drain")
+    parser.add_argument(
+        "--prepared",
+        action="store_true",
+        help="psycopg server-side binding with prepared statements (DATABASES OPTIONS "
+        "server_side_binding, prepare_threshold), for the direct send and the drains alike",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
-def setup_django(create: bool) -> None:
+def setup_django(create: bool, prepared: bool = False) -> None:
     os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.settings_pg"
+    if prepared:
+        # Not Django's default (client-side binding, nothing prepared): every statement
+        # is then parsed and planned anew. Set before any connection is made.
+        from django.conf import settings as django_settings
+
+        django_settings.DATABASES["default"]["OPTIONS"] = {
+            "server_side_binding": True,
+            "prepare_threshold": 2,
+        }
     if create:
         import psycopg
 
@@ -128,7 +143,7 @@ def cpu_spent(before: dict[int, float], after: dict[int, float]) -> float:
 # -- the worker process ------------------------------------------------------------------
 def child(args: argparse.Namespace) -> None:
     """Connect, say ready, wait for "go", drain, report, wait for "exit"."""
-    setup_django(create=False)
+    setup_django(create=False, prepared=args.prepared)
     from django_multismtp import transport, worker
     from django_multismtp.models import OutboxMessage
 
@@ -180,6 +195,7 @@ def child(args: argparse.Namespace) -> None:
 def drain(workers: int, args: argparse.Namespace, postmaster: int) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "benchmarks.outbox", "--child", "--batch", str(args.batch)]
+    command += ["--prepared"] if args.prepared else []
     processes = [
         subprocess.Popen(
             command + (["--profile"] if args.profile and index == 0 else []),
@@ -284,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not os.environ.get("PGPORT"):
         sys.exit("PGPORT is not set: run `make bench`, or start a cluster (see --help).")
-    setup_django(create=True)
+    setup_django(create=True, prepared=args.prepared)
     from django.conf import settings
     from django.db import connection
     from django.test.utils import CaptureQueriesContext, override_settings
@@ -304,6 +320,7 @@ def main(argv: list[str] | None = None) -> None:
         "messages": args.messages,
         "connections": args.connections,
         "batch": args.batch,
+        "prepared": args.prepared,
         "code": code_state(),
         "sink": sink.describe(),
     }
@@ -321,7 +338,11 @@ def main(argv: list[str] | None = None) -> None:
         )
         postmaster = postmaster_pid()
         count = args.messages
-        say(f"Outbox, {count} x text, 1 account x {args.connections} connections, PostgreSQL")
+        binding = " (prepared statements)" if args.prepared else ""
+        say(
+            f"Outbox, {count} x text, 1 account x {args.connections} connections, "
+            f"PostgreSQL{binding}"
+        )
         say(f"  {sink.describe()}; {code_state()}")
         say(f"  load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

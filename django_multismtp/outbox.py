@@ -217,6 +217,8 @@ def claim(
             When(~Q(locked_by=""), then=Value(True)), default=F("possible_duplicate")
         ),
     }
+    if connection.vendor == "postgresql":
+        return _claim_returning(alias, limit, worker=worker, now=now, until=now + lease)
     if connection.vendor == "sqlite":
         # No transaction around the read and the write: SQLite serialises writers, and a
         # transaction that read first could not take the write lock while another
@@ -242,6 +244,75 @@ def claim(
         .filter(pk__in=ids, locked_by=worker, status=Status.QUEUED)
         .order_by("next_attempt_at", "pk")
     )
+
+
+#: Set for the claim on PostgreSQL (see :func:`_claim_returning`).
+CLAIM_PLANNER_SETTINGS = "SET LOCAL enable_sort = off"
+
+
+def _claim_returning(
+    alias: str, limit: int, *, worker: str, now: dt.datetime, until: dt.datetime
+) -> list[OutboxMessage]:
+    """PostgreSQL: the claim as one statement that locks, writes and returns the rows
+    (``WITH ... FOR UPDATE SKIP LOCKED`` then ``UPDATE ... RETURNING``).
+
+    The rows are found through the partial index of queued rows, in its order, so the
+    scan stops after ``limit`` rows it could lock (``SKIP LOCKED``: rows another
+    worker is claiming right now are passed over, never waited for or taken twice);
+    the same conditions as :func:`_due`. Three statements (ids, update, rows) cost the
+    database several times this one: the rows are read once, by the update.
+
+    Sorting is switched off for the statement: the index is the only way to the rows
+    in order without one. Otherwise a planner that believes few rows are queued (a
+    table not analysed yet, or analysed when the queue was empty, before a campaign)
+    reads and sorts every due row for each batch: measured, a 20,000-message drain's
+    database CPU rose by half until autovacuum analysed the table."""
+    connection = connections[alias]
+    sql, params = claim_statement(connection, limit, worker=worker, now=now, until=until)
+    nested = connection.in_atomic_block
+    with transaction.atomic(using=alias), connection.cursor() as cursor:
+        cursor.execute(CLAIM_PLANNER_SETTINGS)
+        rows = list(OutboxMessage.objects.using(alias).raw(sql, params))
+        if nested:  # SET LOCAL lasts until the caller's transaction ends
+            cursor.execute("SET LOCAL enable_sort TO DEFAULT")
+    rows.sort(key=lambda row: (row.next_attempt_at, row.pk))
+    return rows
+
+
+def claim_statement(
+    connection: Any, limit: int, *, worker: str, now: dt.datetime, until: dt.datetime
+) -> tuple[str, list[Any]]:
+    """The SQL and parameters of the PostgreSQL claim (also for tests to ``EXPLAIN``)."""
+    quote = connection.ops.quote_name
+    opts = OutboxMessage._meta
+    table = quote(opts.db_table)
+
+    def column(name: str) -> str:
+        return str(quote(str(opts.get_field(name).column)))  # type: ignore[union-attr]
+
+    columns = ", ".join(f"{table}.{quote(str(f.column))}" for f in opts.concrete_fields)
+    status, next_at, until_col = column("status"), column("next_attempt_at"), column("locked_until")
+    locked_by, pk = column("locked_by"), column("id")
+    # Only quoted names of our own model and the status constant are formatted in (a
+    # literal, so the planner knows the partial index applies); values are parameters.
+    queued = str(Status.QUEUED)
+    assert queued.isalpha()
+    sql = (
+        # MATERIALIZED: the locking SELECT runs once, whatever plan the UPDATE gets. As
+        # a subquery (``WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)``) the
+        # planner may run it more than once and claim more than ``limit`` rows.
+        f"WITH due AS MATERIALIZED (SELECT {pk} FROM {table} "  # noqa: S608
+        f"WHERE {status} = '{queued}' AND {next_at} <= %s "
+        f"AND ({until_col} IS NULL OR {until_col} <= %s) "
+        f"ORDER BY {next_at}, {pk} LIMIT %s FOR UPDATE SKIP LOCKED) "
+        f"UPDATE {table} SET {locked_by} = %s, {until_col} = %s, "
+        f"{column('claims')} = {table}.{column('claims')} + 1, "
+        # Claimed before and never settled: the earlier worker may have sent it.
+        f"{column('possible_duplicate')} = "
+        f"({table}.{column('possible_duplicate')} OR {table}.{locked_by} <> '') "
+        f"FROM due WHERE {table}.{pk} = due.{pk} RETURNING {columns}"
+    )
+    return sql, [now, now, limit, worker, until]
 
 
 @dataclass
@@ -401,15 +472,25 @@ def _store(rows: list[OutboxMessage], *, worker: str) -> int:
     sent = [row for row in rows if row.status == Status.SENT]
     others = [row for row in rows if row.status != Status.SENT]
 
+    alias = router.db_for_write(OutboxMessage)
+    compact = connections[alias].vendor == "postgresql"
+
     def write(sent: list[OutboxMessage], others: list[OutboxMessage]) -> int:
-        with transaction.atomic(using=router.db_for_write(OutboxMessage)):
+        with transaction.atomic(using=alias):
+            plain = [row for row in sent if _plainly_sent(row)] if compact else []
+            if plain:
+                sent = [row for row in sent if not _plainly_sent(row)]
             # A row cancelled while it was being sent was sent all the same: say so; but a
             # cancelled row must not come back to the queue.
-            return update_rows(OutboxMessage, sent, SETTLED_FIELDS, where=[held]) + update_rows(
-                OutboxMessage,
-                others,
-                SETTLED_FIELDS,
-                where=[held, ("status", "<>", Status.CANCELLED)],
+            return (
+                _store_sent(alias, plain, worker=worker)
+                + update_rows(OutboxMessage, sent, SETTLED_FIELDS, where=[held])
+                + update_rows(
+                    OutboxMessage,
+                    others,
+                    SETTLED_FIELDS,
+                    where=[held, ("status", "<>", Status.CANCELLED)],
+                )
             )
 
     try:
@@ -435,6 +516,59 @@ def _store(rows: list[OutboxMessage], *, worker: str) -> int:
             except Exception:
                 logger.exception("Outbox row %s stays claimed until its lease ends", row.pk)
     return updated
+
+
+def _plainly_sent(row: OutboxMessage) -> bool:
+    """Settled as sent with nothing else to say: most rows, written by :func:`_store_sent`."""
+    return (
+        row.status == Status.SENT
+        and row.last_error == ""
+        and row.last_error_code is None
+        and row.locked_by == ""
+        and row.locked_until is None
+    )
+
+
+def _store_sent(alias: str, rows: list[OutboxMessage], *, worker: str) -> int:
+    """PostgreSQL: write rows :func:`_plainly_sent` that ``worker`` still holds; return
+    how many it held.
+
+    What :func:`update_rows` would write, with the values every such row shares as
+    constants: four short arrays instead of one per settled field, so the statement
+    the database parses for every chunk is a fraction of the size (parsing and
+    planning were about a quarter of its CPU per message)."""
+    if not rows:
+        return 0
+    connection = connections[alias]
+    quote = connection.ops.quote_name
+    opts = OutboxMessage._meta
+    table = quote(opts.db_table)
+
+    def column(name: str) -> str:
+        return quote(str(opts.get_field(name).column))  # type: ignore[union-attr]
+
+    values: list[list[Any]] = [
+        [row.pk for row in rows],
+        [row.sent_at for row in rows],
+        [row.sent_by_id for row in rows],
+        [row.smtp_attempts for row in rows],
+    ]
+    sent = str(Status.SENT)
+    assert sent.isalpha()
+    # Only quoted names of our own model and the status constant are formatted in.
+    sql = (
+        f"UPDATE {table} SET {column('status')} = '{sent}', "  # noqa: S608
+        f"{column('sent_at')} = v.sent_at, {column('sent_by')} = v.sent_by, "
+        f"{column('smtp_attempts')} = v.attempts, {column('last_error')} = '', "
+        f"{column('last_error_code')} = NULL, {column('locked_by')} = '', "
+        f"{column('locked_until')} = NULL "
+        f"FROM unnest(%s::bigint[], %s::timestamptz[], %s::bigint[], %s::integer[]) "
+        f"AS v(pk, sent_at, sent_by, attempts) "
+        f"WHERE {table}.{column('id')} = v.pk AND {table}.{column('locked_by')} = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*values, worker])
+        return max(int(cursor.rowcount), 0)
 
 
 def give_back(

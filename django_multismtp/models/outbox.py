@@ -30,7 +30,9 @@ class OutboxMessage(models.Model):
     Status = OutboxStatus
 
     # The message
-    message_id = models.CharField(_("Message-ID"), max_length=255, db_index=True)
+    #: Not indexed: nothing here looks a row up by it ("did it go out?" is the delivery
+    #: log's question, and its Message-ID is indexed there).
+    message_id = models.CharField(_("Message-ID"), max_length=255)
     subject = models.CharField(_("subject"), max_length=255, blank=True)
     #: The From header as the caller wrote it; an account may replace it when sending.
     from_email = models.CharField(_("from"), max_length=998)
@@ -57,6 +59,7 @@ class OutboxMessage(models.Model):
         blank=True,
         on_delete=models.DO_NOTHING,
         db_constraint=False,
+        db_index=False,  # never looked up by it: an index would only cost every write
         related_name="+",
     )
     #: For people: the hinted account's name when the message was queued. On rows
@@ -69,6 +72,7 @@ class OutboxMessage(models.Model):
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
+        db_index=False,  # a partial index (Meta.indexes): most rows have no user
         related_name="+",
     )
     purpose = models.CharField(_("purpose"), max_length=50, blank=True)
@@ -85,7 +89,7 @@ class OutboxMessage(models.Model):
     deferrals = models.PositiveIntegerField(_("deferrals"), default=0)
     #: SMTP attempts in all (one per account tried), numbering the delivery log rows.
     smtp_attempts = models.PositiveIntegerField(_("SMTP attempts"), default=0)
-    next_attempt_at = models.DateTimeField(_("next attempt"), db_index=True)
+    next_attempt_at = models.DateTimeField(_("next attempt"))
     last_error = ReplyTextField(_("last error"), blank=True)
     last_error_code = ReplyCodeField(_("last reply code"), null=True, blank=True)
     created_at = models.DateTimeField(_("queued at"), db_index=True)
@@ -96,6 +100,9 @@ class OutboxMessage(models.Model):
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
+        # Set on every row that is sent, and only ever looked up when an account is
+        # deleted (rare, and a scan then is cheaper than an index written per message).
+        db_index=False,
         related_name="+",
     )
 
@@ -111,7 +118,23 @@ class OutboxMessage(models.Model):
         verbose_name = _("outbox message")
         verbose_name_plural = _("outbox messages")
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["status", "next_attempt_at"], name="multismtp_outbox_due")]
+        # Few indexes, because settling a row changes its status, and a row whose
+        # indexed columns change is written anew into every index of the table (no
+        # HOT update on PostgreSQL). What workers look rows up by:
+        indexes = [
+            # The claim: queued rows in the order they are due (the primary key breaks
+            # ties, so the index gives the claim's order and it stops after its batch).
+            # Partial: a row leaves it when it is settled for good.
+            models.Index(
+                fields=["next_attempt_at", "id"],
+                condition=Q(status=OutboxStatus.QUEUED),
+                name="multismtp_outbox_queued",
+            ),
+            # Deleting a user sets theirs to NULL.
+            models.Index(
+                fields=["user"], condition=Q(user__isnull=False), name="multismtp_outbox_user"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.message_id} ({self.status})"
