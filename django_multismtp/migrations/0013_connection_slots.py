@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('django_multismtp', '0011_plural_names'),
+        ('django_multismtp', '0012_outbox_storage'),
     ]
 
     operations = [
