@@ -247,6 +247,23 @@ def drain(workers: int, args: argparse.Namespace, postmaster: int) -> dict[str, 
 
 
 # -- the parent --------------------------------------------------------------------------
+def create_account(port: int, connections: int) -> Any:
+    """The one account every drain sends through: the sink on ``port``, no TLS, no AUTH."""
+    from django_multismtp.models import SmtpAccount
+
+    return SmtpAccount.objects.create(
+        name=ACCOUNT,
+        purpose="system",
+        from_email="bench@example.com",
+        host="127.0.0.1",
+        port=port,
+        security="none",
+        auth_method="none",
+        timeout=30,
+        max_connections=connections,
+    )
+
+
 def messages(count: int) -> list[Any]:
     from .run import Workload, build_messages
 
@@ -306,7 +323,6 @@ def main(argv: list[str] | None = None) -> None:
     from django.test.utils import CaptureQueriesContext, override_settings
 
     from django_multismtp.backends import EmailBackend
-    from django_multismtp.models import SmtpAccount
 
     from .run import code_state
     from .sinks import start_sink
@@ -325,17 +341,7 @@ def main(argv: list[str] | None = None) -> None:
         "sink": sink.describe(),
     }
     try:
-        SmtpAccount.objects.create(
-            name=ACCOUNT,
-            purpose="system",
-            from_email="bench@example.com",
-            host="127.0.0.1",
-            port=sink.ports[0],
-            security="none",
-            auth_method="none",
-            timeout=30,
-            max_connections=args.connections,
-        )
+        create_account(sink.ports[0], args.connections)
         postmaster = postmaster_pid()
         count = args.messages
         binding = " (prepared statements)" if args.prepared else ""

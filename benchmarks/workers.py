@@ -100,17 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         try:
             SmtpAccount.objects.all().delete()
-            SmtpAccount.objects.create(
-                name=outbox.ACCOUNT,
-                purpose="system",
-                from_email="bench@example.com",
-                host="127.0.0.1",
-                port=sink.ports[0],
-                security="none",
-                auth_method="none",
-                timeout=30,
-                max_connections=args.connections,
-            )
+            outbox.create_account(sink.ports[0], args.connections)
             say(f"  {sink.describe()}")
             one: float | None = None
             for workers in counts:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,6 +66,23 @@ def clock() -> Iterator[FrozenClock]:
     frozen = FrozenClock()
     with use_clock(frozen):
         yield frozen
+
+
+@pytest.fixture
+def shared_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Any]]:
+    """One time for this test and the processes it starts: a file they all read
+    (``MULTISMTP_TEST_CLOCK_FILE``); move it with ``tests.clocks.set_time``."""
+    from django.utils import timezone
+
+    from django_multismtp import clock as multismtp_clock
+    from tests.clocks import file_clock, set_time
+
+    path = tmp_path / "now.txt"
+    start_time = timezone.now().replace(microsecond=0)
+    set_time(path, start_time)
+    monkeypatch.setenv("MULTISMTP_TEST_CLOCK_FILE", str(path))
+    with multismtp_clock.use_clock(file_clock):
+        yield path, start_time
 
 
 @pytest.fixture

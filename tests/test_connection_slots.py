@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import signal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,12 +18,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from django_multismtp import clock as multismtp_clock
 from django_multismtp import slots, worker
 from django_multismtp.backends import EmailBackend
 from django_multismtp.exceptions import NoAccountAvailable
 from django_multismtp.models import ConnectionSlot, DeliveryLog, OutboxMessage
-from tests.clocks import file_clock, set_time
+from tests.clocks import set_time
 from tests.factories import SmtpAccountFactory
 from tests.mailers import direct_construction, get_mailer
 from tests.processes import start, start_together, stop, wait_until
@@ -243,16 +241,6 @@ def test_queries_per_batch_do_not_grow_with_the_messages_per_account(
 
 
 # -- real processes -----------------------------------------------------------------------
-
-
-@pytest.fixture
-def shared_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    path = tmp_path / "now.txt"
-    start_time = timezone.now().replace(microsecond=0)
-    set_time(path, start_time)
-    monkeypatch.setenv("MULTISMTP_TEST_CLOCK_FILE", str(path))
-    with multismtp_clock.use_clock(file_clock):
-        yield path, start_time
 
 
 EACH = 30

@@ -280,3 +280,61 @@ def test_two_workers_opening_the_same_window_both_get_their_share():
     worker.join(timeout=30)
     assert second == {"pid": second["pid"], "granted": 2}
     assert limits.usage(account, START) == {"minute": (4, 5)}
+
+
+# -- what is left to share: how a pool weighs its members -------------------------------
+
+
+@pytest.mark.django_db
+def test_what_is_left_is_the_tightest_windows_room_for_every_account_in_one_query(
+    django_assert_num_queries,
+):
+    """A pool with the spread policy gives each member messages in proportion to what
+    is left in its tightest window; an account without limits has no bound (None)."""
+    tight_minute = SmtpAccountFactory(name="tight", limit_per_minute=10, limit_per_hour=15)
+    tight_hour = SmtpAccountFactory(name="hourly", limit_per_minute=10, limit_per_hour=12)
+    fresh = SmtpAccountFactory(name="fresh", limit_per_day=500)
+    over = SmtpAccountFactory(name="over", limit_per_hour=4)
+    unlimited = SmtpAccountFactory(name="free")
+    assert limits.reserve(tight_minute, 7, START) == 7  # minute 3 left, hour 8: 3
+    assert limits.reserve(tight_hour, 6, START) == 6  # minute 4 left, hour 6: 4
+    assert limits.reserve(over, 4, START) == 4
+    UsageCounter.objects.filter(account=over).update(count=9)  # more than the limit
+    accounts = [tight_minute, tight_hour, fresh, over, unlimited]
+    with django_assert_num_queries(1):
+        left = limits.remaining(accounts, START)
+    assert left == {
+        tight_minute.pk: 3,
+        tight_hour.pk: 4,
+        fresh.pk: 500,
+        over.pk: 0,  # never below nothing
+        unlimited.pk: None,
+    }
+
+
+@pytest.mark.django_db
+def test_what_was_sent_in_an_earlier_window_is_not_counted_against_this_one():
+    account = SmtpAccountFactory(limit_per_minute=10, limit_per_hour=100)
+    assert limits.reserve(account, 6, START) == 6
+    next_minute = START + dt.timedelta(minutes=1)
+    assert limits.remaining([account], next_minute) == {account.pk: 10}  # hour: 94 left
+    next_hour = START + dt.timedelta(hours=1)
+    assert limits.reserve(account, 9, next_minute) == 9
+    assert limits.remaining([account], next_minute) == {account.pk: 1}
+    assert limits.remaining([account], next_hour) == {account.pk: 10}
+
+
+@pytest.mark.django_db
+def test_accounts_without_limits_cost_no_query(django_assert_num_queries):
+    accounts = [SmtpAccountFactory(name="a"), SmtpAccountFactory(name="b")]
+    with django_assert_num_queries(0):
+        assert limits.remaining(accounts, START) == {accounts[0].pk: None, accounts[1].pk: None}
+    assert limits.remaining([], START) == {}
+
+
+@pytest.mark.django_db
+def test_one_accounts_usage_is_not_another_accounts():
+    busy = SmtpAccountFactory(name="busy", limit_per_minute=5)
+    idle = SmtpAccountFactory(name="idle", limit_per_minute=5)
+    assert limits.reserve(busy, 5, START) == 5
+    assert limits.remaining([busy, idle], START) == {busy.pk: 0, idle.pk: 5}

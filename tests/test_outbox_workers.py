@@ -20,17 +20,14 @@ from __future__ import annotations
 import datetime as dt
 import signal
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from django.db import connection
-from django.utils import timezone
 
-from django_multismtp import clock as multismtp_clock
 from django_multismtp import worker
 from django_multismtp.engine import SETTLE_EVERY
 from django_multismtp.models import DeliveryLog, OutboxMessage, SmtpAccount
-from tests.clocks import file_clock, set_time
+from tests.clocks import set_time
 from tests.factories import SmtpAccountFactory
 from tests.mailers import get_mailer
 from tests.processes import start, start_together, stop
@@ -41,16 +38,6 @@ MESSAGES = 2000
 BATCH = 100
 SURVIVORS = 3
 CONNECTIONS = 2
-
-
-@pytest.fixture
-def shared_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    path = tmp_path / "now.txt"
-    start_time = timezone.now().replace(microsecond=0)
-    set_time(path, start_time)
-    monkeypatch.setenv("MULTISMTP_TEST_CLOCK_FILE", str(path))
-    with multismtp_clock.use_clock(file_clock):
-        yield path, start_time
 
 
 def ids_received(server: SMTPTestServer) -> Counter[str]:
