@@ -39,11 +39,25 @@ TEMPLATES = [
         },
     }
 ]
+# The server answers requests in threads (token grants, introspection from the SMTP
+# test server, the browser's pages) that write the same SQLite file: IMMEDIATE takes
+# the write lock when a transaction starts, so a second writer waits for it (up to
+# ``timeout``) instead of failing with "database is locked" when its read transaction
+# cannot become a write one. (A 500 from /o/token/ was seen once, on Django 6.1, with no
+# traceback kept; this is its likely cause, and LOGGING below keeps the next one.)
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.environ["OAUTH_SERVER_DB"],
+        "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 30},
     }
+}
+# A 500 prints its traceback on standard error, which pytest shows with the failing test.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+    "loggers": {"django.request": {"handlers": ["stderr"], "level": "ERROR"}},
 }
 SESSION_COOKIE_NAME = "authserver_session"
 CSRF_COOKIE_NAME = "authserver_csrftoken"
