@@ -77,9 +77,10 @@ def test_a_claim_takes_no_more_than_its_limit(settings, account, clock):
 def test_the_claim_walks_the_queued_index_even_when_the_planner_expects_few_rows(
     settings, account, clock
 ):
-    # The test database is never analysed: the planner guesses that few rows are
-    # queued, the case of a table analysed before a campaign was queued. Without the
-    # claim's setting it reads and sorts every due row for each batch.
+    # The table has no statistics: the planner guesses that few rows are queued, the
+    # case of a table analysed before a campaign was queued. With the claim's setting
+    # it walks the queued index in due order instead of reading and sorting every due
+    # row for each batch (as it did in the benchmark without the setting).
     postgresql_only()
     queue(settings, 1)
     columns = ", ".join(
@@ -108,7 +109,9 @@ def test_the_claim_walks_the_queued_index_even_when_the_planner_expects_few_rows
         assert cursor.fetchone()[0] <= 0
     claimed = plan(outbox.CLAIM_PLANNER_SETTINGS)
     assert "multismtp_outbox_queued" in claimed and "Sort" not in claimed, claimed
-    assert "Sort" in plan(), "the planner no longer needs the setting: drop it"
+    # Without the setting the plan depends on what the planner knows of the table's
+    # pages (earlier tests, autovacuum): it sorted every due row in the benchmark's
+    # fresh cluster, and chose the index in a CI run, so that half is not asserted.
 
 
 def _table() -> str:
