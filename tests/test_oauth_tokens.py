@@ -389,6 +389,33 @@ def test_invalid_grant_from_the_endpoint_is_permanent_with_the_aadsts_hint(
     assert OAuthConnection.objects.get(account=account).state == OAuthState.NEEDS_RECONNECT
 
 
+def test_a_token_endpoints_garbled_error_is_stored_cleaned_and_the_account_needs_reconnect(
+    mailer: None, bearer_server: SMTPTestServer, authserver: AuthServer
+) -> None:
+    """The token endpoint is a server nobody vouches for: a NUL (which PostgreSQL text
+    refuses), a terminal escape or a lone surrogate (which no driver encodes) in its
+    error must not stop the account from being marked, nor reach a page or a console."""
+    account = delegated_account(bearer_server, authserver)
+    authserver.control("fault", mode="hostile_invalid_grant")
+    with pytest.raises(TokenUnavailable) as raised:
+        tokens.access_token(account.pk)
+    assert raised.value.permanent
+    oauth = OAuthConnection.objects.get(account=account)
+    assert oauth.state == OAuthState.NEEDS_RECONNECT
+    assert oauth.last_refresh_error.startswith("invalid_grant: AADSTS50173:")
+    assert not {"\x00", "\x1b", "\ud800"} & set(oauth.last_refresh_error)
+
+
+@pytest.mark.parametrize(
+    "scope", ["SMTP.Send\x00 offline_access\x1b[2J", ["SMTP.Send", "\ud800"], "x" * 900]
+)
+def test_granted_scopes_from_the_provider_are_stored_as_safe_bounded_text(scope: Any) -> None:
+    stored = tokens.granted_scopes({"scope": scope})
+    assert len(stored) <= 500
+    assert not {"\x00", "\x1b", "\ud800"} & set(stored)
+    assert stored.split()[0].startswith(("SMTP.Send", "x"))
+
+
 @pytest.mark.parametrize("style", ["microsoft", "google"])
 def test_a_fresh_token_refused_for_another_mailbox_says_what_to_fix(
     authserver: AuthServer, style: str

@@ -16,6 +16,7 @@ from django.utils.translation import gettext_lazy as _
 
 from ..fields import EncryptedPasswordField, EncryptedSecretTextField
 from .account import SmtpAccount
+from .fields import ReplyTextField
 
 #: A CharField with this validator rather than a URLField: the URLField's form field
 #: warns about its default scheme on Django 5.2, and these URLs are always typed whole.
@@ -83,7 +84,8 @@ class OAuthConnection(models.Model):
     refreshing_until = models.DateTimeField(null=True, blank=True, editable=False)
     refresh_failures = models.PositiveIntegerField(default=0, editable=False)
     retry_refresh_at = models.DateTimeField(null=True, blank=True, editable=False)
-    last_refresh_error = models.TextField(_("last token error"), blank=True)
+    #: The token endpoint's words: guarded like an SMTP reply (it is as untrusted).
+    last_refresh_error = ReplyTextField(_("last token error"), blank=True)
     connected_at = models.DateTimeField(_("connected at"), null=True, blank=True)
     #: The last time the token endpoint gave a token (connect, refresh, app-only grant).
     refreshed_at = models.DateTimeField(

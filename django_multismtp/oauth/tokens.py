@@ -37,6 +37,7 @@ from joserfc.jwk import RSAKey
 from .. import clock, conf
 from ..models import OAuthConnection, OAuthState, SmtpAccount
 from ..models.oauth import OAuthFlow
+from ..safetext import safe_text
 from ..signals import oauth_needs_reconnect
 from ..transport import TokenProvider, TokenUnavailable
 from . import hints, providers
@@ -219,12 +220,13 @@ def _access_token(account_pk: int, force: bool) -> str:
 
 
 def granted_scopes(token: dict[str, Any]) -> str:
-    """The token response's ``scope`` as stored: space-separated, at most 500 characters
-    (Authlib gives a list for some providers, the RFC a string)."""
+    """The token response's ``scope`` as stored: space-separated, safe text (the
+    provider is a server nobody vouches for), at most 500 characters (Authlib gives a
+    list for some providers, the RFC a string)."""
     scope = token.get("scope") or ""
     if isinstance(scope, list | tuple):
         scope = " ".join(map(str, scope))
-    return " ".join(str(scope).split())[:500]
+    return safe_text(" ".join(str(scope).split()), 500)
 
 
 def _refresh(oauth: OAuthConnection, now: dt.datetime, stale: str | None) -> str:

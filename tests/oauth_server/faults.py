@@ -33,6 +33,14 @@ class TokenEndpointFaults:
                 return HttpResponse(b"<html>proxy error", status=200, content_type="text/html")
             elif mode == "error500":
                 return HttpResponse(b"upstream unavailable", status=503)
+            elif mode == "hostile_invalid_grant":  # NUL, a terminal escape, a lone surrogate
+                return JsonResponse(
+                    {
+                        "error": "invalid_grant",
+                        "error_description": "AADSTS50173:\x00\x1b[31m\ud800",
+                    },
+                    status=400,
+                )
             elif mode == "invalid_grant":
                 return JsonResponse(
                     {"error": "invalid_grant", "error_description": "AADSTS50173: revoked"},
