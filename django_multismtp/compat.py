@@ -7,7 +7,9 @@ classes exist. Everything else in the package asks this module and stays version
 
 from __future__ import annotations
 
+import datetime as dt
 import email.policy
+import email.utils
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import django
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.timezone import get_current_timezone
 
 if TYPE_CHECKING:
     from django.core.mail import EmailMessage
@@ -65,6 +68,19 @@ def render_message(message: EmailMessage) -> bytes:
     if DJANGO_60:
         return bytes(built.as_bytes())
     return bytes(built.as_bytes(linesep="\r\n"))
+
+
+#: Django 5.2 renders through ``SafeMIMEText`` and the ``compat32`` policy (see
+#: :mod:`plainmail` for what differs in the bytes).
+LEGACY_MIME = not DJANGO_60
+
+
+def mail_date() -> str:
+    """The Date header's value as this Django line's ``message()`` writes it now."""
+    if LEGACY_MIME:
+        return email.utils.formatdate(localtime=settings.EMAIL_USE_LOCALTIME)
+    zone = get_current_timezone() if settings.EMAIL_USE_LOCALTIME else dt.UTC
+    return email.utils.format_datetime(dt.datetime.now(zone))
 
 
 def mailers_configured() -> bool:

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.core.mail.utils import DNS_NAME
 
-from . import rawmail
+from . import plainmail, rawmail
 from .addresses import prep_address, prep_sender, sender_spec
-from .compat import render_message
+from .compat import LEGACY_MIME, mail_date, render_message
 from .hints import HINT_HEADERS, Hints, header_account
 from .replies import Failure
 
@@ -194,6 +194,11 @@ class Outgoing:
                 changes["Reply-To"] = ", ".join(reply_to)
             return rawmail.replace_headers(self.raw, changes) if changes else self.raw
         assert self.base is not None
+        fast = plainmail.render(
+            self.base, str(from_email), reply_to, legacy=LEGACY_MIME, date=mail_date
+        )
+        if fast is not None:
+            return fast
         message = copy.copy(self.base)
         message.from_email = from_email
         message.reply_to = reply_to
