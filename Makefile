@@ -110,15 +110,22 @@ demo: $(DEMO_BIN)/.installed
 # then the outbox case (queue, drain with 1 and 2 worker processes) on a throw-away
 # PostgreSQL cluster of its own, stopped whatever the outcome; see benchmarks/README.md.
 # Never part of `make test`. OUTBOXARGS go to the outbox case ("--messages 0" skips it),
-# WORKERSARGS to the 1/2/4-workers case (benchmarks/workers.py, the same).
+# WORKERSARGS to the 1/2/4-workers case (benchmarks/workers.py, the same), ASYNCARGS to
+# the async case (benchmarks/asyncsend.py: concurrent asend_messages() in process and under
+# uvicorn, whose `bench` extra is installed here and nowhere else).
 # Postfix's smtp-sink (a C sink that is never the bottleneck) is installed when missing; the
 # package also brings Postfix's mail service, which the benchmark does not use.
 BENCHPG := $(PGDIR)-bench
-bench: venv sysdeps
+$(BIN)/.bench-installed: pyproject.toml $(BIN)/.installed
+	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[bench]'
+	touch $@
+
+bench: venv sysdeps $(BIN)/.bench-installed
 	@[ -x /usr/sbin/smtp-sink ] || { echo "Installing Debian package: postfix (for smtp-sink)"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postfix >/dev/null; }
 	$(BIN)/python -m benchmarks $(BENCHARGS)
+	$(BIN)/python -m benchmarks.asyncsend $(ASYNCARGS)
 	$(MAKE) --no-print-directory pg-up PGDIR=$(BENCHPG)
 	PGPORT=$$(cat $(BENCHPG)/port) $(BIN)/python -m benchmarks.outbox $(OUTBOXARGS) && \
 	  PGPORT=$$(cat $(BENCHPG)/port) $(BIN)/python -m benchmarks.workers $(WORKERSARGS); rc=$$?; \

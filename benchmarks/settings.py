@@ -47,7 +47,8 @@ SILENCED_SYSTEM_CHECKS = ["django_multismtp.W002"]
 
 BACKEND = "django_multismtp.backends.EmailBackend"
 if django.VERSION >= (6, 1):
-    MAILERS = {"default": {"BACKEND": BACKEND}}
+    # Accounts only (see USE_FALLBACK_SERVER): 6.1's MAILERS wants a host or this said.
+    MAILERS = {"default": {"BACKEND": BACKEND, "OPTIONS": {"fallback": False}}}
 else:
     EMAIL_BACKEND = BACKEND
 
