@@ -112,7 +112,8 @@ demo: $(DEMO_BIN)/.installed
 # Never part of `make test`. OUTBOXARGS go to the outbox case ("--messages 0" skips it),
 # WORKERSARGS to the 1/2/4-workers case (benchmarks/workers.py, the same), ASYNCARGS to
 # the async case (benchmarks/asyncsend.py: concurrent asend_messages() in process and under
-# uvicorn, whose `bench` extra is installed here and nowhere else).
+# uvicorn, whose `bench` extra is installed here and nowhere else), run on SQLite after the
+# main tables and on the PostgreSQL cluster after the workers.
 # Postfix's smtp-sink (a C sink that is never the bottleneck) is installed when missing; the
 # package also brings Postfix's mail service, which the benchmark does not use.
 BENCHPG := $(PGDIR)-bench
@@ -128,7 +129,8 @@ bench: venv sysdeps $(BIN)/.bench-installed
 	$(BIN)/python -m benchmarks.asyncsend $(ASYNCARGS)
 	$(MAKE) --no-print-directory pg-up PGDIR=$(BENCHPG)
 	PGPORT=$$(cat $(BENCHPG)/port) $(BIN)/python -m benchmarks.outbox $(OUTBOXARGS) && \
-	  PGPORT=$$(cat $(BENCHPG)/port) $(BIN)/python -m benchmarks.workers $(WORKERSARGS); rc=$$?; \
+	  PGPORT=$$(cat $(BENCHPG)/port) $(BIN)/python -m benchmarks.workers $(WORKERSARGS) && \
+	  PGPORT=$$(cat $(BENCHPG)/port) $(BIN)/python -m benchmarks.asyncsend --database pg $(ASYNCARGS); rc=$$?; \
 	  $(MAKE) --no-print-directory pg-down PGDIR=$(BENCHPG); exit $$rc
 
 # Mutation testing of the rules that protect users: each module against its own tests, one

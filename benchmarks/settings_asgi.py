@@ -1,8 +1,14 @@
 """The benchmark's settings for the ASGI app that uvicorn serves (``benchmarks/asgiapp.py``,
-started by ``benchmarks/asyncsend.py``): the same SQLite database as the benchmark process,
-which migrates it and creates the account first."""
+started by ``benchmarks/asyncsend.py``): the database of the benchmark process, which
+migrates it and creates the account first (SQLite in ``.bench/``, or PostgreSQL when
+``MULTISMTP_BENCH_DATABASE=pg``)."""
 
-from .settings import *  # noqa: F403
+import os
+
+if os.environ.get("MULTISMTP_BENCH_DATABASE") == "pg":
+    from .settings_pg import *  # noqa: F403
+else:
+    from .settings import *  # noqa: F403
 
 ROOT_URLCONF = "benchmarks.asgiapp"
 ALLOWED_HOSTS = ["127.0.0.1"]

@@ -17,13 +17,23 @@ import time
 from typing import Any
 
 TICK = 0.001
+#: Issue #16's bound on how long the loop may be blocked; summary() counts the ticks over it.
+LATE = 0.010
 
 
 def summary(lags: list[float], cpu: float = 0.0) -> dict[str, Any]:
     """``ticks``, the median, 99th percentile and largest lateness in milliseconds, and
-    ``cpu_ms``: the CPU the whole process used meanwhile (every thread)."""
+    ``over_10ms``: how many wake-ups were more than 10 ms late, and ``cpu_ms``: the CPU
+    the whole process used meanwhile (every thread)."""
     if not lags:
-        return {"ticks": 0, "median_ms": None, "p99_ms": None, "max_ms": None, "cpu_ms": 0.0}
+        return {
+            "ticks": 0,
+            "median_ms": None,
+            "p99_ms": None,
+            "max_ms": None,
+            "over_10ms": 0,
+            "cpu_ms": round(cpu * 1000, 1),
+        }
     ordered = sorted(lags)
 
     def at(share: float) -> float:
@@ -34,6 +44,7 @@ def summary(lags: list[float], cpu: float = 0.0) -> dict[str, Any]:
         "median_ms": at(0.5),
         "p99_ms": at(0.99),
         "max_ms": round(ordered[-1] * 1000, 2),
+        "over_10ms": sum(1 for lag in ordered if lag > LATE),
         "cpu_ms": round(cpu * 1000, 1),
     }
 

@@ -50,6 +50,7 @@ def test_the_lag_view_reports_what_the_ticker_saw() -> None:
         "median_ms": 4.0,
         "p99_ms": 4.0,
         "max_ms": 4.0,
+        "over_10ms": 0,
         "cpu_ms": None,
     }
     assert get("/lag/")["ticks"] == 0  # a new period started
@@ -82,5 +83,6 @@ def test_summary_reports_the_largest_lateness_and_the_99th_percentile() -> None:
         "median_ms": 0.1,
         "p99_ms": 12.0,
         "max_ms": 250.0,
+        "over_10ms": 2,
         "cpu_ms": 500.0,
     }
