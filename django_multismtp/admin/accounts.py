@@ -291,12 +291,13 @@ class SmtpAccountAdmin(SecretFieldsMixin, ValidSelectionMixin, AccountAdminBase)
         members = getattr(obj, "pool_members", None)
         if not members:
             return label
+        policy = self._policy(obj)
         return format_html(
             '{}<br><small class="multismtp-pool" title="{}">{}</small>',
             label,
-            self._pool_text(obj, members),
+            self._pool_text(obj, members, policy),
             ngettext("pool of %(count)d, %(policy)s", "pool of %(count)d, %(policy)s", len(members))
-            % {"count": len(members), "policy": self._policy(obj)},
+            % {"count": len(members), "policy": policy},
         )
 
     @admin.display(description=_("pool"))
@@ -311,7 +312,7 @@ class SmtpAccountAdmin(SecretFieldsMixin, ValidSelectionMixin, AccountAdminBase)
             return gettext(
                 "None: no other active account has the same purpose, priority and owner."
             )
-        return self._pool_text(obj, members)
+        return self._pool_text(obj, members, self._policy(obj))
 
     @admin.display(description=_("connections in use"))
     def connections_in_use(self, obj: SmtpAccount) -> str:
@@ -354,12 +355,12 @@ class SmtpAccountAdmin(SecretFieldsMixin, ValidSelectionMixin, AccountAdminBase)
         ]
         return f"{summary}: {'; '.join(parts)}"
 
-    def _pool_text(self, obj: SmtpAccount, members: list[SmtpAccount]) -> str:
+    def _pool_text(self, obj: SmtpAccount, members: list[SmtpAccount], policy: str) -> str:
         return gettext(
             "Shares its mail with %(others)s (POOL_POLICY %(policy)s), for mail each may send."
         ) % {
             "others": ", ".join(m.name for m in members if m.pk != obj.pk),
-            "policy": self._policy(obj),
+            "policy": policy,
         }
 
     @staticmethod
