@@ -46,9 +46,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=100, help="OUTBOX_BATCH_SIZE (100)")
     parser.add_argument("--delay-ms", type=float, default=5.0, help="before every reply (5)")
     parser.add_argument("--sinks", default="fast,delay", help="fast, delay or both (fast,delay)")
+    parser.add_argument(
+        "--delay-sink",
+        choices=("lean", "aiosmtpd"),
+        default="lean",
+        help="what serves the delay sink: benchmarks/sink.py --lean (a bare asyncio "
+        "protocol, the default) or its aiosmtpd server (about 0.8 ms of CPU per message)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
     args.profile = False  # what benchmarks.outbox.drain reads
+    args.prepared = False
     return args
 
 
@@ -96,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         sink = (
             start_sink("auto", 1, 0.0)
             if kind == "fast"
-            else AiosmtpdSink(1, args.delay_ms, every_reply=True)
+            else AiosmtpdSink(1, args.delay_ms, every_reply=True, lean=args.delay_sink == "lean")
         )
         try:
             SmtpAccount.objects.all().delete()
@@ -109,8 +117,9 @@ def main(argv: list[str] | None = None) -> None:
                     for offset in range(0, args.messages, 1000):
                         size = min(1000, args.messages - offset)
                         EmailBackend(alias="default").send_messages(outbox.messages(size))
-                before = sink.messages()
+                before, sink_cpu = sink.messages(), sink.cpu_seconds()
                 outcome = outbox.drain(workers, args, postmaster)
+                sink_cpu = sink.cpu_seconds() - sink_cpu
                 problems = outbox.check(args.messages, sink, before, outcome)
                 rate = args.messages / outcome["seconds"]
                 one = rate if workers == 1 else one
@@ -123,6 +132,9 @@ def main(argv: list[str] | None = None) -> None:
                     f"    {workers} worker(s) {rate:9.1f} msg/s  "
                     + (f"{ratio:.2f}x one worker" if ratio is not None else "")
                     + f"  {outcome['sessions']} SMTP sessions  "
+                    + f"CPU ms/msg: workers {outcome['worker_cpu'] / args.messages * 1000:.2f}"
+                    + f" database {outcome['database_cpu'] / args.messages * 1000:.2f}"
+                    + f" sink {sink_cpu / args.messages * 1000:.2f}  "
                     + ("OK" if not problems else "PROBLEMS: " + "; ".join(problems))
                     + verdict
                     + f"  (load {load()})"
@@ -135,6 +147,10 @@ def main(argv: list[str] | None = None) -> None:
                         "msg_per_s": round(rate, 1),
                         "ratio": round(ratio, 2) if ratio is not None else None,
                         "sessions": outcome["sessions"],
+                        "seconds": round(outcome["seconds"], 3),
+                        "worker_cpu_s": round(outcome["worker_cpu"], 3),
+                        "database_cpu_s": round(outcome["database_cpu"], 3),
+                        "sink_cpu_s": round(sink_cpu, 3),
                         "problems": problems,
                         "load": os.getloadavg(),
                     }
