@@ -75,9 +75,15 @@ def wait_length() -> float:
 
 class Holder:
     """The slots one connection pool holds, by account; one name per pool (several
-    backends in a process each hold their own)."""
+    backends in a process each hold their own).
 
-    def __init__(self) -> None:
+    ``limit``: the most slots this holder takes of any one account (None: up to its
+    ``max_connections``). A worker started with ``send_queued_mail --connections N``
+    sets it, so that one worker leaves the rest of a large budget to the others
+    instead of spreading each batch over every connection."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit
         self.name = f"{socket.gethostname()[:120]}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
         self.held: dict[Any, int] = {}
         self.renewed_at: dt.datetime | None = None
@@ -93,7 +99,7 @@ class Holder:
         pk = account.pk
         held = self.held.get(pk, 0)
         size = max(int(account.max_connections or 1), 1)
-        wanted = min(wanted, size)
+        wanted = min(wanted, size, self.limit or size)
         rows = list(
             ConnectionSlot.objects.filter(account_id=pk, slot_no__lt=size).values_list(
                 "slot_no", "holder", "expires_at", "wanted_at"
@@ -110,6 +116,9 @@ class Holder:
             when is not None and when >= now - WANTED_FOR for _n, _h, _e, when in rows
         )
         sharers = len(others) + 1 + int(waiting)
+        if self.limit and held > self.limit:  # limited after it claimed: keep the limit
+            self.held[pk] = self.limit
+            return Claim(self.limit, tuple(mine[self.limit :]))
         if waiting and held > max(size // sharers, 1):
             # Someone waits and we hold more than our share: give the rest back (the
             # caller closes their connections first).
