@@ -112,6 +112,42 @@ def test_a_holder_of_every_slot_gives_a_waiter_its_share(clock):
 
 
 @pytest.mark.django_db
+def test_waiters_that_arrive_together_each_get_their_share_in_one_round(clock):
+    """Two waiters are two sharers, and the first one served leaves the other's mark:
+    the holder gives back enough for both at its next round. (Counted as one, with every
+    mark cleared by the first served, the second waited for more rounds, up to a second
+    each, with its batch claimed and unsent.)"""
+    account = SmtpAccountFactory(name="shared", max_connections=6)
+    holder, first, second = slots.Holder(), slots.Holder(), slots.Holder()
+    assert holder.claim(account, 6, clock()).held == 6
+    for waiter in (first, second):
+        assert waiter.claim(account, 6, clock()).held == 0
+        waiter.want(account.pk, clock())
+    claim = holder.claim(account, 6, clock())  # its next round
+    assert (claim.held, claim.surplus) == (2, (2, 3, 4, 5))
+    holder.give_back(account.pk, claim.surplus)
+    assert first.claim(account, 6, clock()).held == 2  # its share, not the whole surplus
+    assert second.claim(account, 6, clock()).held == 2
+    assert not ConnectionSlot.objects.filter(wanted_at__isnull=False).exists()
+    assert holder.claim(account, 6, clock()) == slots.Claim(2)  # nobody waits any more
+
+
+@pytest.mark.django_db
+def test_a_waiter_that_gives_up_or_releases_clears_only_its_own_mark(clock):
+    account = SmtpAccountFactory(name="shared", max_connections=2)
+    holder, leaving, staying = slots.Holder(), slots.Holder(), slots.Holder()
+    assert holder.claim(account, 2, clock()).held == 2
+    leaving.want(account.pk, clock())
+    staying.want(account.pk, clock())
+    staying.want(account.pk, clock())  # renewing its mark takes no second row
+    assert ConnectionSlot.objects.filter(wanted_at__isnull=False).count() == 2
+    leaving.release()
+    assert ConnectionSlot.objects.filter(wanted_at__isnull=False).count() == 1
+    claim = holder.claim(account, 2, clock())  # one waiter left: half for it
+    assert (claim.held, claim.surplus) == (1, (1,))
+
+
+@pytest.mark.django_db
 def test_a_limited_holder_takes_no_more_than_its_limit_and_leaves_the_rest(clock):
     account = SmtpAccountFactory(name="large", max_connections=8)
     first, second = slots.Holder(limit=3), slots.Holder(limit=3)
