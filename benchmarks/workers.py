@@ -22,11 +22,11 @@ Two cases, because what several workers can add depends on the account:
   account has room for more: this is where workers are meant to add up, until the
   account's budget (4 workers x 4 = 16) or the machine's cores are used.
 * **the whole budget** (the second table, ``--shared-sinks``, the delay sink by
-  default): the same account, no per-worker limit, so one worker alone spreads each
-  batch over all 16 connections. ``max_connections`` is one budget for every process
-  (connection slots), so a second worker gets half of them back rather than more:
-  against a server that is slow per reply the account's connections are the limit,
-  whatever the number of workers.
+  default, ``--shared-messages`` 4,000 per drain): the same account, no per-worker
+  limit, so one worker alone spreads each batch over all 16 connections.
+  ``max_connections`` is one budget for every process (connection slots), so a second
+  worker gets half of them back rather than more: against a server that is slow per
+  reply the account's connections are the limit, whatever the number of workers.
 
 The machine may be shared: the load average is printed with every figure.
 """
@@ -70,6 +70,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="delay",
         help="sinks for which the whole-budget case is run too, no per-worker limit "
         "(delay; '' skips it)",
+    )
+    parser.add_argument(
+        "--shared-messages",
+        type=int,
+        default=4000,
+        help="messages per drain in the whole-budget case (4000: it only shows the limit)",
     )
     parser.add_argument("--batch", type=int, default=100, help="OUTBOX_BATCH_SIZE (100)")
     parser.add_argument("--delay-ms", type=float, default=5.0, help="before every reply (5)")
@@ -132,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     postmaster = outbox.postmaster_pid()
     always = {**settings.MULTISMTP, "OUTBOX": "always"}
 
-    def table(kind: str, sink: Sink, limit: int | None) -> None:
+    def table(kind: str, sink: Sink, limit: int | None, count: int) -> None:
         nonlocal failed
         if limit:
             say(
@@ -142,24 +148,25 @@ def main(argv: list[str] | None = None) -> None:
         else:
             say(
                 f"  the whole budget: no per-worker limit, each worker may take all "
-                f"{args.connections} (shared through the slots); {sink.describe()}"
+                f"{args.connections} (shared through the slots), {count} messages; "
+                f"{sink.describe()}"
             )
         one: float | None = None
         for workers in counts:
-            requeue()
+            requeue(count)
             before, sink_cpu = sink.messages(), sink.cpu_seconds()
             drain_args = argparse.Namespace(**{**vars(args), "worker_connections": limit})
             outcome = outbox.drain(workers, drain_args, postmaster)
             sink_cpu = sink.cpu_seconds() - sink_cpu
-            problems = outbox.check(args.messages, sink, before, outcome)
-            rate = args.messages / outcome["seconds"]
+            problems = outbox.check(count, sink, before, outcome)
+            rate = count / outcome["seconds"]
             one = rate if workers == 1 else one
             ratio = rate / one if one else None
             target = TARGETS.get((kind, workers)) if limit else None
             verdict = ""
             if target is not None and ratio is not None:
                 verdict = f"  target >= {target:g}x: {'met' if ratio >= target else 'NOT met'}"
-            per = 1000 / args.messages
+            per = 1000 / count
             say(
                 f"    {workers} worker(s) {rate:8.1f} msg/s  "
                 + (f"{ratio:.2f}x one worker" if ratio is not None else "")
@@ -175,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
                     "sink": kind,
                     "delay_ms": args.delay_ms if kind == "delay" else 0,
                     "worker_connections": limit,
+                    "messages": count,
                     "workers": workers,
                     "msg_per_s": round(rate, 1),
                     "ratio": round(ratio, 2) if ratio is not None else None,
@@ -209,8 +217,9 @@ def main(argv: list[str] | None = None) -> None:
                 f"CREATE TABLE {snapshot} AS SELECT * FROM {OutboxMessage._meta.db_table}"  # noqa: S608 (our names)
             )
 
-    def requeue() -> None:
-        """The queue as :func:`queue` left it: the same rows, due, unclaimed."""
+    def requeue(count: int) -> None:
+        """The queue as :func:`queue` left it (its first ``count`` rows): the same rows,
+        due, unclaimed."""
         from django.db import connection
 
         from django_multismtp.models import OutboxMessage
@@ -218,7 +227,9 @@ def main(argv: list[str] | None = None) -> None:
         outbox.reset()
         with connection.cursor() as cursor:
             cursor.execute(
-                f"INSERT INTO {OutboxMessage._meta.db_table} SELECT * FROM {snapshot}"  # noqa: S608
+                f"INSERT INTO {OutboxMessage._meta.db_table} "  # noqa: S608
+                f"SELECT * FROM {snapshot} ORDER BY id LIMIT %s",
+                [count],
             )
 
     say(
@@ -237,9 +248,9 @@ def main(argv: list[str] | None = None) -> None:
             SmtpAccount.objects.all().delete()
             outbox.create_account(sink.ports[0], args.connections)
             queue()
-            table(kind, sink, args.worker_connections)
+            table(kind, sink, args.worker_connections, args.messages)
             if kind in shared:
-                table(kind, sink, None)
+                table(kind, sink, None, min(args.shared_messages, args.messages))
         finally:
             sink.close()
     say(
