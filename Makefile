@@ -110,10 +110,11 @@ demo: $(DEMO_BIN)/.installed
 # then the outbox case (queue, drain with 1 and 2 worker processes) on a throw-away
 # PostgreSQL cluster of its own, stopped whatever the outcome; see benchmarks/README.md.
 # Never part of `make test`. OUTBOXARGS go to the outbox case ("--messages 0" skips it),
-# WORKERSARGS to the 1/2/4-workers case (benchmarks/workers.py, the same), ASYNCARGS to
-# the async case (benchmarks/asyncsend.py: concurrent asend_messages() in process and under
-# uvicorn, whose `bench` extra is installed here and nowhere else), run on SQLite after the
-# main tables and on the PostgreSQL cluster after the workers.
+# WORKERSARGS to the 1/2/4-workers case (benchmarks/workers.py, the same; by default each
+# worker 4 of an account's 16 connections, then the whole budget shared; about 8 minutes),
+# ASYNCARGS to the async case (benchmarks/asyncsend.py: concurrent asend_messages() in
+# process and under uvicorn, whose `bench` extra is installed here and nowhere else), run
+# on SQLite after the main tables and on the PostgreSQL cluster after the workers.
 # Postfix's smtp-sink (a C sink that is never the bottleneck) is installed when missing; the
 # package also brings Postfix's mail service, which the benchmark does not use.
 BENCHPG := $(PGDIR)-bench

@@ -55,6 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    # benchmarks.workers: each worker's send_queued_mail --connections
+    parser.add_argument("--worker-connections", type=int, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -166,7 +168,7 @@ def child(args: argparse.Namespace) -> None:
         profiler = cProfile.Profile(time.thread_time)
         profiler.enable()
     started, cpu = time.time(), own_cpu()
-    result = worker.drain(batch_size=args.batch)
+    result = worker.drain(batch_size=args.batch, connections=args.worker_connections)
     ended, cpu = time.time(), own_cpu() - cpu
     if profiler is not None:
         import io
@@ -196,6 +198,8 @@ def drain(workers: int, args: argparse.Namespace, postmaster: int) -> dict[str, 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "benchmarks.outbox", "--child", "--batch", str(args.batch)]
     command += ["--prepared"] if args.prepared else []
+    limit = getattr(args, "worker_connections", None)
+    command += ["--worker-connections", str(limit)] if limit else []
     processes = [
         subprocess.Popen(
             command + (["--profile"] if args.profile and index == 0 else []),

@@ -98,8 +98,12 @@ class AiosmtpdSink(Sink):
         pipelining: bool = True,
         every_reply: bool = False,
         round_trip: bool = False,
+        lean: bool = False,
     ) -> None:
         self.delay_ms = delay_ms
+        self.lean = lean
+        if lean:
+            self.name = "lean asyncio sink (benchmarks/sink.py --lean)"
         self.pipelining = pipelining
         self.every_reply = every_reply
         self.round_trip = round_trip
@@ -110,6 +114,8 @@ class AiosmtpdSink(Sink):
             command.append("--every-reply")
         if round_trip:
             command.append("--round-trip")
+        if lean:
+            command.append("--lean")
         for _ in range(count):
             command += ["--port", "0"]
         self.process = subprocess.Popen(

@@ -236,7 +236,9 @@ def choose(
     return choice
 
 
-def _pool_key(account: SmtpAccount) -> tuple[Any, ...]:
+def pool_key(account: SmtpAccount) -> tuple[Any, ...]:
+    """The key of the pool ``account`` belongs to (see :func:`pools`): accounts that are
+    equally eligible at one selection step share it."""
     return (account.priority, account.purpose, account.is_site_default, account.owner_id)
 
 
@@ -247,13 +249,8 @@ def pools(accounts: Iterable[SmtpAccount]) -> dict[tuple[Any, ...], list[SmtpAcc
     depends on its From, which each member must be allowed to send."""
     groups: dict[tuple[Any, ...], list[SmtpAccount]] = {}
     for account in sorted((a for a in accounts if a.is_active), key=_sort_key):
-        groups.setdefault(_pool_key(account), []).append(account)
+        groups.setdefault(pool_key(account), []).append(account)
     return {key: members for key, members in groups.items() if len(members) > 1}
-
-
-def pool_key(account: SmtpAccount) -> tuple[Any, ...]:
-    """The key of the pool ``account`` belongs to (see :func:`pools`)."""
-    return _pool_key(account)
 
 
 def pool_size(
@@ -271,7 +268,7 @@ def pool_size(
         return 1
     size = 1
     for account in candidates[1:]:
-        if account.pk not in primary_ids or _pool_key(account) != _pool_key(first):
+        if account.pk not in primary_ids or pool_key(account) != pool_key(first):
             break
         if matches_from is not None and not matches_from(account):
             break

@@ -14,11 +14,16 @@ lease has passed, at the next round of a batch or the next reply), given back on
 close, and lost when its process dies: then it expires and anyone may take it. Time is
 :func:`clock.now`, so tests move it instead of waiting.
 
-Sharing: a process that finds every slot taken marks the account's rows as wanted
-while it waits (``CONNECTION_WAIT``); at their next round, holders of more than their
-share (``max_connections`` divided among the live holders and the waiter) close the
-connections beyond it and give those slots back. So a worker that starts while another
-drains the outbox gets its turn instead of waiting for the queue to empty.
+Sharing: a process that finds every slot taken marks one of the account's rows as
+wanted while it waits (``CONNECTION_WAIT``), a row no other waiter marks, so the marks
+count the waiters; at their next round, holders of more than their share
+(``max_connections`` divided among the live holders and the waiters) close the
+connections beyond it and give those slots back, and a waiter that gets its slots
+clears its own mark only. So a worker that starts while another drains the outbox gets
+its turn instead of waiting for the queue to empty, and three workers that start at
+once get their shares in one round of the holder (when the waiters were counted as one
+and the first one served cleared every mark, the third waited several rounds, up to a
+second each, with its batch claimed and unsent).
 
 Work per claim is a fixed number of statements per account (read the slots, take the
 free ones), whatever the number of messages.
@@ -75,14 +80,21 @@ def wait_length() -> float:
 
 class Holder:
     """The slots one connection pool holds, by account; one name per pool (several
-    backends in a process each hold their own)."""
+    backends in a process each hold their own).
 
-    def __init__(self) -> None:
+    ``limit``: the most slots this holder takes of any one account (None: up to its
+    ``max_connections``). A worker started with ``send_queued_mail --connections N``
+    sets it, so that one worker leaves the rest of a large budget to the others
+    instead of spreading each batch over every connection."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit
         self.name = f"{socket.gethostname()[:120]}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
         self.held: dict[Any, int] = {}
         self.renewed_at: dt.datetime | None = None
-        #: Accounts this holder has marked as wanted (it waits for one of their slots).
-        self.marked: set[Any] = set()
+        #: Accounts this holder has marked as wanted (it waits for one of their slots),
+        #: with the slot row it marked (None: every row was marked by other waiters).
+        self.marked: dict[Any, int | None] = {}
 
     def count(self, account_pk: Any) -> int:
         return self.held.get(account_pk, 0)
@@ -93,7 +105,7 @@ class Holder:
         pk = account.pk
         held = self.held.get(pk, 0)
         size = max(int(account.max_connections or 1), 1)
-        wanted = min(wanted, size)
+        wanted = min(wanted, size, self.limit or size)
         rows = list(
             ConnectionSlot.objects.filter(account_id=pk, slot_no__lt=size).values_list(
                 "slot_no", "holder", "expires_at", "wanted_at"
@@ -106,10 +118,16 @@ class Holder:
             for _n, holder, until, _w in rows
             if holder and holder != self.name and until is not None and until >= now
         }
-        waiting = pk not in self.marked and any(
-            when is not None and when >= now - WANTED_FOR for _n, _h, _e, when in rows
+        # Each waiter marks a row of its own: the marks count them (not ours).
+        waiting = sum(
+            1
+            for n, _h, _e, when in rows
+            if when is not None and when >= now - WANTED_FOR and n != self.marked.get(pk)
         )
-        sharers = len(others) + 1 + int(waiting)
+        sharers = len(others) + 1 + waiting
+        if self.limit and held > self.limit:  # limited after it claimed: keep the limit
+            self.held[pk] = self.limit
+            return Claim(self.limit, tuple(mine[self.limit :]))
         if waiting and held > max(size // sharers, 1):
             # Someone waits and we hold more than our share: give the rest back (the
             # caller closes their connections first).
@@ -138,10 +156,17 @@ class Holder:
             if self.renewed_at is None:
                 self.renewed_at = now
         if held and pk in self.marked:  # our wait is over: nobody need give way for us
-            self.marked.discard(pk)
-            ConnectionSlot.objects.filter(account_id=pk).update(wanted_at=None)
+            self.unmark(pk)
         self.held[pk] = held
         return Claim(held)
+
+    def unmark(self, account_pk: Any) -> None:
+        """Clear this holder's own mark (other waiters' marks stay)."""
+        slot_no = self.marked.pop(account_pk, None)
+        if slot_no is not None:
+            ConnectionSlot.objects.filter(account_id=account_pk, slot_no=slot_no).update(
+                wanted_at=None
+            )
 
     def give_back(self, account_pk: Any, slot_nos: tuple[int, ...]) -> None:
         """Free ``slot_nos`` (their connections are closed already)."""
@@ -151,9 +176,24 @@ class Holder:
 
     def want(self, account_pk: Any, now: dt.datetime) -> None:
         """Say that this holder waits for a slot of the account: holders of more than
-        their share give some back at their next round."""
-        self.marked.add(account_pk)
-        ConnectionSlot.objects.filter(account_id=account_pk).update(wanted_at=now)
+        their share give some back at their next round. The mark is one row no other
+        waiter marks (taken with a conditional ``UPDATE``, as slots are), renewed by
+        calling again; with every row marked already, this waiter goes uncounted."""
+        slot_no = self.marked.get(account_pk)
+        if slot_no is not None:
+            marked = ConnectionSlot.objects.filter(account_id=account_pk, slot_no=slot_no)
+            if marked.update(wanted_at=now):
+                return
+        unmarked = Q(wanted_at__isnull=True) | Q(wanted_at__lt=now - WANTED_FOR)
+        candidates = ConnectionSlot.objects.filter(unmarked, account_id=account_pk)
+        for slot_no in candidates.order_by("slot_no").values_list("slot_no", flat=True):
+            taken = ConnectionSlot.objects.filter(
+                unmarked, account_id=account_pk, slot_no=slot_no
+            ).update(wanted_at=now)
+            if taken:
+                self.marked[account_pk] = slot_no
+                return
+        self.marked[account_pk] = None
 
     def wait_for(self, account: SmtpAccount, wanted: int, seconds: float, give_back: Any) -> int:
         """:meth:`claim`, looking again until a slot is free or ``seconds`` passed
@@ -167,6 +207,8 @@ class Holder:
             if claim.surplus:
                 give_back(account.pk, claim)
             if claim.held or time.monotonic() >= deadline:
+                if account.pk in self.marked:  # gave up: nobody need give way for us
+                    self.unmark(account.pk)
                 return claim.held
             if time.monotonic() - marked_at >= 1.0:
                 self.want(account.pk, now)
@@ -207,11 +249,20 @@ class Holder:
         not raised: the leases then run out on their own."""
         if not self.held and not self.marked:
             return
-        self.held, self.renewed_at, self.marked = {}, None, set()
+        marked, self.marked = self.marked, {}
+        self.held, self.renewed_at = {}, None
         try:
             _outside_event_loop(
                 ConnectionSlot.objects.filter(holder=self.name).update, holder="", expires_at=None
             )
+            for account_pk, slot_no in marked.items():
+                if slot_no is not None:
+                    _outside_event_loop(
+                        ConnectionSlot.objects.filter(
+                            account_id=account_pk, slot_no=slot_no
+                        ).update,
+                        wanted_at=None,
+                    )
         except Exception:
             logger.exception(
                 "Giving back connection slots failed; they are free once the lease ends"

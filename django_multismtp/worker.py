@@ -52,15 +52,23 @@ class Mailers:
 
     Connections still close after an account's ``max_messages_per_connection`` (the
     session counts), when the worker has been idle for :data:`KEEP_OPEN_IDLE` seconds,
-    and when the drain ends (:meth:`close`)."""
+    and when the drain ends (:meth:`close`).
 
-    def __init__(self) -> None:
+    ``connections``: the most connections each backend opens to any one account (see
+    :class:`~django_multismtp.slots.Holder`'s ``limit``); None: up to the account's
+    ``max_connections``, shared with the other processes."""
+
+    def __init__(self, connections: int | None = None) -> None:
         self._backends: dict[str, EmailBackend] = {}
+        self.connections = connections
 
     def get(self, mailer: str) -> EmailBackend:
         backend = self._backends.get(mailer)
         if backend is None:
             backend = self._backends[mailer] = backend_for(mailer)
+            holder = backend.engine.pool.slots
+            if holder is not None:  # None: a backend that opens no connection
+                holder.limit = self.connections
         return backend
 
     def close(self) -> None:
@@ -151,6 +159,7 @@ def drain(
     on_batch: Callable[[outbox.Settlement], Any] | None = None,
     every: SettleEvery | None = None,
     monotonic: Callable[[], float] = time.monotonic,
+    connections: int | None = None,
 ) -> outbox.Settlement:
     """Send due mail until none is due (or, with ``loop``, until ``stop()``).
 
@@ -163,13 +172,19 @@ def drain(
     The SMTP connections stay open from batch to batch (see :class:`Mailers`), and the
     next batch is claimed while the current one is on the wire; rows claimed that way
     and not sent because the drain stops are given back untouched.
+
+    ``connections``: open at most this many connections to any one account (of its
+    ``max_connections``, which every process shares), so that several workers each
+    keep their part of a large budget busy; None: up to the whole budget.
     """
+    if connections is not None and connections < 1:
+        raise ValueError(f"connections must be at least 1, not {connections!r}")
     size = batch_size or int(conf.get_setting("OUTBOX_BATCH_SIZE"))
     poll = conf.get_timedelta("OUTBOX_POLL_INTERVAL").total_seconds()
     worker = outbox.worker_id()
     total = outbox.Settlement()
     started = busy = monotonic()
-    mailers = Mailers()
+    mailers = Mailers(connections)
     prefetch = _Prefetch(size, worker)
     try:
         while not stop():

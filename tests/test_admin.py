@@ -225,6 +225,29 @@ class TestChangelist:
         page = admin_client.get(change_url(bulk_a)).content.decode()
         assert "Shares its mail with Bulk B (POOL_POLICY round_robin)" in page
 
+    def test_the_change_page_shows_who_holds_the_connection_slots(self, admin_client, clock):
+        """max_connections is one budget for every process: the page says how much of it
+        is held, by which host and pid, and until when; an expired lease is not held."""
+        import os
+
+        from django_multismtp.slots import Holder, lease_length
+
+        account = SmtpAccountFactory(name="Shared", max_connections=4)
+        worker = Holder()
+        assert worker.claim(account, 3, clock()).held == 3
+
+        page = admin_client.get(change_url(account)).content.decode()
+        until = timezone.localtime(clock() + lease_length()).strftime("%H:%M:%S")
+        expected = (
+            f"3 of 4: {socket.gethostname()[:120]} (pid {os.getpid()}): 3, leases until {until}"
+        )
+        assert expected in page
+
+        clock.advance(seconds=lease_length().total_seconds() + 1)  # the process died
+        page = admin_client.get(change_url(account)).content.decode()
+        assert "0 of 4" in page
+        assert f"(pid {os.getpid()})" not in page
+
     @pytest.mark.parametrize("state", ["verified", "unverified", "rate_limited", "error"])
     def test_status_badge_text(self, admin_client, clock, state):
         now = clock()

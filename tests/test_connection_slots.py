@@ -111,6 +111,66 @@ def test_a_holder_of_every_slot_gives_a_waiter_its_share(clock):
     assert sorted(holders.count(h.name) for h in (first, second, third)) == [1, 1, 2]
 
 
+@pytest.mark.django_db
+def test_waiters_that_arrive_together_each_get_their_share_in_one_round(clock):
+    """Two waiters are two sharers, and the first one served leaves the other's mark:
+    the holder gives back enough for both at its next round. (Counted as one, with every
+    mark cleared by the first served, the second waited for more rounds, up to a second
+    each, with its batch claimed and unsent.)"""
+    account = SmtpAccountFactory(name="shared", max_connections=6)
+    holder, first, second = slots.Holder(), slots.Holder(), slots.Holder()
+    assert holder.claim(account, 6, clock()).held == 6
+    for waiter in (first, second):
+        assert waiter.claim(account, 6, clock()).held == 0
+        waiter.want(account.pk, clock())
+    claim = holder.claim(account, 6, clock())  # its next round
+    assert (claim.held, claim.surplus) == (2, (2, 3, 4, 5))
+    holder.give_back(account.pk, claim.surplus)
+    assert first.claim(account, 6, clock()).held == 2  # its share, not the whole surplus
+    assert second.claim(account, 6, clock()).held == 2
+    assert not ConnectionSlot.objects.filter(wanted_at__isnull=False).exists()
+    assert holder.claim(account, 6, clock()) == slots.Claim(2)  # nobody waits any more
+
+
+@pytest.mark.django_db
+def test_a_waiter_that_gives_up_or_releases_clears_only_its_own_mark(clock):
+    account = SmtpAccountFactory(name="shared", max_connections=2)
+    holder, leaving, staying = slots.Holder(), slots.Holder(), slots.Holder()
+    assert holder.claim(account, 2, clock()).held == 2
+    leaving.want(account.pk, clock())
+    staying.want(account.pk, clock())
+    staying.want(account.pk, clock())  # renewing its mark takes no second row
+    assert ConnectionSlot.objects.filter(wanted_at__isnull=False).count() == 2
+    leaving.release()
+    assert ConnectionSlot.objects.filter(wanted_at__isnull=False).count() == 1
+    claim = holder.claim(account, 2, clock())  # one waiter left: half for it
+    assert (claim.held, claim.surplus) == (1, (1,))
+
+
+@pytest.mark.django_db
+def test_a_limited_holder_takes_no_more_than_its_limit_and_leaves_the_rest(clock):
+    account = SmtpAccountFactory(name="large", max_connections=8)
+    first, second = slots.Holder(limit=3), slots.Holder(limit=3)
+    assert first.claim(account, 8, clock()).held == 3
+    assert second.claim(account, 8, clock()).held == 3
+    assert slots.Holder().claim(account, 8, clock()).held == 2  # the rest: free till now
+    holders = list(ConnectionSlot.objects.values_list("holder", flat=True))
+    assert (holders.count(first.name), holders.count(second.name)) == (3, 3)
+
+
+@pytest.mark.django_db
+def test_a_holder_limited_after_it_claimed_gives_back_what_is_beyond_its_limit(clock):
+    account = SmtpAccountFactory(name="large", max_connections=6)
+    holder = slots.Holder()
+    assert holder.claim(account, 6, clock()).held == 6
+    holder.limit = 2
+    claim = holder.claim(account, 6, clock())
+    assert (claim.held, claim.surplus) == (2, (2, 3, 4, 5))
+    holder.give_back(account.pk, claim.surplus)
+    holders = list(ConnectionSlot.objects.values_list("holder", flat=True))
+    assert (holders.count(holder.name), holders.count("")) == (2, 4)
+
+
 # -- the engine ---------------------------------------------------------------------------
 
 
@@ -207,6 +267,26 @@ def test_an_open_backend_closes_the_connections_beyond_its_share_for_a_waiter(sm
         assert smtp_server.connections == 4  # the two kept were reused
     finally:
         backend.close()
+
+
+@direct_construction
+@pytest.mark.django_db
+def test_a_worker_with_connections_opens_no_more_than_that_of_a_large_budget(
+    settings, smtp_server, clock
+):
+    settings.MULTISMTP = {**settings.MULTISMTP, "OUTBOX": "always"}
+    account = SmtpAccountFactory.for_server(
+        smtp_server, name="large", is_site_default=True, max_connections=6
+    )
+    EmailBackend().send_messages(messages(24))
+    others = slots.Holder()  # another worker's share, still free to take afterwards
+    result = worker.drain(batch_size=12, connections=2)
+    assert (result.sent, result.failed) == (24, 0)
+    assert len(smtp_server.wait_for(24)) == 24
+    assert smtp_server.connections == 2  # of 6, reused from batch to batch
+    assert others.claim(account, 6, clock()).held == 6  # given back at the end
+    with pytest.raises(ValueError, match="connections must be at least 1"):
+        worker.drain(connections=0)
 
 
 @direct_construction

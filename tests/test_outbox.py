@@ -473,6 +473,7 @@ def test_send_queued_mail_v2_says_when_nothing_waits(settings, account, clock):
     [
         (["--batch", "0"], "--batch must be a whole number of at least 1, not '0'."),
         (["--batch", "ten"], "--batch must be a whole number of at least 1, not 'ten'."),
+        (["--connections", "0"], "--connections must be a whole number of at least 1, not '0'."),
         (["--max-seconds", "-3"], "--max-seconds must be a positive number of seconds"),
         (["--max-seconds", "nan"], "--max-seconds must be a positive number of seconds"),
     ],

@@ -175,34 +175,22 @@ def test_generated_messages_render_as_django_renders_them(seed: int) -> None:
     assert written >= 100, written
 
 
-def test_a_typical_transactional_message_takes_the_fast_path() -> None:
-    message = EmailMessage(
-        subject="Your order 100042 has shipped",
-        body="Hello Ann,\n\nYour order is on its way.\n",
-        from_email="Shop <shop@example.com>",
-        to=["ann.lee+orders@example.net"],
-        headers={"Message-ID": "<1733570000.4242.1@host.example>"},
-    )
-    ours, django = _both(message)
-    assert ours is not None
-    assert ours == django
-
-
 @pytest.mark.parametrize(
     "body",
     [
+        pytest.param("Hello Ann,\n\nYour order is on its way.\n", id="typical"),
         pytest.param("Gr\u00fc\u00dfe aus K\u00f6ln,\n\u4e2d\u6587 \U0001f600\n", id="8bit"),
         pytest.param("long line " * 12 + "\n" + "next\n", id="ascii line over 78"),
         pytest.param("caf\u00e9 " * 30 + "\n" * 12 + "end", id="wide line over 78"),
     ],
 )
-def test_bodies_of_any_text_are_written_as_django_writes_them(body: str) -> None:
+def test_transactional_messages_take_the_fast_path(body: str) -> None:
     message = EmailMessage(
-        "Hello",
-        body,
-        "shop@example.com",
-        ["ann@example.net"],
-        headers={"Message-ID": "<1.2@h.example>"},
+        subject="Your order 100042 has shipped",
+        body=body,
+        from_email="Shop <shop@example.com>",
+        to=["ann.lee+orders@example.net"],
+        headers={"Message-ID": "<1733570000.4242.1@host.example>"},
     )
     ours, django = _both(message)
     assert ours is not None

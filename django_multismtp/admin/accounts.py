@@ -95,6 +95,7 @@ OWNERSHIP_HELP = {
 STATE_FIELDS = (
     "status_badge",
     "pool",
+    "connections_in_use",
     "verified_at",
     "verified_by",
     "rate_limited_until",
@@ -105,6 +106,11 @@ STATE_FIELDS = (
     "created_at",
     "updated_at",
 )
+
+
+def _local(moment: Any) -> Any:
+    """A stored time as the site shows times (naive when USE_TZ is off)."""
+    return timezone.localtime(moment) if timezone.is_aware(moment) else moment
 
 
 class PurposeFilter(admin.SimpleListFilter):
@@ -285,12 +291,13 @@ class SmtpAccountAdmin(SecretFieldsMixin, ValidSelectionMixin, AccountAdminBase)
         members = getattr(obj, "pool_members", None)
         if not members:
             return label
+        policy = self._policy(obj)
         return format_html(
             '{}<br><small class="multismtp-pool" title="{}">{}</small>',
             label,
-            self._pool_text(obj, members),
+            self._pool_text(obj, members, policy),
             ngettext("pool of %(count)d, %(policy)s", "pool of %(count)d, %(policy)s", len(members))
-            % {"count": len(members), "policy": self._policy(obj)},
+            % {"count": len(members), "policy": policy},
         )
 
     @admin.display(description=_("pool"))
@@ -305,14 +312,55 @@ class SmtpAccountAdmin(SecretFieldsMixin, ValidSelectionMixin, AccountAdminBase)
             return gettext(
                 "None: no other active account has the same purpose, priority and owner."
             )
-        return self._pool_text(obj, members)
+        return self._pool_text(obj, members, self._policy(obj))
 
-    def _pool_text(self, obj: SmtpAccount, members: list[SmtpAccount]) -> str:
+    @admin.display(description=_("connections in use"))
+    def connections_in_use(self, obj: SmtpAccount) -> str:
+        """Who holds the account's connection slots now: ``max_connections`` is one
+        budget for every process (see :mod:`django_multismtp.slots`), so a site whose
+        mail waits as *busy* needs to see which processes (host and pid) hold it, and
+        until when their leases run if they died."""
+        if obj.pk is None:
+            return "-"
+        now = clock.now()
+        slots = list(
+            obj.connection_slots.filter(slot_no__lt=max(obj.max_connections or 1, 1))
+            .exclude(holder="")
+            .filter(expires_at__gte=now)
+            .order_by("slot_no")
+        )
+        summary = gettext("%(held)d of %(allowed)d") % {
+            "held": len(slots),
+            "allowed": max(obj.max_connections or 1, 1),
+        }
+        holders: dict[str, list[Any]] = {}
+        for slot in slots:
+            host, _sep, rest = slot.holder.partition(":")
+            pid = rest.partition(":")[0]
+            holders.setdefault(f"{host} (pid {pid})", []).append(slot.expires_at)
+        if not holders:
+            return summary
+        parts = [
+            ngettext(
+                "%(holder)s: %(count)d, lease until %(until)s",
+                "%(holder)s: %(count)d, leases until %(until)s",
+                len(leases),
+            )
+            % {
+                "holder": holder,
+                "count": len(leases),
+                "until": _local(max(leases)).strftime("%H:%M:%S"),
+            }
+            for holder, leases in holders.items()
+        ]
+        return f"{summary}: {'; '.join(parts)}"
+
+    def _pool_text(self, obj: SmtpAccount, members: list[SmtpAccount], policy: str) -> str:
         return gettext(
             "Shares its mail with %(others)s (POOL_POLICY %(policy)s), for mail each may send."
         ) % {
             "others": ", ".join(m.name for m in members if m.pk != obj.pk),
-            "policy": self._policy(obj),
+            "policy": policy,
         }
 
     @staticmethod

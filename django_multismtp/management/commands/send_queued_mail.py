@@ -17,13 +17,13 @@ from ... import clock, outbox, worker
 from ...models import OutboxMessage
 
 
-def _positive_int(text: str) -> int:
+def _positive_int(text: str, option: str = "--batch") -> int:
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value < 1:
-        raise CommandError(f"--batch must be a whole number of at least 1, not {text!r}.")
+        raise CommandError(f"{option} must be a whole number of at least 1, not {text!r}.")
     return value
 
 
@@ -55,6 +55,13 @@ class Command(BaseCommand):
             "--batch", metavar="N", help="messages claimed at a time (OUTBOX_BATCH_SIZE)"
         )
         parser.add_argument(
+            "--connections",
+            metavar="N",
+            help="open at most N connections to any one account (default: up to its max "
+            "connections, which every worker shares); with several workers on an account "
+            "that allows many, each keeps its N busy",
+        )
+        parser.add_argument(
             "--max-seconds",
             metavar="S",
             help="stop starting new batches after S seconds (for cron: less than its interval)",
@@ -63,6 +70,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         self.verbosity = int(options["verbosity"])
         batch = _positive_int(options["batch"]) if options["batch"] is not None else None
+        connections = (
+            _positive_int(options["connections"], "--connections")
+            if options["connections"] is not None
+            else None
+        )
         seconds = _seconds(options["max_seconds"]) if options["max_seconds"] is not None else None
         try:
             OutboxMessage.objects.exists()
@@ -89,6 +101,7 @@ class Command(BaseCommand):
                 loop=options["loop"],
                 stop=lambda: stopping["now"],
                 on_batch=self._report if self.verbosity >= 2 else None,
+                connections=connections,
             )
         finally:
             for sig, handler in previous.items():
