@@ -545,10 +545,27 @@ class Engine:
         if batch.settle is None:  # the caller settles; the log of a failed batch stays
             _write_log(log, guarded=True)
             return
-        with transaction.atomic(using=router.db_for_write(OutboxMessage)):
-            _write_log(log, guarded=True)
-            if items:
-                batch.settle(items)
+        alias = router.db_for_write(OutboxMessage)
+        logged = False
+        try:
+            # The log rows first and without a savepoint: if the database refuses them,
+            # nothing else has been written in this transaction, so it is rolled back
+            # whole and the chunk written again below with each log row guarded (a
+            # savepoint around the insert, then one per row). A savepoint taken for
+            # every chunk just in case cost two statements per chunk (issue #17).
+            with transaction.atomic(using=alias):
+                state.write_log(log)
+                logged = True
+                if items:
+                    batch.settle(items)
+        except Exception:
+            if logged:  # the settlement itself failed (the database gone): raise
+                raise
+            logger.warning("Writing %d delivery log rows at once failed", len(log), exc_info=True)
+            with transaction.atomic(using=alias):
+                _write_log(log, guarded=True)
+                if items:
+                    batch.settle(items)
         for item in items:  # post_send, now that each row's fate is stored
             try:
                 queued = item.row is not None and item.row.status == OutboxMessage.Status.QUEUED

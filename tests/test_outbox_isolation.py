@@ -156,6 +156,25 @@ def fault_in_write_log(monkeypatch: pytest.MonkeyPatch, server: SMTPTestServer) 
     return REFUSAL
 
 
+def fault_in_log_refused(monkeypatch: pytest.MonkeyPatch, server: SMTPTestServer) -> str:
+    """The database itself refuses the marked message's log row (a negative duration
+    breaks the column's CHECK constraint), so on PostgreSQL the statement aborts the
+    transaction it runs in: the chunk's settlements must be written all the same."""
+    from django_multismtp import engine
+
+    log_row = engine._log_row
+
+    def refused(item: Any, account: Any, **kwargs: Any) -> DeliveryLog:
+        row = log_row(item, account, **kwargs)
+        if marked(kwargs["text"]):
+            row.duration_ms = -1
+        return row
+
+    refuse_the_marked_recipient(server)
+    monkeypatch.setattr(engine, "_log_row", refused)
+    return REFUSAL
+
+
 def fault_in_settle(monkeypatch: pytest.MonkeyPatch, server: SMTPTestServer) -> str:
     refuse_the_marked_recipient(server)
     error_text = outbox.error_text
@@ -177,6 +196,7 @@ STAGES: dict[str, Callable[[pytest.MonkeyPatch, SMTPTestServer], str]] = {
     "classify": fault_in_classify,
     "record-state": fault_in_record_state,
     "write-log": fault_in_write_log,
+    "log-refused": fault_in_log_refused,
     "settle": fault_in_settle,
     "store": fault_in_store,
 }
@@ -304,6 +324,36 @@ def test_a_failed_log_write_still_settles_the_sent_rows_as_sent(
     clock.advance(hours=1)
     assert worker.drain().sent == 0
     assert received(smtp_server) == Counter(queued)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_settled_chunk_takes_one_savepoint(smtp_server, clock, queued):
+    """Each chunk is one transaction: its log rows, then its settlement in a savepoint
+    (the settlement's one-by-one fallback needs one). The log insert, the first
+    statement of the transaction, takes none: if the database refuses it, the chunk is
+    rolled back whole and written again with each log row guarded (the "log-refused"
+    stage above). A savepoint around each was two more statements per chunk for the
+    database (issue #17)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from django_multismtp.engine import SettleEvery
+
+    with CaptureQueriesContext(connection) as queries:
+        result = worker.drain(every=SettleEvery(replies=5, seconds=None))
+
+    assert (result.sent, result.retrying) == (BATCH, 0)
+    statements = [str(query["sql"]) for query in queries.captured_queries]
+    table = DeliveryLog._meta.db_table
+    inserts = [i for i, sql in enumerate(statements) if f'INSERT INTO "{table}"' in sql]
+    assert len(inserts) >= 2  # chunks of 5 replies or more, then the rest
+    outbox_table = OutboxMessage._meta.db_table
+    for i in inserts:
+        # No savepoint around the insert; one around the settlement that follows it.
+        assert not statements[i - 1].startswith("SAVEPOINT"), statements[i - 1 : i + 3]
+        assert statements[i + 1].startswith("SAVEPOINT"), statements[i - 1 : i + 3]
+        assert f'UPDATE "{outbox_table}"' in statements[i + 2], statements[i - 1 : i + 3]
+    assert DeliveryLog.objects.filter(outcome="sent").count() == BATCH
 
 
 # -- settled as the replies arrive (item 9) -----------------------------------------------
