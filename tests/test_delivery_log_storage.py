@@ -13,10 +13,23 @@ from typing import Any
 
 import pytest
 from django.db import connection, transaction
+from django.urls import reverse
 
-from django_multismtp.models import DeliveryLog
+from django_multismtp import state, worker
+from django_multismtp.engine import SettleEvery
+from django_multismtp.models import DeliveryLog, OutboxMessage, SmtpAccount
+from tests.factories import SmtpAccountFactory
+from tests.test_outbox import message, outbox_mode, send
 
 pytestmark = pytest.mark.django_db
+
+
+def queue(settings: Any, count: int) -> list[str]:
+    """``count`` messages in the outbox ("always"); their Message-IDs."""
+    outbox_mode(settings, "always")
+    messages = [message(f"m{i}") for i in range(count)]
+    assert send(*messages) == count
+    return [m.multismtp_status.message_id for m in messages]
 
 
 def indexes() -> dict[str, dict[str, Any]]:
@@ -57,3 +70,54 @@ def test_the_lookups_of_the_log_still_use_an_index():
     assert "multismtp_log_not_sent" in plan(logs.filter(outcome="throttled"))
     # ...not to "sent", nearly every row, which an index would not make cheaper.
     assert "multismtp_log_not_sent" not in plan(logs.filter(outcome="sent"))
+
+
+def test_deleting_an_account_still_empties_the_references_to_it(
+    settings, mailer, smtp_server, clock
+):
+    """Without the constraints, Django's ``on_delete`` still sets the log's account and
+    the outbox's ``sent_by`` to NULL; the log keeps the account's name."""
+    account = SmtpAccountFactory.for_server(smtp_server, name="A", is_site_default=True)
+    queue(settings, 1)
+    assert worker.drain().sent == 1
+    account.delete()
+    assert list(DeliveryLog.objects.values_list("account", "account_name")) == [(None, "A")]
+    assert list(OutboxMessage.objects.values_list("status", "sent_by")) == [("sent", None)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_account_deleted_while_its_messages_are_settled_sends_nothing_twice(
+    settings, monkeypatch, mailer, smtp_server, clock, admin_client
+):
+    """The account goes (the admin deleting it) after its messages went out and before
+    the worker writes their outcome. With foreign-key constraints on the log's account
+    and the outbox's ``sent_by``, the database refused the commit of that write, the
+    rows stayed claimed, and the next drain sent every message again."""
+    account = SmtpAccountFactory.for_server(smtp_server, name="A", is_site_default=True)
+    ids = queue(settings, 5)
+    write_log = state.write_log
+
+    def deleted_first(entries: list[DeliveryLog]) -> None:
+        SmtpAccount.objects.filter(pk=account.pk).delete()
+        write_log(entries)
+
+    monkeypatch.setattr(state, "write_log", deleted_first)
+    result = worker.drain(every=SettleEvery(replies=None, seconds=None))
+    monkeypatch.undo()
+
+    assert (result.sent, result.retrying, result.failed) == (5, 0, 0)
+    assert set(OutboxMessage.objects.values_list("status", "locked_by")) == {("sent", "")}
+    assert sorted(DeliveryLog.objects.values_list("message_id", flat=True)) == sorted(ids)
+    clock.advance(hours=2)  # past any lease
+    assert worker.drain().sent == 0
+    assert sorted(str(r.message()["Message-ID"]) for r in smtp_server.received) == sorted(ids)
+    # The log rows keep the deleted account's key: the admin shows them all the same.
+    row = DeliveryLog.objects.first()
+    assert row is not None and row.account_id == account.pk
+    changelist = reverse("admin:django_multismtp_deliverylog_changelist")
+    assert admin_client.get(changelist).status_code == 200
+    assert admin_client.get(f"{changelist}?account__id__exact={account.pk}").status_code == 200
+    change = reverse("admin:django_multismtp_deliverylog_change", args=[row.pk])
+    response = admin_client.get(change)
+    assert response.status_code == 200
+    assert '<div class="readonly">A</div>' in response.content.decode()  # account_name

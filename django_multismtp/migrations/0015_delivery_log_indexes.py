@@ -1,6 +1,7 @@
 """Less work for the database per message a worker sends (issue #17): it writes one
 delivery-log row per message, and each index of the table costs an entry per row (see
-``DeliveryLog.Meta.indexes`` for why each index that is left is kept).
+``DeliveryLog.Meta.indexes`` for why each index that is left is kept); and each log row
+and each settled outbox row had its account checked by a foreign-key constraint.
 
 * ``message_id``: the ``LIKE`` twin ``db_index`` created on PostgreSQL goes (it serves
   only case-sensitive prefix searches, and nothing makes one: the admin's search is
@@ -8,10 +9,14 @@ delivery-log row per message, and each index of the table costs an entry per row
   table of the app).
 * ``outcome``: its index and ``LIKE`` twin give way to a partial index of the rows that
   were not sent; a filter on "sent" matches most of the table and never used it.
+* ``DeliveryLog.account`` and ``OutboxMessage.sent_by`` keep their ``on_delete`` (Django
+  sets them to NULL when the account is deleted) but lose their constraint in the
+  database; see the fields for why.
 """
 
 from typing import Any
 
+import django.db.models.deletion
 from django.db import migrations, models
 
 MESSAGE_ID_INDEX = models.Index(fields=["message_id"], name="multismtp_log_message_id")
@@ -72,6 +77,33 @@ class Migration(migrations.Migration):
             database_operations=[
                 migrations.RunPython(keep_message_id_index, restore_message_id_index),
             ],
+        ),
+        migrations.AlterField(
+            model_name="deliverylog",
+            name="account",
+            field=models.ForeignKey(
+                blank=True,
+                db_constraint=False,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="deliveries",
+                to="django_multismtp.smtpaccount",
+                verbose_name="account",
+            ),
+        ),
+        migrations.AlterField(
+            model_name="outboxmessage",
+            name="sent_by",
+            field=models.ForeignKey(
+                blank=True,
+                db_constraint=False,
+                db_index=False,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="django_multismtp.smtpaccount",
+                verbose_name="sent by",
+            ),
         ),
         migrations.AlterField(
             model_name="deliverylog",

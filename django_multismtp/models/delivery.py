@@ -30,12 +30,22 @@ OUTCOME_CHOICES = [
 
 
 class DeliveryLog(models.Model):
+    #: No foreign-key constraint in the database (``db_constraint=False``): Django still
+    #: sets the column to NULL when the account is deleted (``on_delete``), but the
+    #: database no longer checks each inserted row's account, a check per message sent
+    #: (issue #17). A log row is a record, not what decides a message's fate: with the
+    #: constraint (and the one of ``OutboxMessage.sent_by``), a worker writing the
+    #: outcome of messages sent through an account deleted meanwhile had the commit of
+    #: its whole chunk refused, settlements included, and messages the server took
+    #: were sent again. Such a row now keeps the deleted account's key (the admin
+    #: shows no account for it) and its ``account_name``.
     account = models.ForeignKey(
         "SmtpAccount",
         verbose_name=_("account"),
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
+        db_constraint=False,
         related_name="deliveries",
     )
     #: Kept when the account is deleted, and "fallback" for the fallback server.
