@@ -546,22 +546,29 @@ class Engine:
             _write_log(log, guarded=True)
             return
         alias = router.db_for_write(OutboxMessage)
-        logged = False
+        written = False
         try:
-            # The log rows first and without a savepoint: if the database refuses them,
-            # nothing else has been written in this transaction, so it is rolled back
-            # whole and the chunk written again below with each log row guarded (a
-            # savepoint around the insert, then one per row). A savepoint taken for
-            # every chunk just in case cost two statements per chunk (issue #17).
-            with transaction.atomic(using=alias):
+            # First without a savepoint around either statement: the transaction holds
+            # only this chunk, so if the database refuses the log rows or the
+            # settlement, it is rolled back whole (settle() raises with its rows as
+            # they were, nothing counted) and the chunk is written again below, each
+            # part guarded as before. Savepoints taken for every chunk just in case
+            # cost four statements per chunk (issue #17).
+            with transaction.atomic(using=alias), outbox.unguarded():
                 state.write_log(log)
-                logged = True
                 if items:
                     batch.settle(items)
+                written = True
         except Exception:
-            if logged:  # the settlement itself failed (the database gone): raise
+            if written:  # the commit failed, after settle() counted its rows: raise
                 raise
-            logger.warning("Writing %d delivery log rows at once failed", len(log), exc_info=True)
+            logger.warning(
+                "Writing %d outcomes and %d log rows at once failed; writing them again "
+                "one part at a time",
+                len(items),
+                len(log),
+                exc_info=True,
+            )
             with transaction.atomic(using=alias):
                 _write_log(log, guarded=True)
                 if items:

@@ -175,6 +175,27 @@ def fault_in_log_refused(monkeypatch: pytest.MonkeyPatch, server: SMTPTestServer
     return REFUSAL
 
 
+def fault_in_store_refused(monkeypatch: pytest.MonkeyPatch, server: SMTPTestServer) -> str:
+    """The database itself refuses the marked row's settlement the first time in each
+    pass (a negative count breaks the column's CHECK constraint), which on PostgreSQL
+    aborts the transaction the chunk's log rows are in: the chunk is written again,
+    every row settled in that pass and counted once (a row settled twice would give up
+    before OUTBOX_MAX_ATTEMPTS passes)."""
+    refuse_the_marked_recipient(server)
+    outcome = outbox._outcome
+    refused: set[tuple[Any, int]] = set()
+
+    def refusing(item: Any, row: OutboxMessage, limits_: Any) -> None:
+        first = (row.pk, row.attempts) not in refused
+        outcome(item, row, limits_)
+        if marked(row.last_error) and first:
+            refused.add((row.pk, row.attempts - 1))
+            row.deferrals = -1
+
+    monkeypatch.setattr(outbox, "_outcome", refusing)
+    return REFUSAL
+
+
 def fault_in_settle(monkeypatch: pytest.MonkeyPatch, server: SMTPTestServer) -> str:
     refuse_the_marked_recipient(server)
     error_text = outbox.error_text
@@ -199,6 +220,7 @@ STAGES: dict[str, Callable[[pytest.MonkeyPatch, SMTPTestServer], str]] = {
     "log-refused": fault_in_log_refused,
     "settle": fault_in_settle,
     "store": fault_in_store,
+    "store-refused": fault_in_store_refused,
 }
 
 
@@ -327,13 +349,12 @@ def test_a_failed_log_write_still_settles_the_sent_rows_as_sent(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_settled_chunk_takes_one_savepoint(smtp_server, clock, queued):
-    """Each chunk is one transaction: its log rows, then its settlement in a savepoint
-    (the settlement's one-by-one fallback needs one). The log insert, the first
-    statement of the transaction, takes none: if the database refuses it, the chunk is
-    rolled back whole and written again with each log row guarded (the "log-refused"
-    stage above). A savepoint around each was two more statements per chunk for the
-    database (issue #17)."""
+def test_a_settled_chunk_takes_no_savepoint(smtp_server, clock, queued):
+    """Each chunk is one transaction: its log rows, then its settlement, with no
+    savepoint around either: if the database refuses one, the chunk is rolled back
+    whole and written again with each part guarded (the "log-refused" and
+    "store-refused" stages above). Savepoints around each were four more statements per
+    chunk for the database (issue #17)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -349,10 +370,10 @@ def test_a_settled_chunk_takes_one_savepoint(smtp_server, clock, queued):
     assert len(inserts) >= 2  # chunks of 5 replies or more, then the rest
     outbox_table = OutboxMessage._meta.db_table
     for i in inserts:
-        # No savepoint around the insert; one around the settlement that follows it.
-        assert not statements[i - 1].startswith("SAVEPOINT"), statements[i - 1 : i + 3]
-        assert statements[i + 1].startswith("SAVEPOINT"), statements[i - 1 : i + 3]
-        assert f'UPDATE "{outbox_table}"' in statements[i + 2], statements[i - 1 : i + 3]
+        around = statements[i - 1 : i + 3]
+        assert not statements[i - 1].startswith("SAVEPOINT"), around
+        assert f'UPDATE "{outbox_table}"' in statements[i + 1], around
+        assert not statements[i + 2].startswith("RELEASE"), around
     assert DeliveryLog.objects.filter(outcome="sent").count() == BATCH
 
 
