@@ -63,7 +63,7 @@ def test_the_log_has_four_indexes_besides_its_key():
 def test_the_lookups_of_the_log_still_use_an_index():
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL's planner")
-    logs = DeliveryLog.objects.all()
+    logs = DeliveryLog.objects.order_by()  # the index chosen for the filter, not the order
     # "Did this message go out?"
     assert "multismtp_log_message_id" in plan(logs.filter(message_id="<a@b.test>"))
     # The admin's filter on a failure outcome: the partial index applies to it...
