@@ -545,10 +545,7 @@ class Engine:
         if batch.settle is None:  # the caller settles; the log of a failed batch stays
             _write_log(log, guarded=True)
             return
-        with transaction.atomic(using=router.db_for_write(OutboxMessage)):
-            _write_log(log, guarded=True)
-            if items:
-                batch.settle(items)
+        _settle_chunk(batch.settle, items, log)
         for item in items:  # post_send, now that each row's fate is stored
             try:
                 queued = item.row is not None and item.row.status == OutboxMessage.Status.QUEUED
@@ -1022,6 +1019,42 @@ def _stub(index: int, row: Any) -> Outgoing:
 
 def _accepted(item: Outgoing) -> bool:
     return item.sent_by is not None or item.sent_by_fallback
+
+
+def _settle_chunk(settle: Settle, items: list[Outgoing], log: list[DeliveryLog]) -> None:
+    """Write a chunk's log rows and settle its items in one transaction.
+
+    First without a savepoint around either statement: the transaction holds only this
+    chunk, so if the database refuses the log rows or the settlement, it is rolled back
+    whole (``settle`` raises with its rows as they were and nothing counted, see
+    :func:`outbox.unguarded`) and the chunk is written again, each part guarded: the
+    log rows in a savepoint (then one by one), the settlement in its own. Savepoints
+    taken for every chunk just in case cost four statements per chunk (issue #17)."""
+    alias = router.db_for_write(OutboxMessage)
+    # A log routed to another database commits on its own: it is written only once.
+    if router.db_for_write(DeliveryLog) == alias:
+        written = False
+        try:
+            with transaction.atomic(using=alias), outbox.unguarded():
+                state.write_log(log)
+                if items:
+                    settle(items)
+                written = True
+            return
+        except Exception:
+            if written:  # the commit failed, after settle() counted its rows: raise
+                raise
+            logger.warning(
+                "Writing %d outcomes and %d log rows at once failed; writing them again "
+                "one part at a time",
+                len(items),
+                len(log),
+                exc_info=True,
+            )
+    with transaction.atomic(using=alias):
+        _write_log(log, guarded=True)
+        if items:
+            settle(items)
 
 
 def _write_log(entries: list[DeliveryLog], *, guarded: bool) -> None:

@@ -24,7 +24,9 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -364,20 +366,42 @@ class _Limits:
         return True
 
 
+#: Set by :func:`unguarded`.
+_unguarded: ContextVar[bool] = ContextVar("multismtp_settle_unguarded", default=False)
+
+
+@contextmanager
+def unguarded() -> Iterator[None]:
+    """Within this block :func:`settle` writes without a savepoint, and if the database
+    refuses the write it raises, its rows as they were before the call and nothing
+    counted. For a caller whose transaction holds nothing it cannot write again, and
+    that rolls it back and calls :func:`settle` again outside this block (the engine,
+    for each chunk it settles): a savepoint taken for every chunk just in case cost two
+    statements per chunk for the database (issue #17)."""
+    token = _unguarded.set(True)
+    try:
+        yield
+    finally:
+        _unguarded.reset(token)
+
+
 def settle(items: Iterable[Outgoing], *, worker: str, now: dt.datetime) -> Settlement:
     """Write each claimed row's outcome, touching only rows ``worker`` still holds.
 
     A fixed number of queries, whatever the number of items. If working out one row's
     outcome raises, that row alone becomes a failed attempt with the error; if the
     database refuses the write, the rows are written one by one, and a row it still
-    refuses is given back (:func:`give_back`)."""
+    refuses is given back (:func:`give_back`). (Within :func:`unguarded`, a refused
+    write raises instead, for the caller to settle again.)"""
     result = Settlement()
     rows = []
+    befores = []
     limits_ = _Limits(now)
     for item in items:
         row = item.row
         assert row is not None
         before = {name: getattr(row, name) for name in SETTLED_FIELDS}
+        befores.append(before)
         try:
             _outcome(item, row, limits_)
         except Exception as exc:
@@ -387,7 +411,16 @@ def settle(items: Iterable[Outgoing], *, worker: str, now: dt.datetime) -> Settl
             _faulted(item, row, limits_, "settling it", exc)
         _count(row, item, result)
         rows.append(row)
-    updated = _store(rows, worker=worker)
+    if _unguarded.get():
+        try:
+            updated = _store(rows, worker=worker, guarded=False)
+        except BaseException:  # settled again by the caller, from the same state
+            for row, before in zip(rows, befores, strict=True):
+                for name, value in before.items():
+                    setattr(row, name, value)
+            raise
+    else:
+        updated = _store(rows, worker=worker)
     result.lost_lease = len(rows) - updated
     if result.lost_lease:
         logger.warning(
@@ -466,8 +499,11 @@ def _count(row: OutboxMessage, item: Outgoing | None, result: Settlement) -> Non
         result.retrying += 1
 
 
-def _store(rows: list[OutboxMessage], *, worker: str) -> int:
-    """Write settled rows that ``worker`` still holds; return how many it held."""
+def _store(rows: list[OutboxMessage], *, worker: str, guarded: bool = True) -> int:
+    """Write settled rows that ``worker`` still holds; return how many it held.
+
+    ``guarded``: in a savepoint, and if the database refuses, one by one; otherwise in
+    the caller's transaction, and a refusal raises (see :func:`unguarded`)."""
     held = ("locked_by", "=", worker)
     sent = [row for row in rows if row.status == Status.SENT]
     others = [row for row in rows if row.status != Status.SENT]
@@ -476,7 +512,7 @@ def _store(rows: list[OutboxMessage], *, worker: str) -> int:
     compact = connections[alias].vendor == "postgresql"
 
     def write(sent: list[OutboxMessage], others: list[OutboxMessage]) -> int:
-        with transaction.atomic(using=alias):
+        with transaction.atomic(using=alias, savepoint=guarded):
             plain = [row for row in sent if _plainly_sent(row)] if compact else []
             if plain:
                 sent = [row for row in sent if not _plainly_sent(row)]
@@ -493,6 +529,8 @@ def _store(rows: list[OutboxMessage], *, worker: str) -> int:
                 )
             )
 
+    if not guarded:
+        return write(sent, others)
     try:
         return write(sent, others)
     except Exception:

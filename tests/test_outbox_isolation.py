@@ -156,6 +156,46 @@ def fault_in_write_log(monkeypatch: pytest.MonkeyPatch, server: SMTPTestServer) 
     return REFUSAL
 
 
+def fault_in_log_refused(monkeypatch: pytest.MonkeyPatch, server: SMTPTestServer) -> str:
+    """The database itself refuses the marked message's log row (a negative duration
+    breaks the column's CHECK constraint), so on PostgreSQL the statement aborts the
+    transaction it runs in: the chunk's settlements must be written all the same."""
+    from django_multismtp import engine
+
+    log_row = engine._log_row
+
+    def refused(item: Any, account: Any, **kwargs: Any) -> DeliveryLog:
+        row = log_row(item, account, **kwargs)
+        if marked(kwargs["text"]):
+            row.duration_ms = -1
+        return row
+
+    refuse_the_marked_recipient(server)
+    monkeypatch.setattr(engine, "_log_row", refused)
+    return REFUSAL
+
+
+def fault_in_store_refused(monkeypatch: pytest.MonkeyPatch, server: SMTPTestServer) -> str:
+    """The database itself refuses the marked row's settlement the first time in each
+    pass (a negative count breaks the column's CHECK constraint), which on PostgreSQL
+    aborts the transaction the chunk's log rows are in: the chunk is written again,
+    every row settled in that pass and counted once (a row settled twice would give up
+    before OUTBOX_MAX_ATTEMPTS passes)."""
+    refuse_the_marked_recipient(server)
+    outcome = outbox._outcome
+    refused: set[tuple[Any, int]] = set()
+
+    def refusing(item: Any, row: OutboxMessage, limits_: Any) -> None:
+        first = (row.pk, row.attempts) not in refused
+        outcome(item, row, limits_)
+        if marked(row.last_error) and first:
+            refused.add((row.pk, row.attempts - 1))
+            row.deferrals = -1
+
+    monkeypatch.setattr(outbox, "_outcome", refusing)
+    return REFUSAL
+
+
 def fault_in_settle(monkeypatch: pytest.MonkeyPatch, server: SMTPTestServer) -> str:
     refuse_the_marked_recipient(server)
     error_text = outbox.error_text
@@ -177,8 +217,10 @@ STAGES: dict[str, Callable[[pytest.MonkeyPatch, SMTPTestServer], str]] = {
     "classify": fault_in_classify,
     "record-state": fault_in_record_state,
     "write-log": fault_in_write_log,
+    "log-refused": fault_in_log_refused,
     "settle": fault_in_settle,
     "store": fault_in_store,
+    "store-refused": fault_in_store_refused,
 }
 
 
@@ -304,6 +346,35 @@ def test_a_failed_log_write_still_settles_the_sent_rows_as_sent(
     clock.advance(hours=1)
     assert worker.drain().sent == 0
     assert received(smtp_server) == Counter(queued)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_settled_chunk_takes_no_savepoint(smtp_server, clock, queued):
+    """Each chunk is one transaction: its log rows, then its settlement, with no
+    savepoint around either: if the database refuses one, the chunk is rolled back
+    whole and written again with each part guarded (the "log-refused" and
+    "store-refused" stages above). Savepoints around each were four more statements per
+    chunk for the database (issue #17)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from django_multismtp.engine import SettleEvery
+
+    with CaptureQueriesContext(connection) as queries:
+        result = worker.drain(every=SettleEvery(replies=5, seconds=None))
+
+    assert (result.sent, result.retrying) == (BATCH, 0)
+    statements = [str(query["sql"]) for query in queries.captured_queries]
+    table = DeliveryLog._meta.db_table
+    inserts = [i for i, sql in enumerate(statements) if f'INSERT INTO "{table}"' in sql]
+    assert len(inserts) >= 2  # chunks of 5 replies or more, then the rest
+    outbox_table = OutboxMessage._meta.db_table
+    for i in inserts:
+        around = statements[i - 1 : i + 3]
+        assert not statements[i - 1].startswith("SAVEPOINT"), around
+        assert f'UPDATE "{outbox_table}"' in statements[i + 1], around
+        assert not statements[i + 2].startswith("RELEASE"), around
+    assert DeliveryLog.objects.filter(outcome="sent").count() == BATCH
 
 
 # -- settled as the replies arrive (item 9) -----------------------------------------------

@@ -103,6 +103,13 @@ class OutboxMessage(models.Model):
         # Set on every row that is sent, and only ever looked up when an account is
         # deleted (rare, and a scan then is cheaper than an index written per message).
         db_index=False,
+        # Nor a check in the database of every settled row's account (issue #17): Django
+        # sets the column to NULL when the account is deleted (``on_delete``). With the
+        # constraint, a worker settling rows sent through an account deleted meanwhile
+        # had its whole chunk refused at commit, and messages the server took were
+        # sent again (see DeliveryLog.account, which drops its constraint for the same
+        # reasons).
+        db_constraint=False,
         related_name="+",
     )
 
