@@ -281,18 +281,27 @@ def _claim_returning(
     return rows
 
 
-def claim_statement(
-    connection: Any, limit: int, *, worker: str, now: dt.datetime, until: dt.datetime
-) -> tuple[str, list[Any]]:
-    """The SQL and parameters of the PostgreSQL claim (also for tests to ``EXPLAIN``)."""
+def _quoted_names(connection: Any) -> tuple[str, Callable[[str], str]]:
+    """The outbox table's quoted name, and a function quoting its fields' column names,
+    for the PostgreSQL statements written by hand."""
     quote = connection.ops.quote_name
     opts = OutboxMessage._meta
-    table = quote(opts.db_table)
 
     def column(name: str) -> str:
         return str(quote(str(opts.get_field(name).column)))  # type: ignore[union-attr]
 
-    columns = ", ".join(f"{table}.{quote(str(f.column))}" for f in opts.concrete_fields)
+    return str(quote(opts.db_table)), column
+
+
+def claim_statement(
+    connection: Any, limit: int, *, worker: str, now: dt.datetime, until: dt.datetime
+) -> tuple[str, list[Any]]:
+    """The SQL and parameters of the PostgreSQL claim (also for tests to ``EXPLAIN``)."""
+    table, column = _quoted_names(connection)
+    quote = connection.ops.quote_name
+    columns = ", ".join(
+        f"{table}.{quote(str(f.column))}" for f in OutboxMessage._meta.concrete_fields
+    )
     status, next_at, until_col = column("status"), column("next_attempt_at"), column("locked_until")
     locked_by, pk = column("locked_by"), column("id")
     # Only quoted names of our own model and the status constant are formatted in (a
@@ -578,12 +587,7 @@ def _store_sent(alias: str, rows: list[OutboxMessage], *, worker: str) -> int:
     if not rows:
         return 0
     connection = connections[alias]
-    quote = connection.ops.quote_name
-    opts = OutboxMessage._meta
-    table = quote(opts.db_table)
-
-    def column(name: str) -> str:
-        return quote(str(opts.get_field(name).column))  # type: ignore[union-attr]
+    table, column = _quoted_names(connection)
 
     values: list[list[Any]] = [
         [row.pk for row in rows],
