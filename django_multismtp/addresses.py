@@ -25,7 +25,9 @@ def prep_address(address: Any, force_ascii: bool = True) -> str:
 # 0.05 ms a call, a third of preparing a message) has nothing to add; everything else
 # (display names, quoting, IDNA, anything odd) takes the full parse.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_PLAIN = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\Z")
+#: The pattern (unanchored) of such an address; plainmail writes these as given too.
+PLAIN_ADDRESS = rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_PLAIN = re.compile(rf"{PLAIN_ADDRESS}\Z")
 
 
 def _parse(address: str, force_ascii: bool) -> str:

@@ -36,6 +36,8 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import EmailMessage, EmailMultiAlternatives
 
+from .addresses import PLAIN_ADDRESS
+
 #: Longest header line (name, ": " and value) that neither Django line folds.
 MAX_HEADER_LINE = 78
 #: Longest body line (in bytes) Django 5.2 sends as it is: above RFC 5322's 998 it
@@ -54,9 +56,7 @@ _encode_text: Callable[[str, str, str | None, Any], tuple[str, str]] | None = ge
 _SUBJECT = re.compile(r"(?:[!-~]+(?: [!-~]+)*)?\Z")
 # An address both lines write as given: a bare dot-atom address, or a display name of
 # letters and digits in single-spaced words before one in angle brackets.
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_SPEC = rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
-_ADDRESS = re.compile(rf"(?:{_SPEC}|[A-Za-z0-9]+(?: [A-Za-z0-9]+)* <{_SPEC}>)\Z")
+_ADDRESS = re.compile(rf"(?:{PLAIN_ADDRESS}|[A-Za-z0-9]+(?: [A-Za-z0-9]+)* <{PLAIN_ADDRESS}>)\Z")
 # A Message-ID as make_msgid() writes one.
 _MESSAGE_ID = re.compile(r"<[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+>\Z")
 # Body: text without control characters (tabs and line feeds aside; a CR is rewritten by
@@ -99,10 +99,6 @@ def render(
         return None
     if not (_MESSAGE_ID.match(message_id) and _SUBJECT.match(subject) and "=?" not in subject):
         return None
-    encoded = _encode_body(body, legacy)
-    if encoded is None:
-        return None
-    transfer_encoding, payload = encoded
     lines = [f"Subject: {subject}" if subject or legacy else "Subject:"]
     if not _ADDRESS.match(from_email):
         return None
@@ -118,6 +114,11 @@ def render(
     lines.append(f"Message-ID: {message_id}")
     if any(len(line) > MAX_HEADER_LINE for line in lines):
         return None
+    # Last: encoding the body is the one step that costs in proportion to the message.
+    encoded = _encode_body(body, legacy)
+    if encoded is None:
+        return None
+    transfer_encoding, payload = encoded
     content_type = f'Content-Type: text/{message.content_subtype}; charset="utf-8"'
     cte = f"Content-Transfer-Encoding: {transfer_encoding}"
     if legacy:
