@@ -759,7 +759,7 @@ class Engine:
             )
             for item in group
         )
-        wanted = min(max(int(account.max_connections or 1), 1), len(group))
+        wanted = min(account.connection_budget, len(group))
         if self.pool.claim(account, wanted, wait=alone):
             return True
         reason = _(

@@ -104,7 +104,7 @@ class Holder:
         than a fair share while others hold or want some; see :class:`Claim`."""
         pk = account.pk
         held = self.held.get(pk, 0)
-        size = max(int(account.max_connections or 1), 1)
+        size = account.connection_budget
         wanted = min(wanted, size, self.limit or size)
         rows = list(
             ConnectionSlot.objects.filter(account_id=pk, slot_no__lt=size).values_list(

@@ -323,16 +323,14 @@ class SmtpAccountAdmin(SecretFieldsMixin, ValidSelectionMixin, AccountAdminBase)
         if obj.pk is None:
             return "-"
         now = clock.now()
+        allowed = obj.connection_budget
         slots = list(
-            obj.connection_slots.filter(slot_no__lt=max(obj.max_connections or 1, 1))
+            obj.connection_slots.filter(slot_no__lt=allowed)
             .exclude(holder="")
             .filter(expires_at__gte=now)
             .order_by("slot_no")
         )
-        summary = gettext("%(held)d of %(allowed)d") % {
-            "held": len(slots),
-            "allowed": max(obj.max_connections or 1, 1),
-        }
+        summary = gettext("%(held)d of %(allowed)d") % {"held": len(slots), "allowed": allowed}
         holders: dict[str, list[Any]] = {}
         for slot in slots:
             host, _sep, rest = slot.holder.partition(":")

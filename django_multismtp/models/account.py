@@ -341,6 +341,12 @@ class SmtpAccount(models.Model):
             return "verified", str(_("verified"))
         return "unverified", str(_("not verified"))
 
+    @property
+    def connection_budget(self) -> int:
+        """How many connections every process together may open (``max_connections``,
+        at least one): the account's number of connection slots."""
+        return max(int(self.max_connections or 1), 1)
+
     # -- sender rules -----------------------------------------------------------------
     def sender_list(self) -> list[str]:
         return parse_sender_list(self.allowed_senders)
@@ -391,7 +397,7 @@ class SmtpAccount(models.Model):
             password="" if isinstance(password, Undecryptable) else (password or ""),
             password_error=isinstance(password, Undecryptable),
             max_messages_per_connection=self.max_messages_per_connection,
-            max_connections=max(int(self.max_connections or 1), 1),
+            max_connections=self.connection_budget,
             public_only=self.public_host_only and not conf.get_setting("ALLOW_INTERNAL_HOSTS"),
             key=f"account:{self.pk}",
         )
