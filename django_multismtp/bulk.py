@@ -43,6 +43,13 @@ def insert_rows(model: type[models.Model], objects: Sequence[models.Model]) -> N
         [f.get_db_prep_save(f.pre_save(obj, add=True), connection) for f in fields]
         for obj in objects
     ]
+    if len(rows) == 1:
+        # One row (the log of a one-message send, the common case): one statement is
+        # atomic by itself, so no BEGIN and COMMIT around it, and its values go in as
+        # they are, not as one array per column.
+        with connection.cursor() as cursor:
+            cursor.execute(sql, rows[0])
+        return
     # One transaction: outside one, SQLite would commit (and sync) after every row. Inside
     # one, no savepoint: a caller that wants to survive a failure has its own.
     with (

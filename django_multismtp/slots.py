@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import connections
 from django.db.models import Q
 
-from . import clock, conf
+from . import clock, conf, precompiled
 from .models import ConnectionSlot
 
 if TYPE_CHECKING:
@@ -106,11 +106,7 @@ class Holder:
         held = self.held.get(pk, 0)
         size = account.connection_budget
         wanted = min(wanted, size, self.limit or size)
-        rows = list(
-            ConnectionSlot.objects.filter(account_id=pk, slot_no__lt=size).values_list(
-                "slot_no", "holder", "expires_at", "wanted_at"
-            )
-        )
+        rows = precompiled.values_where(ConnectionSlot, "slots", _slots_of, pk, size)
         mine = sorted(n for n, holder, _e, _w in rows if holder == self.name)
         held = len(mine)
         others = {
@@ -148,10 +144,14 @@ class Holder:
         share = -(-size // sharers)  # the leftover of an uneven split goes to whoever asks
         take = free[: max(min(wanted, share) - held, 0)]
         if take:
-            held += (
-                ConnectionSlot.objects.filter(account_id=pk, slot_no__in=take)
-                .filter(Q(holder="") | Q(expires_at__lt=now))
-                .update(holder=self.name, expires_at=now + lease_length())
+            held += precompiled.update(
+                ConnectionSlot,
+                {"holder": self.name, "expires_at": now + lease_length()},
+                "{account} = %s AND {slot_no} IN ({numbers})"
+                " AND ({holder} = '' OR {expires_at} < %s)".replace(
+                    "{numbers}", ", ".join(["%s"] * len(take))
+                ),
+                [pk, *take, now],
             )
             if self.renewed_at is None:
                 self.renewed_at = now
@@ -226,7 +226,9 @@ class Holder:
         if not force and now - self.renewed_at < lease / 3:
             return set()
         self.renewed_at = now
-        renewed = ConnectionSlot.objects.filter(holder=self.name).update(expires_at=now + lease)
+        renewed = precompiled.update(
+            ConnectionSlot, {"expires_at": now + lease}, "{holder} = %s", [self.name]
+        )
         if renewed == sum(self.held.values()):
             return set()
         still: dict[Any, int] = {}
@@ -253,7 +255,11 @@ class Holder:
         self.held, self.renewed_at = {}, None
         try:
             _outside_event_loop(
-                ConnectionSlot.objects.filter(holder=self.name).update, holder="", expires_at=None
+                precompiled.update,
+                ConnectionSlot,
+                {"holder": "", "expires_at": None},
+                "{holder} = %s",
+                [self.name],
             )
             for account_pk, slot_no in marked.items():
                 if slot_no is not None:
@@ -267,6 +273,13 @@ class Holder:
             logger.exception(
                 "Giving back connection slots failed; they are free once the lease ends"
             )
+
+
+def _slots_of(account_pk: Any, size: Any) -> Any:
+    """The read of :meth:`Holder.claim` (compiled once: :mod:`precompiled`)."""
+    return ConnectionSlot.objects.filter(account_id=account_pk, slot_no__lt=size).values_list(
+        "slot_no", "holder", "expires_at", "wanted_at"
+    )
 
 
 def _outside_event_loop(function: Any, *args: Any, **kwargs: Any) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.db.models import F
 
-from . import conf, signals
+from . import conf, precompiled, signals
 from .bulk import insert_rows
 from .models import DeliveryLog, SmtpAccount
 from .presets import PRESETS
@@ -82,7 +82,14 @@ def record_successes(accounts: Iterable[SmtpAccount], now: dt.datetime) -> None:
     ids = [a.pk for a in accounts]
     if not ids:
         return
-    SmtpAccount.objects.filter(pk__in=ids).update(last_success_at=now, consecutive_throttles=0)
+    # Written out (precompiled.update): once per call, the ORM's UPDATE cost several
+    # times its own run on a one-message send.
+    precompiled.update(
+        SmtpAccount,
+        {"last_success_at": now, "consecutive_throttles": 0},
+        "{id} IN ({ids})".replace("{ids}", ", ".join(["%s"] * len(ids))),
+        ids,
+    )
     for account in accounts:
         account.last_success_at = now
         account.consecutive_throttles = 0

@@ -1,0 +1,150 @@
+"""Statements whose SQL is compiled once per database connection.
+
+Every ``send_messages()`` call reads the accounts (and the users each is the default
+for) before it can choose one. Through the ORM that read cost more CPU than the rest of
+a one-message send together: Django compiles the queryset anew on every call, and the
+account table has some 60 columns (measured on PostgreSQL: 2.7 ms of CPU per call, of
+which the rows themselves took 0.3 ms). A site that sends one message per request
+paid it on every request, and ten concurrent ``asend_messages()`` calls queued for it
+under the GIL.
+
+The connection slots' statements, run two or three times per call, cost as much
+again, and are the same but for their values.
+
+So the SQL of such a statement is made once per connection (each thread has its own,
+and the SQL is the database vendor's) and run again with new values:
+
+* reads are compiled by Django's own compiler from a queryset, on first use, with
+  marker values where the values go (:data:`MARKERS`: integers no caller passes); the
+  values still go through the converters Django applies (decryption of the secret
+  fields, SQLite's dates), taken from the same compiler, and model instances are built
+  with ``Model.from_db()`` as a queryset builds them, so a caller gets what the
+  queryset would give;
+* updates are written out (:func:`update`), their values adapted as Django adapts them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from django.db import connections, models, router
+
+M = TypeVar("M", bound=models.Model)
+
+#: The attribute of a connection (``connections[alias]``) that holds its compiled reads.
+_CACHE = "_django_multismtp_precompiled"
+#: Stand-ins for the values of a parameterised read while it is compiled: integers
+#: (Django passes them to the database unchanged), within the range of every integer
+#: field (Django turns a comparison with a value out of a column's range into "no
+#: rows" or "every row" while compiling).
+MARKERS = (32_741, 32_743, 32_749, 32_759)
+
+
+class _Compiled:
+    """One read: its SQL, and for each column the converters Django would apply."""
+
+    def __init__(self, queryset: models.QuerySet[Any], connection: Any) -> None:
+        compiler = queryset.query.get_compiler(connection=connection)
+        sql, params = compiler.as_sql()
+        if any(p not in MARKERS for p in params):
+            raise ValueError(f"a precompiled read takes its values as markers, not {params!r}")
+        self.sql = sql
+        #: For each placeholder, which of the caller's values goes there.
+        self.positions = [MARKERS.index(p) for p in params]
+        columns = [column for column, _sql, _alias in compiler.select]
+        #: Model instances need the attribute names (``owner_id``), in select order.
+        self.attnames = [getattr(getattr(c, "target", None), "attname", "") for c in columns]
+        self.converters = [
+            (position, functions, expression)
+            for position, (functions, expression) in compiler.get_converters(columns).items()
+        ]
+        self.connection = connection
+
+    def rows(self, values: tuple[Any, ...] = ()) -> list[list[Any]]:
+        with self.connection.cursor() as cursor:
+            cursor.execute(self.sql, [values[i] for i in self.positions])
+            rows = [list(row) for row in cursor.fetchall()]
+        for row in rows:
+            for position, functions, expression in self.converters:
+                value = row[position]
+                for function in functions:
+                    value = function(value, expression, self.connection)
+                row[position] = value
+        return rows
+
+
+def _compiled(key: str, model: type[models.Model], build: Callable[[], Any]) -> _Compiled:
+    connection = connections[router.db_for_read(model)]
+    cache: dict[str, _Compiled] = connection.__dict__.setdefault(_CACHE, {})
+    compiled = cache.get(key)
+    if compiled is None:
+        compiled = cache[key] = _Compiled(build(), connection)
+    return compiled
+
+
+def every_row(model: type[M]) -> list[M]:
+    """Every row of ``model``'s default manager, in its ordering, as instances."""
+    compiled = _compiled(f"rows:{model._meta.label}", model, model._default_manager.all)
+    alias = compiled.connection.alias
+    return [model.from_db(alias, compiled.attnames, row) for row in compiled.rows()]
+
+
+def every_value(model: type[models.Model], *fields: str) -> list[list[Any]]:
+    """``fields`` of every row of ``model``, as ``values_list(*fields)`` gives them."""
+    compiled = _compiled(
+        f"values:{model._meta.label}:{','.join(fields)}",
+        model,
+        lambda: model._default_manager.values_list(*fields),
+    )
+    return compiled.rows()
+
+
+def values_where(
+    model: type[models.Model],
+    name: str,
+    build: Callable[..., models.QuerySet[Any]],
+    *values: int,
+) -> list[list[Any]]:
+    """The rows of ``build(*markers)`` (a ``values_list()`` queryset of ``model``) with
+    ``values`` in the markers' places; ``name`` names the read (one SQL per name)."""
+    compiled = _compiled(f"where:{name}", model, lambda: build(*MARKERS[: len(values)]))
+    return compiled.rows(values)
+
+
+def update(
+    model: type[models.Model],
+    assignments: dict[str, Any],
+    conditions: str,
+    values: list[Any],
+) -> int:
+    """``UPDATE`` ``model``'s table: set each field of ``assignments`` to its value
+    (adapted by the field, as ``QuerySet.update()`` does) where ``conditions`` hold;
+    return the number of rows changed.
+
+    ``conditions``: SQL over ``{column}`` names (``"{holder} = %s"``), filled in with
+    the quoted columns; ``values``: its parameters. Only names of our own models are
+    formatted in, never a value."""
+    connection = connections[router.db_for_write(model)]
+    cache: dict[str, Any] = connection.__dict__.setdefault(_CACHE, {})
+    key = f"columns:{model._meta.label}"
+    if key not in cache:
+        quote = connection.ops.quote_name
+        fields = {f.attname: f for f in model._meta.concrete_fields}
+        fields |= {f.name: f for f in model._meta.concrete_fields}
+        columns = {name: quote(str(field.column)) for name, field in fields.items()}
+        cache[key] = (quote(model._meta.db_table), fields, columns)
+    table, fields, columns = cache[key]
+    setters = ", ".join(f"{columns[name]} = %s" for name in assignments)
+    sql = f"UPDATE {table} SET {setters} WHERE {conditions.format(**columns)}"  # noqa: S608
+    params = [
+        fields[name].get_db_prep_save(value, connection) for name, value in assignments.items()
+    ]
+    params += [
+        connection.ops.adapt_datetimefield_value(v) if isinstance(v, dt.datetime) else v
+        for v in values
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return int(cursor.rowcount)

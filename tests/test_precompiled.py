@@ -1,0 +1,185 @@
+"""Statements compiled once per connection (``django_multismtp.precompiled``).
+
+The reads must give exactly what the querysets they replace give (values converted as
+Django converts them: decrypted secrets, aware datetimes on SQLite), be compiled once,
+and the updates must write and count as ``QuerySet.update()`` does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+from django.db.models.sql.compiler import SQLCompiler
+from django.test.utils import CaptureQueriesContext
+
+from django_multismtp import precompiled
+from django_multismtp.bulk import insert_rows
+from django_multismtp.engine import load_accounts
+from django_multismtp.models import ConnectionSlot, DeliveryLog, OAuthConnection, SmtpAccount
+from tests.factories import SmtpAccountFactory
+
+pytestmark = pytest.mark.django_db
+
+NOW = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC)
+
+
+def field_values(account: SmtpAccount) -> dict[str, Any]:
+    return {f.attname: getattr(account, f.attname) for f in SmtpAccount._meta.concrete_fields}
+
+
+def test_every_row_gives_what_the_queryset_gives() -> None:
+    SmtpAccountFactory(name="b", priority=5, password="s3cret-b")
+    SmtpAccountFactory(
+        name="a",
+        priority=5,
+        password="s3cret-a",
+        rate_limited_until=NOW + dt.timedelta(minutes=5),
+        last_success_at=NOW,
+    )
+    SmtpAccountFactory(name="c", priority=1, password="")
+
+    rows = precompiled.every_row(SmtpAccount)
+    expected = list(SmtpAccount.objects.all())
+
+    assert [a.name for a in rows] == ["c", "a", "b"]  # the model's ordering
+    assert [field_values(a) for a in rows] == [field_values(a) for a in expected]
+    by_name = {a.name: a for a in rows}
+    assert by_name["a"].password == "s3cret-a"  # decrypted, as the ORM does
+    assert by_name["a"].rate_limited_until == NOW + dt.timedelta(minutes=5)  # aware
+    assert not by_name["a"]._state.adding
+    assert by_name["a"]._state.db == "default"
+
+
+def test_a_read_is_compiled_once_per_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    SmtpAccountFactory(name="one")
+    precompiled.every_row(SmtpAccount)  # compiled here (or earlier in this thread)
+    compiled: list[Any] = []
+    original = SQLCompiler.as_sql
+
+    def counting(self: SQLCompiler, *args: Any, **kwargs: Any) -> Any:
+        compiled.append(self.query.model)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SQLCompiler, "as_sql", counting)
+    with CaptureQueriesContext(connection) as queries:
+        assert [a.name for a in precompiled.every_row(SmtpAccount)] == ["one"]
+    assert compiled == []
+    assert len(queries) == 1
+
+
+def test_load_accounts_compiles_nothing_and_fills_in_oauth(
+    monkeypatch: pytest.MonkeyPatch, django_assert_num_queries: Any
+) -> None:
+    plain = SmtpAccountFactory(name="plain")
+    bearer = SmtpAccountFactory(name="bearer", auth_method="xoauth2")
+    unconnected = SmtpAccountFactory(name="unconnected", auth_method="xoauth2")
+    plain.default_for.add(_user())
+    OAuthConnection.objects.create(account=bearer, provider="google", state="connected")
+    load_accounts()  # compiled on first use
+
+    compiled: list[Any] = []
+    original = SQLCompiler.as_sql
+    monkeypatch.setattr(
+        SQLCompiler, "as_sql", lambda self, *a, **k: compiled.append(1) or original(self, *a, **k)
+    )
+    with django_assert_num_queries(3):  # accounts, their default-for users, OAuth rows
+        accounts = {a.name: a for a in load_accounts()}
+    assert compiled == []
+    with django_assert_num_queries(0):  # as select_related("oauth") leaves them
+        assert accounts["bearer"].oauth.state == "connected"
+        assert accounts["bearer"].oauth.account is accounts["bearer"]
+        assert not hasattr(accounts["unconnected"], "oauth")
+        assert len(accounts["plain"].default_for_ids) == 1  # type: ignore[attr-defined]
+    assert unconnected.pk in {a.pk for a in accounts.values()}
+
+
+def test_without_oauth_accounts_no_oauth_rows_are_read(django_assert_num_queries: Any) -> None:
+    SmtpAccountFactory(name="plain")
+    load_accounts()
+    with django_assert_num_queries(2):
+        load_accounts()
+
+
+def _user() -> Any:
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create(username="default-for")
+
+
+def test_a_parameterised_read_takes_new_values_each_call() -> None:
+    first, second = SmtpAccountFactory(name="first"), SmtpAccountFactory(name="second")
+    ConnectionSlot.objects.bulk_create(
+        [ConnectionSlot(account=first, slot_no=n, holder=f"h{n}") for n in range(3)]
+        + [ConnectionSlot(account=second, slot_no=0, expires_at=NOW)]
+    )
+
+    def read(pk: int, size: int) -> list[list[Any]]:
+        return precompiled.values_where(
+            ConnectionSlot,
+            "test-slots",
+            lambda a, s: (
+                ConnectionSlot.objects.filter(account_id=a, slot_no__lt=s)
+                .order_by("slot_no")
+                .values_list("slot_no", "holder", "expires_at")
+            ),
+            pk,
+            size,
+        )
+
+    assert read(first.pk, 2) == [[0, "h0", None], [1, "h1", None]]
+    assert read(first.pk, 3) == [[0, "h0", None], [1, "h1", None], [2, "h2", None]]
+    assert read(second.pk, 5) == [[0, "", NOW]]  # an aware datetime, on SQLite too
+
+
+def test_a_read_whose_values_are_not_markers_is_refused() -> None:
+    with pytest.raises(ValueError, match="markers"):
+        precompiled.values_where(
+            ConnectionSlot,
+            "test-refused",
+            lambda a: ConnectionSlot.objects.filter(account_id=a, holder="x").values_list("pk"),
+            1,
+        )
+
+
+def test_update_writes_adapted_values_and_counts_rows() -> None:
+    account = SmtpAccountFactory(name="a")
+    ConnectionSlot.objects.bulk_create(
+        [
+            ConnectionSlot(account=account, slot_no=0, holder=""),
+            ConnectionSlot(account=account, slot_no=1, holder="other", expires_at=NOW),
+            ConnectionSlot(
+                account=account, slot_no=2, holder="live", expires_at=NOW + dt.timedelta(hours=1)
+            ),
+        ]
+    )
+    until = NOW + dt.timedelta(minutes=2)
+
+    taken = precompiled.update(
+        ConnectionSlot,
+        {"holder": "me", "expires_at": until},
+        "{account} = %s AND ({holder} = '' OR {expires_at} < %s)",
+        [account.pk, NOW + dt.timedelta(seconds=1)],
+    )
+
+    assert taken == 2  # the free one and the expired one, not the live lease
+    assert dict(ConnectionSlot.objects.values_list("slot_no", "holder")) == {
+        0: "me",
+        1: "me",
+        2: "live",
+    }
+    assert ConnectionSlot.objects.get(slot_no=0).expires_at == until
+
+
+def test_one_log_row_is_one_statement_and_still_atomic(django_assert_num_queries: Any) -> None:
+    row = DeliveryLog(account_name="a", message_id="<one@x>", outcome="sent", created_at=NOW)
+    with django_assert_num_queries(1):  # no BEGIN / COMMIT around a single INSERT
+        insert_rows(DeliveryLog, [row])
+    assert DeliveryLog.objects.filter(message_id="<one@x>").count() == 1
+
+    with pytest.raises(RuntimeError), transaction.atomic():  # the caller's transaction
+        insert_rows(DeliveryLog, [DeliveryLog(message_id="<two@x>", created_at=NOW)])
+        raise RuntimeError
+    assert not DeliveryLog.objects.filter(message_id="<two@x>").exists()
