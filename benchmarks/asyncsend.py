@@ -55,7 +55,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from . import outbox, run
+from . import outbox, run, settings_pg
 from .outbox import create_account
 from .run import machine
 from .sinks import AiosmtpdSink
@@ -88,6 +88,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="sqlite",
         help="SQLite in .bench/ (sqlite), or PostgreSQL at PGHOST/PGPORT (pg: the database "
         "multismtp_bench is created afresh, as benchmarks/outbox.py does)",
+    )
+    parser.add_argument(
+        "--no-pool",
+        action="store_true",
+        help="PostgreSQL: a new database connection per call (CONN_MAX_AGE 0, no pool) "
+        "instead of Django's connection pool, the setup Django recommends under ASGI",
     )
     parser.add_argument("--no-uvicorn", action="store_true", help="in-process cases only")
     parser.add_argument("--no-sync", action="store_true", help="skip the sync send_mail contrast")
@@ -371,6 +377,8 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
     if args.database == "pg":
+        if not args.no_pool:  # read by benchmarks/settings_pg.py, here and in uvicorn
+            os.environ["MULTISMTP_BENCH_PG_POOL"] = "1"
         outbox.setup_django(create=True)
     else:
         run.setup_django()
@@ -434,6 +442,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"Sink      {sink_text}; one message per call")
     database = {"sqlite": "SQLite (.bench/)", "pg": "PostgreSQL"}[args.database]
+    if args.database == "pg":
+        database += (
+            ", a new connection per call (no pool)"
+            if args.no_pool
+            else f", Django's connection pool (max_size {settings_pg.POOL_SIZE})"
+        )
     print(f"Database  {database}, the delivery log on")
     print(f"Runs      {args.runs} of each (median); {received} messages, all received")
     print()

@@ -22,6 +22,8 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from . import gate
+
 T = TypeVar("T")
 
 
@@ -61,7 +63,9 @@ class LoopThread:
         if self.in_loop_thread():
             coro.close()
             raise RuntimeError("run() called from the SMTP loop itself; await instead")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop()).result()
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop())
+        with gate.waiting():
+            return future.result()
 
 
 #: The process-wide SMTP loop.

@@ -28,6 +28,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future
 from typing import Any
 
+from . import gate
+
 #: Rendered messages a connection may have waiting, beyond the one it is sending.
 AHEAD = 4
 #: Seconds the calling thread waits at most before calling ``on_replies`` again.
@@ -80,13 +82,14 @@ class Feed:
         try:
             self._render_all(render, future)
             while not future.done():
-                with self._changed:
+                with gate.waiting(), self._changed:
                     if not self._replied and not future.done():
                         self._changed.wait(timeout=TICK)
                 self._pass_replies()
         finally:
             self._close()
-            future.result()
+            with gate.waiting():
+                future.result()
         self._pass_replies()
 
     def _pass_replies(self) -> None:
@@ -118,7 +121,7 @@ class Feed:
                 progressed = True
             if progressed or not pending:
                 continue
-            with self._changed:
+            with gate.waiting(), self._changed:
                 if not self._replied and not any(
                     lane.held <= self.ahead or lane.stopped for lane in pending
                 ):

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import connections
 from django.db.models import Q
 
-from . import clock, conf, precompiled
+from . import clock, conf, gate, precompiled
 from .models import ConnectionSlot
 
 if TYPE_CHECKING:
@@ -214,7 +214,8 @@ class Holder:
                 self.want(account.pk, now)
                 marked_at = time.monotonic()
             self.renew(now)
-            time.sleep(min(POLL, max(deadline - time.monotonic(), 0.0)))
+            with gate.waiting():
+                time.sleep(min(POLL, max(deadline - time.monotonic(), 0.0)))
 
     def renew(self, now: dt.datetime, *, force: bool = False) -> set[Any]:
         """Extend the leases held (once a third of the lease has passed, or ``force``);

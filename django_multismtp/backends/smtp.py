@@ -24,7 +24,7 @@ from django.core.mail.utils import DNS_NAME
 from django.db import close_old_connections, connections
 from django.utils.functional import cached_property
 
-from .. import addresses, compat, conf
+from .. import addresses, compat, conf, gate
 from ..engine import FALLBACK, QUEUED, Engine, account_config, load_accounts
 from ..eventloop import smtp_loop
 from ..exceptions import (
@@ -417,11 +417,12 @@ def _with_fresh_connections(function: Any) -> Any:
     pooled thread neither reuses a dead connection nor keeps one open forever."""
 
     def call(*args: Any) -> Any:
-        close_old_connections()
-        try:
-            return function(*args)
-        finally:
+        with gate.turn():
             close_old_connections()
+            try:
+                return function(*args)
+            finally:
+                close_old_connections()
 
     return call
 
