@@ -47,6 +47,7 @@ from . import (
     conf,
     limits,
     outbox,
+    parking,
     pools,
     precompiled,
     selection,
@@ -211,8 +212,18 @@ class ConnectionPool:
         if claim.surplus:
             self._give_back(account.pk, claim)
         held = claim.held
-        if not held and wait:
-            held = self.slots.wait_for(account, wanted, slots.wait_length(), self._give_back)
+        if held:
+            return held
+        # None free: backends parked between async calls in this process may hold them
+        # (parking.py); they are closed for this send, which then claims again.
+        with parking.park.make_room(account.pk) as closed:
+            if closed:
+                claim = self.slots.claim(account, wanted, clock.now())
+                if claim.surplus:
+                    self._give_back(account.pk, claim)
+                held = claim.held
+            if not held and wait:
+                held = self.slots.wait_for(account, wanted, slots.wait_length(), self._give_back)
         return held
 
     def _give_back(self, account: Any, claim: slots.Claim) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from django_multismtp import pools
+from django_multismtp import parking, pools
 from django_multismtp.clock import FrozenClock, use_clock
 from tests.mailers import use_mailers
 from tests.smtp_servers import SMTPTestServer, TLSFiles, make_tls_files
@@ -26,6 +26,16 @@ def fresh_pool_rotation() -> Iterator[None]:
     pools.reset()
     yield
     pools.reset()
+
+
+@pytest.fixture(autouse=True)
+def no_parked_backends(django_db_blocker: Any) -> Iterator[None]:
+    """Backends parked by a test's async calls (django_multismtp.parking) are closed
+    after it: the next test has other servers and other rows."""
+    yield
+    if len(parking.park):
+        with django_db_blocker.unblock():
+            parking.park.close_all()
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ from django.core.mail.utils import DNS_NAME
 from django.db import close_old_connections, connections
 from django.utils.functional import cached_property
 
-from .. import addresses, compat, conf, gate
+from .. import addresses, compat, conf, gate, parking
 from ..engine import FALLBACK, QUEUED, Engine, account_config, load_accounts
 from ..eventloop import smtp_loop
 from ..exceptions import (
@@ -295,7 +295,10 @@ class EmailBackend(BaseEmailBackend):
             return int(_in_worker_thread(self._send_locked, messages))
         return self._send_locked(messages)
 
-    def _send_locked(self, messages: list[EmailMessage]) -> int:
+    def _send_locked(self, messages: list[EmailMessage], *, keep_open: bool = False) -> int:
+        """Send under the lock, opening the backend for the batch if it is not open;
+        ``keep_open``: leave it open afterwards (an async call parks it, see
+        :mod:`parking`)."""
         with self._lock:
             was_open = self._is_open
             self._open_failed_silently = False
@@ -318,7 +321,7 @@ class EmailBackend(BaseEmailBackend):
             try:
                 return self.engine.send(messages)
             finally:
-                if not was_open:
+                if not was_open and not keep_open:
                     self.close()
 
     async def asend_messages(self, email_messages: Iterable[EmailMessage]) -> int:
@@ -331,13 +334,20 @@ class EmailBackend(BaseEmailBackend):
         on separate backends (``mail.mailers[...]``, ``get_connection()``) therefore send
         concurrently; one backend instance still sends one batch at a time, as Django's
         SMTP backend does. ``sending_as()`` hints travel with the call (asgiref copies
-        the context)."""
+        the context).
+
+        A backend the call opens is not closed at its end but parked (:mod:`parking`):
+        the next call of an equal backend borrows it with its connections and slots
+        ready. A backend the caller opened is the caller's to close, as always."""
+        messages = list(email_messages)
+        key = None if self._is_open else parking.key_of(self)
+        backend = (parking.park.borrow(key) if key is not None else None) or self
         return int(
             await sync_to_async(
-                _with_fresh_connections(self.send_messages),
+                _with_fresh_connections(_send_and_park),
                 thread_sensitive=False,
                 executor=_async_executor(),
-            )(email_messages)
+            )(backend, messages, key)
         )
 
     def send_queued(
@@ -409,6 +419,24 @@ def _async_executor() -> concurrent.futures.ThreadPoolExecutor:
                 max_workers=ASYNC_THREADS, thread_name_prefix="multismtp-async"
             )
         return _executor
+
+
+def _send_and_park(backend: EmailBackend, messages: list[EmailMessage], key: Any) -> int:
+    """An async call's send, in its thread: with a ``key``, a backend it opened (or
+    borrowed open) stays open and is parked for the next call, unless the send raised
+    (then it is closed, as a plain ``send_messages()`` would close it)."""
+    if key is None:
+        return backend.send_messages(messages)
+    if not messages or not any(message.recipients() for message in messages):
+        return 0
+    try:
+        sent = backend._send_locked(messages, keep_open=True)
+    except BaseException:
+        backend.close()
+        raise
+    if backend._is_open:
+        parking.park.put(key, backend)
+    return sent
 
 
 def _with_fresh_connections(function: Any) -> Any:
