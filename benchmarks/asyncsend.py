@@ -55,7 +55,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from . import outbox, run, settings_pg
+from . import outbox, run
 from .outbox import create_account
 from .run import machine
 from .sinks import AiosmtpdSink
@@ -363,6 +363,14 @@ def targets(cases: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def pool_size() -> int:
+    # Imported here: benchmarks/settings_pg.py reads MULTISMTP_BENCH_PG_POOL when it is
+    # first imported, which must be after main() set it.
+    from . import settings_pg
+
+    return settings_pg.POOL_SIZE
+
+
 def interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
@@ -446,7 +454,7 @@ def main(argv: list[str] | None = None) -> None:
         database += (
             ", a new connection per call (no pool)"
             if args.no_pool
-            else f", Django's connection pool (max_size {settings_pg.POOL_SIZE})"
+            else f", Django's connection pool (max_size {pool_size()})"
         )
     print(f"Database  {database}, the delivery log on")
     print(f"Runs      {args.runs} of each (median); {received} messages, all received")
