@@ -165,15 +165,13 @@ class Park:
         self._reaper.start()
 
     def _reap(self) -> None:
-        try:
-            while not self._wake.wait(KEEP_OPEN_IDLE / 2):
-                self.close_idle()
-                with self._lock:
-                    if not self._parked:
-                        self._reaper = None
-                        return
-        finally:
-            connections.close_all()  # this thread's own
+        while not self._wake.wait(KEEP_OPEN_IDLE / 2):
+            if self.close_idle():
+                connections.close_all()  # this thread's own, opened to give slots back
+            with self._lock:
+                if not self._parked:
+                    self._reaper = None
+                    return
 
 
 def _now(now: float | None) -> float:
