@@ -12,6 +12,13 @@ one ``INSERT ... SELECT * FROM unnest(...)`` and one ``UPDATE ... FROM unnest(..
 array parameter per column, so the statement's text stays short and the same for any
 number of rows (a multi-row ``VALUES`` list made psycopg parse thousands of placeholders
 on every call).
+
+Those arrays are bound server-side (:func:`bound_cursor`), whatever the site's
+``server_side_binding``: Django's default binds values into the statement's text, so
+psycopg quoted every element of every array in Python (11 to 15% of an outbox worker's
+CPU) and PostgreSQL parsed the literals back. Server-side, they travel as binary
+arrays. Nothing is prepared (unnamed statements, as with client-side binding), so
+PgBouncer in transaction mode works as before.
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ def insert_rows(model: type[models.Model], objects: Sequence[models.Model]) -> N
     # one, no savepoint: a caller that wants to survive a failure has its own.
     with (
         transaction.atomic(using=connection.alias, savepoint=False),
-        connection.cursor() as cursor,
+        bound_cursor(connection) as cursor,
     ):
         if connection.vendor != "postgresql":
             cursor.executemany(sql, rows)
@@ -62,6 +69,28 @@ def insert_rows(model: type[models.Model], objects: Sequence[models.Model]) -> N
         head = sql.partition(" VALUES ")[0]
         unnest = _unnest(connection, fields)
         cursor.execute(f"{head} SELECT * FROM {unnest}", _columns(rows))  # noqa: S608
+
+
+def bound_cursor(connection: Any) -> Any:
+    """A cursor of ``connection`` that binds values server-side on PostgreSQL with
+    psycopg 3 (see the module's docstring), Django's own cursor elsewhere. Wrapped as
+    Django wraps its cursors: queries are logged and ``execute_wrapper()`` applies."""
+    if connection.vendor != "postgresql":
+        return connection.cursor()
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3  # needs a driver
+
+    if not is_psycopg3:
+        return connection.cursor()
+    import psycopg
+
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        if isinstance(connection.connection.cursor_factory, type) and not issubclass(
+            connection.connection.cursor_factory, psycopg.ClientCursor
+        ):
+            return connection.cursor()  # the site binds server-side already
+        return connection._prepare_cursor(psycopg.Cursor(connection.connection))
 
 
 def update_rows(
@@ -141,7 +170,7 @@ def _update_from_values(
     )
     with (
         transaction.atomic(using=connection.alias, savepoint=False),
-        connection.cursor() as cursor,
+        bound_cursor(connection) as cursor,
     ):
         cursor.execute(sql, _columns(rows) + extra)
         return max(int(cursor.rowcount), 0)

@@ -35,7 +35,7 @@ from django.db.models import Case, F, Q, Value, When
 from django.utils.module_loading import import_string
 
 from . import clock, conf, limits
-from .bulk import insert_rows, update_rows
+from .bulk import bound_cursor, insert_rows, update_rows
 from .models import OutboxMessage
 from .replies import Failure
 
@@ -608,7 +608,7 @@ def _store_sent(alias: str, rows: list[OutboxMessage], *, worker: str) -> int:
         f"AS v(pk, sent_at, sent_by, attempts) "
         f"WHERE {table}.{column('id')} = v.pk AND {table}.{column('locked_by')} = %s"
     )
-    with connection.cursor() as cursor:
+    with bound_cursor(connection) as cursor:
         cursor.execute(sql, [*values, worker])
         return max(int(cursor.rowcount), 0)
 

@@ -183,3 +183,22 @@ def test_one_log_row_is_one_statement_and_still_atomic(django_assert_num_queries
         insert_rows(DeliveryLog, [DeliveryLog(message_id="<two@x>", created_at=NOW)])
         raise RuntimeError
     assert not DeliveryLog.objects.filter(message_id="<two@x>").exists()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's binding")
+def test_array_statements_bind_their_values_server_side() -> None:
+    import psycopg
+
+    from django_multismtp.bulk import bound_cursor
+
+    with bound_cursor(connection) as cursor:
+        assert type(cursor.cursor) is psycopg.Cursor  # not Django's default ClientCursor
+    rows = [
+        DeliveryLog(account_name=f"a{n}", message_id=f"<{n}@x>", created_at=NOW, subject="it's")
+        for n in range(3)
+    ]
+    with CaptureQueriesContext(connection) as queries:
+        insert_rows(DeliveryLog, rows)
+    assert any("unnest" in q["sql"] for q in queries)  # still logged, as Django logs
+    stored = DeliveryLog.objects.order_by("message_id").values_list("message_id", "subject")
+    assert list(stored) == [("<0@x>", "it's"), ("<1@x>", "it's"), ("<2@x>", "it's")]
