@@ -208,23 +208,25 @@ class ConnectionPool:
         connections closed first)."""
         if self.slots is None:
             return wanted
-        claim = self.slots.claim(account, wanted, clock.now())
-        if claim.surplus:
-            self._give_back(account.pk, claim)
-        held = claim.held
+        held = self._take(account, wanted)
         if held:
             return held
         # None free: backends parked between async calls in this process may hold them
         # (parking.py); they are closed for this send, which then claims again.
         with parking.park.make_room(account.pk) as closed:
             if closed:
-                claim = self.slots.claim(account, wanted, clock.now())
-                if claim.surplus:
-                    self._give_back(account.pk, claim)
-                held = claim.held
+                held = self._take(account, wanted)
             if not held and wait:
                 held = self.slots.wait_for(account, wanted, slots.wait_length(), self._give_back)
         return held
+
+    def _take(self, account: SmtpAccount, wanted: int) -> int:
+        """One claim of ``account``'s slots, its surplus given back; how many are held."""
+        assert self.slots is not None
+        claim = self.slots.claim(account, wanted, clock.now())
+        if claim.surplus:
+            self._give_back(account.pk, claim)
+        return claim.held
 
     def _give_back(self, account: Any, claim: slots.Claim) -> None:
         config = self._configs.get(account)

@@ -143,8 +143,12 @@ class Park:
         with self._lock:
             self._check_fork()
             for key, parked in list(self._parked.items()):
-                kept = [(b, since) for b, since in parked if not closing(b, since)]
-                taken += [b for b, since in parked if closing(b, since)]
+                kept = []
+                for backend, since in parked:
+                    if closing(backend, since):
+                        taken.append(backend)
+                    else:
+                        kept.append((backend, since))
                 if kept:
                     self._parked[key] = kept
                 else:

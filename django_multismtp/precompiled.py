@@ -113,6 +113,11 @@ def values_where(
     return compiled.rows(values)
 
 
+def placeholders(count: int) -> str:
+    """``%s, %s, ...``: the parameters of an ``IN (...)`` of ``count`` values."""
+    return ", ".join(["%s"] * count)
+
+
 def update(
     model: type[models.Model],
     assignments: dict[str, Any],

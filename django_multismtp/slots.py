@@ -147,10 +147,8 @@ class Holder:
             held += precompiled.update(
                 ConnectionSlot,
                 {"holder": self.name, "expires_at": now + lease_length()},
-                "{account} = %s AND {slot_no} IN ({numbers})"
-                " AND ({holder} = '' OR {expires_at} < %s)".replace(
-                    "{numbers}", ", ".join(["%s"] * len(take))
-                ),
+                f"{{account}} = %s AND {{slot_no}} IN ({precompiled.placeholders(len(take))})"
+                " AND ({holder} = '' OR {expires_at} < %s)",
                 [pk, *take, now],
             )
             if self.renewed_at is None:

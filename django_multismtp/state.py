@@ -87,7 +87,7 @@ def record_successes(accounts: Iterable[SmtpAccount], now: dt.datetime) -> None:
     precompiled.update(
         SmtpAccount,
         {"last_success_at": now, "consecutive_throttles": 0},
-        "{id} IN ({ids})".replace("{ids}", ", ".join(["%s"] * len(ids))),
+        f"{{id}} IN ({precompiled.placeholders(len(ids))})",
         ids,
     )
     for account in accounts:

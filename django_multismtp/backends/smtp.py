@@ -286,8 +286,8 @@ class EmailBackend(BaseEmailBackend):
         if not email_messages:
             return 0
         messages = list(email_messages)
-        if not any(message.recipients() for message in messages):
-            return 0  # nothing to send: no connection, no query
+        if _nothing_to_send(messages):
+            return 0
         if _event_loop_running():
             # Sync code called from a coroutine (an async view, an async test): the ORM
             # refuses to run in this thread, so the batch runs in a worker thread while
@@ -421,13 +421,18 @@ def _async_executor() -> concurrent.futures.ThreadPoolExecutor:
         return _executor
 
 
+def _nothing_to_send(messages: list[EmailMessage]) -> bool:
+    """No message, or none with a recipient: no connection is opened, no query made."""
+    return not any(message.recipients() for message in messages)
+
+
 def _send_and_park(backend: EmailBackend, messages: list[EmailMessage], key: Any) -> int:
     """An async call's send, in its thread: with a ``key``, a backend it opened (or
     borrowed open) stays open and is parked for the next call, unless the send raised
     (then it is closed, as a plain ``send_messages()`` would close it)."""
     if key is None:
         return backend.send_messages(messages)
-    if not messages or not any(message.recipients() for message in messages):
+    if _nothing_to_send(messages):
         return 0
     try:
         sent = backend._send_locked(messages, keep_open=True)
