@@ -362,6 +362,9 @@ class Wire:
         self.size = client.supports_extension("size")
         self.reader = ReplyReader(transport)
         self._ahead: _Ahead | None = None
+        #: Whether the current transaction's content went out (False while the server
+        #: has seen its envelope only: a failure then sent nothing of the message).
+        self.content_sent = False
         # From here on every byte the server sends comes to our reader; aiosmtplib's
         # protocol, idle between commands, sees nothing more.
         transport.set_protocol(self.reader)
@@ -398,6 +401,7 @@ class Wire:
         if not self.expects(sender, recipients):
             raise RuntimeError("another message's envelope is open: abandon() it first")
         data = wire_format(message)
+        self.content_sent = False
         ahead, self._ahead = self._ahead, None
         commands = None if ahead is not None else self._envelope(sender, recipients, len(data))
         refused, data_reply = await self._open(sender, recipients, commands, ahead)
@@ -412,6 +416,7 @@ class Wire:
                 self._ahead = _Ahead(following[0], tuple(following[1]), len(next_commands))
         reader = self.reader
         reader.content_tail = len(next_envelope)
+        self.content_sent = True
         try:
             reader.write(
                 dot_stuffed(data) + next_envelope, 1 + (self._ahead.replies if self._ahead else 0)

@@ -309,11 +309,20 @@ class Session:
         recipients: Sequence[str],
         data: bytes,
         following: tuple[str, Sequence[str]] | None = None,
+        *,
+        again: bool = True,
     ) -> Delivery:
         """Send one message, opening (or re-opening) the connection as needed.
 
         Never raises for SMTP problems: the failure is classified and returned, and a
         connection that is no longer usable is dropped so the next call reconnects.
+
+        A connection kept open from an earlier message (a backend left open, a parked
+        one, a looping worker's) may have been closed by the server meanwhile (an idle
+        timeout). Found closed before any of this message's content went out, it is
+        opened again and the message sent on the new one (``again``: once): nothing of
+        it was sent, so nothing can go twice, and the message is not deferred for a
+        connection nobody could have known was gone.
 
         ``following``: sender and recipients of the message this session sends next,
         when the caller knows it; its envelope may then go out with this message's
@@ -321,6 +330,7 @@ class Session:
         """
         started = time.perf_counter()
         stage = "CONNECT"
+        reused = self.connected and self.sent_on_connection > 0
         try:
             if self.wire is not None and not self.wire.expects(sender, recipients):
                 await self.wire.abandon()
@@ -338,6 +348,15 @@ class Session:
             await self.close()
             return Delivery(token_failure(exc), duration=time.perf_counter() - started)
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
+            if (
+                again
+                and reused
+                and stage == "DATA"
+                and isinstance(exc, aiosmtplib.SMTPServerDisconnected | ConnectionError)
+                and not (self.wire is not None and self.wire.content_sent)
+            ):
+                await self.close()
+                return await self.send(sender, recipients, data, following, again=False)
             failure = classify(exc, stage=stage, context=self.context())
             if failure.account_level or not self.connected:
                 await self.close()

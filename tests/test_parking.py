@@ -159,3 +159,36 @@ def test_more_concurrent_calls_than_connections_all_go_out(smtp_server: SMTPTest
     assert len(smtp_server.received) == 5
     assert DeliveryLog.objects.filter(outcome="sent").count() == 5
     assert len(park) <= 2
+
+
+def test_a_parked_connection_the_server_closed_loses_no_message(
+    smtp_server: SMTPTestServer,
+) -> None:
+    # A server that hangs up on an idle connection: the next call finds its borrowed
+    # connection dead at its first command (MAIL), before any of the message was sent.
+    SmtpAccountFactory.for_server(smtp_server, name="a", is_site_default=True)
+    smtp_server.add_fault(Fault.disconnect(on_message=2, stage="MAIL"))
+
+    assert asend(EmailBackend(), "first") == 1
+    assert asend(EmailBackend(), "second") == 1  # sent again on a new connection
+
+    assert [r.message()["Subject"] for r in smtp_server.received] == ["first", "second"]
+    assert smtp_server.connections == 2
+    assert DeliveryLog.objects.filter(outcome="sent").count() == 2
+
+
+def test_a_connection_lost_after_the_content_went_out_is_not_sent_again(
+    smtp_server: SMTPTestServer,
+) -> None:
+    # The server hangs up after the second message's content, without a reply: it may
+    # have delivered it, so it is not sent again at once (the outbox keeps it, marked
+    # as possibly sent already), unlike a connection found dead before the content.
+    SmtpAccountFactory.for_server(smtp_server, name="a", is_site_default=True)
+    smtp_server.add_fault(Fault.disconnect(on_message=2, stage="DATA"))
+
+    assert asend(EmailBackend(), "first") == 1
+    asend(EmailBackend(), "second")
+
+    assert smtp_server.connections == 1
+    assert [r.message()["Subject"] for r in smtp_server.received] == ["first"]
+    assert DeliveryLog.objects.filter(subject="second", outcome="sent").count() == 0
