@@ -291,6 +291,7 @@ _ACTIONS: Final = (
     "auth_then_drop",
     "reply_then_disconnect",
     "break_tls",
+    "gather",
 )
 
 # What a break_tls fault sends after 220 to STARTTLS, where a TLS ServerHello belongs.
@@ -324,6 +325,7 @@ class Fault:
     on_message: int | None = None
     times: int | None = 1
     recipient: str | None = None
+    count: int = 0
 
     def __post_init__(self) -> None:
         """Reject nonsense early, in the test that wrote it, not deep in the server loop."""
@@ -340,6 +342,8 @@ class Fault:
             raise ValueError("times must be >= 1 or None (forever)")
         if self.seconds < 0:
             raise ValueError("seconds must be >= 0")
+        if (self.action == "gather") != (self.count > 0):
+            raise ValueError("gather takes a count of at least 1, and only gather takes one")
         if self.recipient is not None and self.stage != "RCPT":
             raise ValueError("recipient only makes sense with stage='RCPT'")
         if (self.action == "break_tls") != (self.stage == "TLS"):
@@ -405,6 +409,18 @@ class Fault:
         stall is over and 250 is sent; if the client hangs up first, nothing is recorded.
         """
         return cls("stall", stage=stage, seconds=seconds, on_message=on_message, times=times)
+
+    @classmethod
+    def gather(cls, count: int, *, stage: str = "MAIL", seconds: float = 30.0) -> Fault:
+        """Hold each of the next ``count`` sessions at ``stage`` until all ``count`` are
+        there, then answer them all; a session still alone after ``seconds`` gets 451.
+
+        Proves that clients run concurrently without timing them: clients that waited for
+        each other would never be at the same stage together, so the first one times out
+        and fails loudly.  ``seconds`` is only that failure's deadline, never waited on by
+        concurrent clients.  Fires for ``count`` messages (sessions at "EHLO").
+        """
+        return cls("gather", stage=stage, seconds=seconds, times=count, count=count)
 
     @classmethod
     def auth_then_drop(cls, *, times: int | None = 1) -> Fault:
@@ -604,6 +620,8 @@ class _Handler:
         if fault.action == "stall":
             await asyncio.sleep(fault.seconds)
             return None
+        if fault.action == "gather":
+            return await self.owner._gather(fault)
         if fault.action == "reply":
             return fault.status_line
         if fault.action == "reply_then_disconnect":
@@ -906,6 +924,8 @@ class SMTPTestServer:
         self._arrived = threading.Condition(self._lock)
         self._live: set[_TestSMTP] = set()  # touched only from the loop thread
         self._peak_live = 0
+        # Gather faults' meeting points, by fault; touched only from the loop thread.
+        self._gatherings: dict[int, tuple[list[int], asyncio.Event]] = {}
         self._counting = False
         self._handler = _Handler(self)
         self._controller: _TestController | None = None
@@ -1135,6 +1155,18 @@ class SMTPTestServer:
                     armed.remaining -= 1
                 armed.fired_for.add(key)
                 return fault
+        return None
+
+    async def _gather(self, fault: Fault) -> str | None:
+        """Wait until ``fault.count`` sessions reached this fault; 451 if they never do."""
+        arrived, everyone = self._gatherings.setdefault(id(fault), ([0], asyncio.Event()))
+        arrived[0] += 1
+        if arrived[0] >= fault.count:
+            everyone.set()
+        try:
+            await asyncio.wait_for(everyone.wait(), fault.seconds)
+        except TimeoutError:
+            return f"451 4.3.0 Gathered {arrived[0]} of {fault.count} sessions"
         return None
 
     def _record(self, message: ReceivedMessage) -> None:

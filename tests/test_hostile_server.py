@@ -600,7 +600,7 @@ def test_a_flood_of_replies_while_the_client_waits_to_write_keeps_memory_bounded
         port=server.port,
         security=Security.NONE,
         auth_method=AuthMethod.NONE,
-        timeout=2,
+        timeout=60,
     )
     size = mib * 2**20
     data = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * (size // 1000)
@@ -626,7 +626,9 @@ def test_a_flood_of_replies_while_the_client_waits_to_write_keeps_memory_bounded
     # The message is copied once (dot-stuffing) and may sit in the transport's buffer:
     # two copies, and little besides. Unbounded, the replies take hundreds of MiB.
     assert peak < 2 * len(data) + 2**20, f"peak {peak / 2**20:.1f} MiB"
-    assert elapsed < 2  # closed at the bound, not at the timeout
+    # Closed at the bound, not at the timeout (a timeout is not a protocol error either):
+    # the timeout is far beyond what a loaded CI machine takes to read the bounded flood.
+    assert elapsed < 30
     assert server.messages == []
 
 
