@@ -16,14 +16,21 @@ on every call).
 Those arrays are bound server-side (:func:`bound_cursor`), whatever the site's
 ``server_side_binding``: Django's default binds values into the statement's text, so
 psycopg quoted every element of every array in Python (11 to 15% of an outbox worker's
-CPU) and PostgreSQL parsed the literals back. Server-side, they travel as binary
-arrays. Nothing is prepared (unnamed statements, as with client-side binding), so
-PgBouncer in transaction mode works as before.
+CPU) and PostgreSQL parsed the literals back. They travel in PostgreSQL's binary format
+(:func:`array_placeholder`): psycopg's text format escapes each element in Python too
+(27 microseconds per row of six columns, against 5 in binary). Nothing is prepared
+(unnamed statements, as with client-side binding), so PgBouncer in transaction mode
+works as before.
+
+Each value goes through its field's ``get_db_prep_save()``, as ``save()`` sends it,
+except where that is known to return it unchanged (:func:`_plain_type`): a string of a
+stock ``CharField`` or ``TextField``, an integer of a stock ``IntegerField``. The four
+method calls per value were a third of the cost of writing a delivery log row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.db import connections, models, router, transaction
@@ -46,10 +53,8 @@ def insert_rows(model: type[models.Model], objects: Sequence[models.Model]) -> N
         ", ".join(quote(str(f.column)) for f in fields),
         ", ".join(["%s"] * len(fields)),
     )
-    rows = [
-        [f.get_db_prep_save(f.pre_save(obj, add=True), connection) for f in fields]
-        for obj in objects
-    ]
+    prepare = _row_preparer(fields, connection, add=True)
+    rows = [prepare(obj) for obj in objects]
     if len(rows) == 1:
         # One row (the log of a one-message send, the common case): one statement is
         # atomic by itself, so no BEGIN and COMMIT around it, and its values go in as
@@ -158,10 +163,8 @@ def _update_from_values(
         f"{quote(str(f.column))} = v.{name}" for f, name in zip(columns, names, strict=True)
     )
     where = "".join(f" AND {table}.{quote(str(f.column))} {op} %s" for f, op, _v in conditions)
-    rows = [
-        [f.get_db_prep_save(getattr(obj, f.attname), connection) for f in columns] + [obj.pk]
-        for obj in objects
-    ]
+    prepare = _row_preparer(columns, connection, add=False)
+    rows = [[*prepare(obj), obj.pk] for obj in objects]
     # Only quoted table and column names and our own types are formatted in.
     sql = (
         f"UPDATE {table} SET {assignments} "  # noqa: S608
@@ -176,10 +179,64 @@ def _update_from_values(
         return max(int(cursor.rowcount), 0)
 
 
+def array_placeholder(connection: Any) -> str:
+    """The placeholder of an array parameter for :func:`bound_cursor`: ``%b`` (binary
+    format) with psycopg 3, ``%s`` with psycopg2, which has no binary parameters."""
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    return "%b" if is_psycopg3 else "%s"
+
+
 def _unnest(connection: Any, fields: Sequence[models.Field[Any, Any]]) -> str:
-    """``unnest(%s::type[], ...)``: one array parameter per column, so the statement's
+    """``unnest(%b::type[], ...)``: one array parameter per column, so the statement's
     text (parsed and cached by the driver) is the same for any number of rows."""
-    return "unnest({})".format(", ".join(f"%s::{f.db_type(connection)}[]" for f in fields))
+    mark = array_placeholder(connection)
+    return "unnest({})".format(", ".join(f"{mark}::{f.db_type(connection)}[]" for f in fields))
+
+
+#: Field classes whose stock methods send a value of the given type to the database
+#: as it is (``to_python()`` of a ``str`` is the ``str``, ``int()`` of an ``int`` the
+#: ``int``; the adapters of every backend take them as they are).
+_PLAIN_TYPES: tuple[tuple[type[models.Field[Any, Any]], type], ...] = (
+    (models.CharField, str),
+    (models.TextField, str),
+    (models.IntegerField, int),
+)
+_PREPARING = ("pre_save", "get_db_prep_save", "get_db_prep_value", "get_prep_value")
+
+
+def _plain_type(field: models.Field[Any, Any]) -> type | None:
+    """The type of value ``field`` sends unchanged, or None. A subclass that overrides
+    any preparing method (our reply fields clean what a server said) has none."""
+    for base, kind in _PLAIN_TYPES:
+        if isinstance(field, base) and all(
+            getattr(type(field), name) is getattr(base, name) for name in _PREPARING
+        ):
+            return kind
+    return None
+
+
+def _row_preparer(
+    fields: Sequence[models.Field[Any, Any]], connection: Any, *, add: bool
+) -> Callable[[models.Model], list[Any]]:
+    """A function giving an object's values of ``fields`` as the database takes them:
+    each through its field's ``pre_save()`` and ``get_db_prep_save()``, but a plain
+    value of a plain field (:func:`_plain_type`) as it is."""
+    plan = [(f.attname, _plain_type(f), f) for f in fields]
+
+    def prepare(obj: models.Model) -> list[Any]:
+        row = []
+        for attname, kind, field in plan:
+            if kind is not None:
+                value = getattr(obj, attname)
+                if value is None or type(value) is kind:
+                    row.append(value)
+                    continue
+            value = field.pre_save(obj, add) if add else getattr(obj, attname)
+            row.append(field.get_db_prep_save(value, connection))
+        return row
+
+    return prepare
 
 
 def _columns(rows: list[list[Any]]) -> list[list[Any]]:

@@ -35,7 +35,7 @@ from django.db.models import Case, F, Q, Value, When
 from django.utils.module_loading import import_string
 
 from . import clock, conf, limits
-from .bulk import bound_cursor, insert_rows, update_rows
+from .bulk import array_placeholder, bound_cursor, insert_rows, update_rows
 from .models import OutboxMessage
 from .replies import Failure
 
@@ -597,14 +597,17 @@ def _store_sent(alias: str, rows: list[OutboxMessage], *, worker: str) -> int:
     ]
     sent = str(Status.SENT)
     assert sent.isalpha()
-    # Only quoted names of our own model and the status constant are formatted in.
+    mark = array_placeholder(connection)
+    # Only quoted names of our own model, the status constant and the placeholder of the
+    # arrays are formatted in.
     sql = (
         f"UPDATE {table} SET {column('status')} = '{sent}', "  # noqa: S608
         f"{column('sent_at')} = v.sent_at, {column('sent_by')} = v.sent_by, "
         f"{column('smtp_attempts')} = v.attempts, {column('last_error')} = '', "
         f"{column('last_error_code')} = NULL, {column('locked_by')} = '', "
         f"{column('locked_until')} = NULL "
-        f"FROM unnest(%s::bigint[], %s::timestamptz[], %s::bigint[], %s::integer[]) "
+        f"FROM unnest({mark}::bigint[], {mark}::timestamptz[], {mark}::bigint[], "
+        f"{mark}::integer[]) "
         f"AS v(pk, sent_at, sent_by, attempts) "
         f"WHERE {table}.{column('id')} = v.pk AND {table}.{column('locked_by')} = %s"
     )
