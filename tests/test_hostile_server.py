@@ -492,25 +492,26 @@ def test_the_storage_layer_cleans_what_a_caller_forgot() -> None:
     from django_multismtp.clock import now
 
     raw = "5.7.1 Exp\udce9diteur\x00 " + "x" * 5000
-    insert_rows(
-        DeliveryLog,
-        [
-            DeliveryLog(
-                account_name="H",
-                message_id="<m@x>",
-                outcome="protocol_error",
-                reply_code=-1,
-                reply_text=raw,
-                created_at=now(),
-            )
-        ],
-    )
+
+    def entry(code: int) -> DeliveryLog:
+        return DeliveryLog(
+            account_name="H",
+            message_id="<m@x>",
+            outcome="protocol_error",
+            reply_code=code,
+            reply_text=raw,
+            created_at=now(),
+        )
+
+    insert_rows(DeliveryLog, [entry(-1)])  # one row: one INSERT with its values
+    insert_rows(DeliveryLog, [entry(999), entry(-1)])  # more: one array per column
     account = SmtpAccountFactory(last_error=raw, last_error_code=999)
     SmtpAccount.objects.filter(pk=account.pk).update(last_error=raw, last_error_code=-1)
-    log = DeliveryLog.objects.get()
+    logs = list(DeliveryLog.objects.all())
+    assert len(logs) == 3
     account.refresh_from_db()
     for text, code in (
-        (log.reply_text, log.reply_code),
+        *((log.reply_text, log.reply_code) for log in logs),
         (account.last_error, account.last_error_code),
     ):
         assert code is None
