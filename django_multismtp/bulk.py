@@ -98,6 +98,44 @@ def bound_cursor(connection: Any) -> Any:
         return connection._prepare_cursor(psycopg.Cursor(connection.connection))
 
 
+def binary_cursor(connection: Any) -> Any | None:
+    """A :func:`bound_cursor` whose results come in PostgreSQL's binary format, or None
+    (not PostgreSQL with psycopg 3).
+
+    Why: Django loads ``timestamptz`` in the text format with a loader of its own, in
+    Python, which parsed every date of the outbox claim's rows (a tenth of a worker's
+    CPU); in binary, psycopg's C loader reads them. They come in the session's time
+    zone, which Django sets: :func:`django_times` gives them Django's ``tzinfo``, as its
+    loader does. Only for statements whose columns are known: a ``jsonb``, ``inet`` or
+    ``cidr`` column would load differently from Django's text loaders."""
+    if connection.vendor != "postgresql":
+        return None
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    if not is_psycopg3:
+        return None
+    from psycopg.pq import Format
+
+    cursor = bound_cursor(connection)
+    cursor.cursor.format = Format.BINARY
+    return cursor
+
+
+def django_times(connection: Any, rows: list[Any], positions: Sequence[int]) -> list[list[Any]]:
+    """``rows`` with the dates at ``positions`` given the connection's time zone as
+    Django gives it (``None``, naive, when ``USE_TZ`` is off), as Django's loader does."""
+    timezone = connection.timezone
+    result = []
+    for row in rows:
+        row = list(row)
+        for position in positions:
+            value = row[position]
+            if value is not None:
+                row[position] = value.replace(tzinfo=timezone)
+        result.append(row)
+    return result
+
+
 def update_rows(
     model: type[models.Model],
     objects: Sequence[models.Model],

@@ -31,12 +31,20 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from django.db import connections, router, transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Case, DateTimeField, F, Q, Value, When
 from django.utils.module_loading import import_string
 
 from . import clock, conf, limits
-from .bulk import array_placeholder, bound_cursor, insert_rows, update_rows
+from .bulk import (
+    array_placeholder,
+    binary_cursor,
+    bound_cursor,
+    django_times,
+    insert_rows,
+    update_rows,
+)
 from .models import OutboxMessage
+from .precompiled import from_rows
 from .replies import Failure
 
 if TYPE_CHECKING:
@@ -272,13 +280,27 @@ def _claim_returning(
     connection = connections[alias]
     sql, params = claim_statement(connection, limit, worker=worker, now=now, until=until)
     nested = connection.in_atomic_block
-    with transaction.atomic(using=alias), connection.cursor() as cursor:
+    binary = binary_cursor(connection)
+    with transaction.atomic(using=alias), binary or connection.cursor() as cursor:
         cursor.execute(CLAIM_PLANNER_SETTINGS)
-        rows = list(OutboxMessage.objects.using(alias).raw(sql, params))
+        if binary is not None:  # the rows' values read in C (see bulk.binary_cursor)
+            cursor.execute(sql, params)
+            fetched = django_times(connection, cursor.fetchall(), _DATE_COLUMNS)
+            rows = from_rows(OutboxMessage, alias, fetched)
+        else:
+            rows = list(OutboxMessage.objects.using(alias).raw(sql, params))
         if nested:  # SET LOCAL lasts until the caller's transaction ends
             cursor.execute("SET LOCAL enable_sort TO DEFAULT")
     rows.sort(key=lambda row: (row.next_attempt_at, row.pk))
     return rows
+
+
+#: Where the claim's rows (every column, in the model's order) hold dates.
+_DATE_COLUMNS = [
+    index
+    for index, field in enumerate(OutboxMessage._meta.concrete_fields)
+    if isinstance(field, DateTimeField)
+]
 
 
 def _quoted_names(connection: Any) -> tuple[str, Callable[[str], str]]:

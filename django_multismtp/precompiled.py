@@ -65,7 +65,11 @@ class _Compiled:
     def rows(self, values: tuple[Any, ...] = ()) -> list[list[Any]]:
         with self.connection.cursor() as cursor:
             cursor.execute(self.sql, [values[i] for i in self.positions])
-            rows = [list(row) for row in cursor.fetchall()]
+            return self.convert(cursor.fetchall())
+
+    def convert(self, fetched: list[Any]) -> list[list[Any]]:
+        """``fetched`` rows (of this read's columns) with Django's converters applied."""
+        rows = [list(row) for row in fetched]
         for row in rows:
             for position, functions, expression in self.converters:
                 value = row[position]
@@ -75,8 +79,10 @@ class _Compiled:
         return rows
 
 
-def _compiled(key: str, model: type[models.Model], build: Callable[[], Any]) -> _Compiled:
-    connection = connections[router.db_for_read(model)]
+def _compiled(
+    key: str, model: type[models.Model], build: Callable[[], Any], alias: str | None = None
+) -> _Compiled:
+    connection = connections[alias or router.db_for_read(model)]
     cache: dict[str, _Compiled] = connection.__dict__.setdefault(_CACHE, {})
     compiled = cache.get(key)
     if compiled is None:
@@ -89,6 +95,21 @@ def every_row(model: type[M]) -> list[M]:
     compiled = _compiled(f"rows:{model._meta.label}", model, model._default_manager.all)
     alias = compiled.connection.alias
     return [model.from_db(alias, compiled.attnames, row) for row in compiled.rows()]
+
+
+def from_rows(model: type[M], alias: str, rows: list[Any]) -> list[M]:
+    """Instances of ``model`` from ``rows`` of every concrete column in the model's
+    order (what ``RETURNING`` the model's columns gives) read from database ``alias``,
+    with the converters the model's queryset applies: what ``Model.objects.raw()``
+    builds, without resolving the raw query's columns anew for every statement."""
+    compiled = _compiled(
+        f"rows:{model._meta.label}", model, model._default_manager.using(alias).all, alias
+    )
+    attnames = [f.attname for f in model._meta.concrete_fields]
+    if compiled.attnames != attnames:  # a queryset that selects otherwise: not this shape
+        raise ValueError(f"{model.__name__}'s default queryset does not select its columns")
+    alias = compiled.connection.alias
+    return [model.from_db(alias, attnames, row) for row in compiled.convert(rows)]
 
 
 def every_value(model: type[models.Model], *fields: str) -> list[list[Any]]:

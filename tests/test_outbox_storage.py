@@ -62,6 +62,30 @@ def test_the_claim_returns_due_rows_in_order_with_their_bytes(settings, account,
         assert len(touching) == 1, [q["sql"][:80] for q in queries]
 
 
+@pytest.mark.parametrize("use_tz", [True, False])
+@pytest.mark.django_db
+def test_claimed_rows_are_what_the_orm_reads(settings, account, clock, use_tz):
+    """On PostgreSQL the claim reads its rows in the binary format and builds them
+    itself (bulk.binary_cursor, precompiled.from_rows): every field, dates and their
+    time zone included, must be what the ORM reads, with USE_TZ on or off."""
+    queue(settings, 3)
+    settings.USE_TZ = use_tz  # Django sets the connection's time zone again
+    if not use_tz:
+        clock.current = clock().replace(tzinfo=None)
+    OutboxMessage.objects.filter(subject="m1").update(
+        sent_at=clock() - dt.timedelta(days=1), last_error="4.2.0 é\n", last_error_code=451
+    )
+    claimed = outbox.claim(10, worker="w1", now=clock())
+    assert len(claimed) == 3
+    for row in claimed:
+        read = OutboxMessage.objects.get(pk=row.pk)
+        for field in OutboxMessage._meta.concrete_fields:
+            mine, orm = getattr(row, field.attname), getattr(read, field.attname)
+            assert (type(mine), mine) == (type(orm), orm), field.name
+            if isinstance(orm, dt.datetime):
+                assert mine.tzinfo == orm.tzinfo, field.name
+
+
 @pytest.mark.django_db
 def test_a_claim_takes_no_more_than_its_limit(settings, account, clock):
     # A one-statement claim whose locking subquery the planner runs more than once
