@@ -353,7 +353,9 @@ class Session:
                 and reused
                 and stage == "DATA"
                 and isinstance(exc, aiosmtplib.SMTPServerDisconnected | ConnectionError)
-                and not (self.wire is not None and self.wire.content_sent)
+                # A wire gone, the content's fate unknown: not sent again.
+                and self.wire is not None
+                and not self.wire.content_sent
             ):
                 await self.close()
                 return await self.send(sender, recipients, data, following, again=False)
