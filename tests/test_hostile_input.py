@@ -221,6 +221,7 @@ def test_admin_add_form_every_field(admin_client, value):
 
 
 @pytest.mark.slow
+@pytest.mark.field_matrix
 @pytest.mark.parametrize("field", ADMIN_FIELDS)
 @worst_values
 def test_admin_add_form(admin_client, field, value):
@@ -285,6 +286,7 @@ def test_self_service_form_every_field(staff, value):
 
 
 @pytest.mark.slow
+@pytest.mark.field_matrix
 @pytest.mark.parametrize("field", SELF_SERVICE_FIELDS)
 @worst_values
 def test_self_service_form(staff, field, value):
