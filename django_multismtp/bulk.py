@@ -37,7 +37,8 @@ from django.db import connections, models, router, transaction
 
 
 def insert_rows(model: type[models.Model], objects: Sequence[models.Model]) -> None:
-    """Insert ``objects`` (unsaved, primary keys unset) in one transaction.
+    """Insert ``objects`` (unsaved, primary keys unset) with one statement, or on SQLite
+    in one transaction.
 
     Their primary keys stay unset: callers that need the rows again find them by their
     own keys (a Message-ID), as a RETURNING clause is not available with executemany.
@@ -46,12 +47,14 @@ def insert_rows(model: type[models.Model], objects: Sequence[models.Model]) -> N
         return
     connection = connections[router.db_for_write(model)]
     fields = [f for f in model._meta.concrete_fields if not f.primary_key]
-    quote = connection.ops.quote_name
-    # Only quoted table and column names of our own models are formatted in: no user data.
-    sql = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608
-        quote(model._meta.db_table),
-        ", ".join(quote(str(f.column)) for f in fields),
-        ", ".join(["%s"] * len(fields)),
+    if len(objects) > 1 and connection.vendor == "postgresql":
+        # One statement is atomic by itself: no BEGIN and COMMIT around it.
+        sql, params = insert_statement(model, objects)
+        with bound_cursor(connection) as cursor:
+            cursor.execute(sql, params)
+        return
+    sql = _insert_head(connection, model, fields) + " VALUES ({})".format(
+        ", ".join(["%s"] * len(fields))
     )
     prepare = _row_preparer(fields, connection, add=True)
     rows = [prepare(obj) for obj in objects]
@@ -66,14 +69,33 @@ def insert_rows(model: type[models.Model], objects: Sequence[models.Model]) -> N
     # one, no savepoint: a caller that wants to survive a failure has its own.
     with (
         transaction.atomic(using=connection.alias, savepoint=False),
-        bound_cursor(connection) as cursor,
+        connection.cursor() as cursor,
     ):
-        if connection.vendor != "postgresql":
-            cursor.executemany(sql, rows)
-            return
-        head = sql.partition(" VALUES ")[0]
-        unnest = _unnest(connection, fields)
-        cursor.execute(f"{head} SELECT * FROM {unnest}", _columns(rows))  # noqa: S608
+        cursor.executemany(sql, rows)
+
+
+def insert_statement(
+    model: type[models.Model], objects: Sequence[models.Model]
+) -> tuple[str, list[Any]]:
+    """PostgreSQL: the SQL and parameters inserting ``objects`` (unsaved) with one
+    ``INSERT ... SELECT * FROM unnest(...)``, to run with :func:`bound_cursor`, alone or
+    inside a larger statement (``WITH logged AS (INSERT ...) UPDATE ...``)."""
+    connection = connections[router.db_for_write(model)]
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    prepare = _row_preparer(fields, connection, add=True)
+    head = _insert_head(connection, model, fields)
+    sql = f"{head} SELECT * FROM {_unnest(connection, fields)}"  # noqa: S608
+    return sql, _columns([prepare(obj) for obj in objects])
+
+
+def _insert_head(
+    connection: Any, model: type[models.Model], fields: Sequence[models.Field[Any, Any]]
+) -> str:
+    quote = connection.ops.quote_name
+    # Only quoted table and column names of our own models are formatted in: no user data.
+    return "INSERT INTO {} ({})".format(  # noqa: S608
+        quote(model._meta.db_table), ", ".join(quote(str(f.column)) for f in fields)
+    )
 
 
 def bound_cursor(connection: Any) -> Any:

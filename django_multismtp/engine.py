@@ -110,8 +110,9 @@ class SettleEvery:
 
 SETTLE_EVERY = SettleEvery()
 
-#: Receives finished queued items, writes their rows (the worker: outbox.settle).
-Settle = Callable[[list[Outgoing]], Any]
+#: Receives finished queued items and their log rows, and writes both (the worker:
+#: outbox.settle).
+Settle = Callable[[list[Outgoing], list[DeliveryLog]], Any]
 
 
 def internal_failure(doing: str, exc: BaseException) -> Failure:
@@ -497,7 +498,7 @@ class Engine:
             logger.exception("Recording the accounts' successes failed")
         if batch.settle is None:
             log, batch.log = batch.log, []
-            _write_log(log, guarded=queued)
+            state.write_log_guarded(log) if queued else state.write_log(log)
 
     def _on_replies(self, attempts: list[Attempt]) -> None:
         """Record replied attempts (in the calling thread); write what is due."""
@@ -571,7 +572,7 @@ class Engine:
         if not (items or log):
             return
         if batch.settle is None:  # the caller settles; the log of a failed batch stays
-            _write_log(log, guarded=True)
+            state.write_log_guarded(log)
             return
         _settle_chunk(batch.settle, items, log)
         for item in items:  # post_send, now that each row's fate is stored
@@ -1050,28 +1051,23 @@ def _accepted(item: Outgoing) -> bool:
 
 
 def _settle_chunk(settle: Settle, items: list[Outgoing], log: list[DeliveryLog]) -> None:
-    """Write a chunk's log rows and settle its items in one transaction.
+    """Write a chunk's log rows and settle its items: both or neither.
 
-    First without a savepoint around either statement: the transaction holds only this
-    chunk, so if the database refuses the log rows or the settlement, it is rolled back
-    whole (``settle`` raises with its rows as they were and nothing counted, see
-    :func:`outbox.unguarded`) and the chunk is written again, each part guarded: the
-    log rows in a savepoint (then one by one), the settlement in its own. Savepoints
-    taken for every chunk just in case cost four statements per chunk (issue #17)."""
+    First unguarded (:func:`outbox.unguarded`): one statement on PostgreSQL, one
+    transaction elsewhere, no savepoint. If the database refuses the log rows or the
+    settlement, nothing of the chunk is written (``settle`` raises with its rows as
+    they were and nothing counted) and it is written again, each part guarded: the log
+    rows in a savepoint (then one by one), the settlement in its own. Savepoints taken
+    for every chunk just in case cost four statements per chunk, and the transaction
+    around the two writes two more (issue #17)."""
     alias = router.db_for_write(OutboxMessage)
     # A log routed to another database commits on its own: it is written only once.
     if router.db_for_write(DeliveryLog) == alias:
-        written = False
         try:
-            with transaction.atomic(using=alias), outbox.unguarded():
-                state.write_log(log)
-                if items:
-                    settle(items)
-                written = True
+            with outbox.unguarded():
+                settle(items, log)
             return
         except Exception:
-            if written:  # the commit failed, after settle() counted its rows: raise
-                raise
             logger.warning(
                 "Writing %d outcomes and %d log rows at once failed; writing them again "
                 "one part at a time",
@@ -1080,34 +1076,7 @@ def _settle_chunk(settle: Settle, items: list[Outgoing], log: list[DeliveryLog])
                 exc_info=True,
             )
     with transaction.atomic(using=alias):
-        _write_log(log, guarded=True)
-        if items:
-            settle(items)
-
-
-def _write_log(entries: list[DeliveryLog], *, guarded: bool) -> None:
-    """Insert the log rows in one statement. ``guarded`` (a worker): if the database
-    refuses that, insert them one by one and drop (and report) the ones it refuses,
-    so one bad row neither stops the batch nor loses the others; a log row is a
-    record of what happened, not what decides a message's fate."""
-    if not guarded:
-        state.write_log(entries)
-        return
-    alias = router.db_for_write(DeliveryLog)
-    try:
-        with transaction.atomic(using=alias):
-            state.write_log(entries)
-        return
-    except Exception:
-        if len(entries) <= 1:
-            logger.exception("Writing %d delivery log rows failed", len(entries))
-            return
-    for entry in entries:
-        try:
-            with transaction.atomic(using=alias):
-                state.write_log([entry])
-        except Exception:
-            logger.exception("Writing the delivery log row of %s failed", entry.message_id)
+        settle(items, log)
 
 
 def _sent_reply(item: Outgoing, delivery: Delivery) -> str:
@@ -1180,7 +1149,8 @@ def _log_row(
 
     Built from its values in the order of the columns: ``Model.__init__`` with keyword
     arguments was two thirds of the cost of a log row (every worker message has one),
-    with positional ones a third of that. A column added to the model and not filled
+    with positional ones a third of that, and :func:`precompiled.builder` skips it
+    where it would only store them. A column added to the model and not filled
     here is a ``KeyError`` on the first message any test sends, not a silent default.
     The row is only ever written (:func:`state.write_log`): its ``account`` is set by
     key, so reading it would query the database."""
@@ -1200,12 +1170,13 @@ def _log_row(
         "attempt": attempt,
         "created_at": now,
     }
-    # (django-stubs checks a starred argument against the first column only.)
-    return DeliveryLog(*[values[name] for name in _LOG_COLUMNS])  # type: ignore[misc]
+    return _new_log_row([values[name] for name in _LOG_COLUMNS])
 
 
 #: The delivery log's columns in the order ``DeliveryLog(*values)`` takes them.
 _LOG_COLUMNS = tuple(field.attname for field in DeliveryLog._meta.concrete_fields)
+#: ``DeliveryLog(*values)``, without ``Model.__init__`` where it would only store them.
+_new_log_row = precompiled.builder(DeliveryLog, None)
 
 
 def _named_skipped(item: Outgoing, account: SmtpAccount | None) -> str:

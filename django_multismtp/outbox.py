@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import operator
 import os
 import socket
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -34,7 +35,7 @@ from django.db import connections, router, transaction
 from django.db.models import Case, DateTimeField, F, Q, Value, When
 from django.utils.module_loading import import_string
 
-from . import clock, conf, limits
+from . import clock, conf, limits, state
 from .bulk import (
     array_placeholder,
     binary_cursor,
@@ -43,7 +44,7 @@ from .bulk import (
     insert_rows,
     update_rows,
 )
-from .models import OutboxMessage
+from .models import DeliveryLog, OutboxMessage
 from .precompiled import from_rows
 from .replies import Failure
 
@@ -68,6 +69,9 @@ SETTLED_FIELDS = [
     "locked_by",
     "locked_until",
 ]
+#: A row's settled fields as they are, to put back if settling it fails (one C call
+#: instead of a dictionary built in Python for every row).
+_settled_values = operator.attrgetter(*SETTLED_FIELDS)
 
 
 def worker_id() -> str:
@@ -403,12 +407,13 @@ _unguarded: ContextVar[bool] = ContextVar("multismtp_settle_unguarded", default=
 
 @contextmanager
 def unguarded() -> Iterator[None]:
-    """Within this block :func:`settle` writes without a savepoint, and if the database
-    refuses the write it raises, its rows as they were before the call and nothing
-    counted. For a caller whose transaction holds nothing it cannot write again, and
-    that rolls it back and calls :func:`settle` again outside this block (the engine,
-    for each chunk it settles): a savepoint taken for every chunk just in case cost two
-    statements per chunk for the database (issue #17)."""
+    """Within this block :func:`settle` writes its log rows and outcomes with no
+    savepoint, both or neither (one statement where it can, see :func:`_store`), and if
+    the database refuses them it raises, its rows as they were before the call and
+    nothing counted. For a caller that then calls :func:`settle` again outside this
+    block (the engine, for each chunk it settles): a savepoint taken for every chunk
+    just in case cost two statements per chunk for the database, and the transaction
+    around the two writes two more (issue #17)."""
     token = _unguarded.set(True)
     try:
         yield
@@ -416,14 +421,23 @@ def unguarded() -> Iterator[None]:
         _unguarded.reset(token)
 
 
-def settle(items: Iterable[Outgoing], *, worker: str, now: dt.datetime) -> Settlement:
-    """Write each claimed row's outcome, touching only rows ``worker`` still holds.
+def settle(
+    items: Iterable[Outgoing],
+    *,
+    worker: str,
+    now: dt.datetime,
+    log: Sequence[DeliveryLog] = (),
+) -> Settlement:
+    """Write each claimed row's outcome, touching only rows ``worker`` still holds, and
+    the delivery ``log`` rows of the same messages: both in the caller's transaction.
 
     A fixed number of queries, whatever the number of items. If working out one row's
     outcome raises, that row alone becomes a failed attempt with the error; if the
-    database refuses the write, the rows are written one by one, and a row it still
-    refuses is given back (:func:`give_back`). (Within :func:`unguarded`, a refused
-    write raises instead, for the caller to settle again.)"""
+    database refuses the log rows, they are written one by one and the ones it refuses
+    are dropped (and logged: a log row records what happened, it decides nothing); if
+    it refuses the outcomes, the rows are written one by one, and a row it still
+    refuses is given back (:func:`give_back`). (Within :func:`unguarded`, a refusal
+    raises instead, for the caller to settle again.)"""
     result = Settlement()
     rows = []
     befores = []
@@ -431,26 +445,27 @@ def settle(items: Iterable[Outgoing], *, worker: str, now: dt.datetime) -> Settl
     for item in items:
         row = item.row
         assert row is not None
-        before = {name: getattr(row, name) for name in SETTLED_FIELDS}
+        before = _settled_values(row)
         befores.append(before)
         try:
             _outcome(item, row, limits_)
         except Exception as exc:
             logger.exception("Settling outbox row %s failed", row.message_id)
-            for name, value in before.items():
+            for name, value in zip(SETTLED_FIELDS, before, strict=True):
                 setattr(row, name, value)
             _faulted(item, row, limits_, "settling it", exc)
         _count(row, item, result)
         rows.append(row)
     if _unguarded.get():
         try:
-            updated = _store(rows, worker=worker, guarded=False)
+            updated = _store(rows, worker=worker, guarded=False, log=log)
         except BaseException:  # settled again by the caller, from the same state
             for row, before in zip(rows, befores, strict=True):
-                for name, value in before.items():
+                for name, value in zip(SETTLED_FIELDS, before, strict=True):
                     setattr(row, name, value)
             raise
     else:
+        state.write_log_guarded(log)
         updated = _store(rows, worker=worker)
     result.lost_lease = len(rows) - updated
     if result.lost_lease:
@@ -530,11 +545,18 @@ def _count(row: OutboxMessage, item: Outgoing | None, result: Settlement) -> Non
         result.retrying += 1
 
 
-def _store(rows: list[OutboxMessage], *, worker: str, guarded: bool = True) -> int:
+def _store(
+    rows: list[OutboxMessage],
+    *,
+    worker: str,
+    guarded: bool = True,
+    log: Sequence[DeliveryLog] = (),
+) -> int:
     """Write settled rows that ``worker`` still holds; return how many it held.
 
-    ``guarded``: in a savepoint, and if the database refuses, one by one; otherwise in
-    the caller's transaction, and a refusal raises (see :func:`unguarded`)."""
+    ``guarded``: in a savepoint, and if the database refuses, one by one; otherwise the
+    rows and the ``log`` rows together (one statement when every row is plainly sent on
+    PostgreSQL, else one transaction), and a refusal raises (see :func:`unguarded`)."""
     held = ("locked_by", "=", worker)
     sent = [row for row in rows if row.status == Status.SENT]
     others = [row for row in rows if row.status != Status.SENT]
@@ -561,7 +583,9 @@ def _store(rows: list[OutboxMessage], *, worker: str, guarded: bool = True) -> i
             )
 
     if not guarded:
-        return write(sent, others)
+        return _store_unguarded(alias, rows, log, worker=worker, write=write)
+    if not rows:
+        return 0
     try:
         return write(sent, others)
     except Exception:
@@ -587,6 +611,39 @@ def _store(rows: list[OutboxMessage], *, worker: str, guarded: bool = True) -> i
     return updated
 
 
+def _store_unguarded(
+    alias: str,
+    rows: list[OutboxMessage],
+    log: Sequence[DeliveryLog],
+    *,
+    worker: str,
+    write: Callable[[list[OutboxMessage], list[OutboxMessage]], int],
+) -> int:
+    """The unguarded write of :func:`_store`: ``rows`` and ``log`` both or neither.
+
+    On PostgreSQL, when every row is plainly sent (a chunk of a drain, nearly always),
+    one statement writes both (``WITH logged AS (INSERT ...) UPDATE ...``): atomic by
+    itself, so with no transaction around it where the caller has none, the round trips
+    of a chunk go from four (BEGIN, INSERT, UPDATE, COMMIT) to one. Otherwise one
+    transaction (a savepoint inside the caller's)."""
+    connection = connections[alias]
+    together = router.db_for_write(DeliveryLog) == alias
+    if connection.vendor == "postgresql" and together and all(map(_plainly_sent, rows)):
+        sql, params = _sent_statement(alias, rows, worker=worker)
+        nested = connection.in_atomic_block
+        with transaction.atomic(using=alias) if nested else nullcontext():
+            return state.write_log(log, along=(sql, params)) or 0
+    if not together:  # the log commits on its own database first
+        state.write_log(log)
+    with transaction.atomic(using=alias):
+        if together:
+            state.write_log(log)
+        return write(
+            [row for row in rows if row.status == Status.SENT],
+            [row for row in rows if row.status != Status.SENT],
+        )
+
+
 def _plainly_sent(row: OutboxMessage) -> bool:
     """Settled as sent with nothing else to say: most rows, written by :func:`_store_sent`."""
     return (
@@ -600,14 +657,23 @@ def _plainly_sent(row: OutboxMessage) -> bool:
 
 def _store_sent(alias: str, rows: list[OutboxMessage], *, worker: str) -> int:
     """PostgreSQL: write rows :func:`_plainly_sent` that ``worker`` still holds; return
-    how many it held.
+    how many it held."""
+    if not rows:
+        return 0
+    sql, params = _sent_statement(alias, rows, worker=worker)
+    with bound_cursor(connections[alias]) as cursor:
+        cursor.execute(sql, params)
+        return max(int(cursor.rowcount), 0)
+
+
+def _sent_statement(alias: str, rows: list[OutboxMessage], *, worker: str) -> tuple[str, list[Any]]:
+    """The SQL and parameters of :func:`_store_sent` (for :func:`bulk.bound_cursor`).
 
     What :func:`update_rows` would write, with the values every such row shares as
     constants: four short arrays instead of one per settled field, so the statement
     the database parses for every chunk is a fraction of the size (parsing and
-    planning were about a quarter of its CPU per message)."""
-    if not rows:
-        return 0
+    planning were about a quarter of its CPU per message). An empty ``rows`` updates
+    nothing."""
     connection = connections[alias]
     table, column = _quoted_names(connection)
 
@@ -633,9 +699,7 @@ def _store_sent(alias: str, rows: list[OutboxMessage], *, worker: str) -> int:
         f"AS v(pk, sent_at, sent_by, attempts) "
         f"WHERE {table}.{column('id')} = v.pk AND {table}.{column('locked_by')} = %s"
     )
-    with bound_cursor(connection) as cursor:
-        cursor.execute(sql, [*values, worker])
-        return max(int(cursor.rowcount), 0)
+    return sql, [*values, worker]
 
 
 def give_back(

@@ -6,13 +6,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+from django.db import connections, router, transaction
 from django.db.models import F
 
 from . import conf, precompiled, signals
-from .bulk import insert_rows
+from .bulk import bound_cursor, insert_rows, insert_statement
 from .models import DeliveryLog, SmtpAccount
 from .presets import PRESETS
 from .replies import Failure, Outcome, hint_for_provider
@@ -129,7 +130,48 @@ def log_details(message: Any, recipients: Iterable[str]) -> dict[str, str]:
     return {"subject": subject, "recipients": listed[:10000]}
 
 
-def write_log(entries: list[DeliveryLog]) -> None:
-    """Insert the batch's log rows with one statement, whatever the batch size."""
-    if entries and conf.get_setting("DELIVERY_LOG"):
-        insert_rows(DeliveryLog, entries)
+def write_log(
+    entries: Sequence[DeliveryLog], *, along: tuple[str, list[Any]] | None = None
+) -> int | None:
+    """Insert the log rows with one statement, whatever their number (none when
+    ``DELIVERY_LOG`` is off).
+
+    ``along``: the SQL and parameters of another PostgreSQL statement (for
+    :func:`bulk.bound_cursor`) to run in the same one, ``WITH logged AS (INSERT ...)
+    <along>``: both or neither, in one round trip (the outbox's settlement of a chunk,
+    see :func:`outbox.unguarded`). Its row count is returned."""
+    wanted = list(entries) if entries and conf.get_setting("DELIVERY_LOG") else []
+    if along is None:
+        if wanted:
+            insert_rows(DeliveryLog, wanted)
+        return None
+    sql, params = along
+    if wanted:
+        head, values = insert_statement(DeliveryLog, wanted)
+        sql, params = f"WITH logged AS ({head}) {sql}", [*values, *params]
+    with bound_cursor(connections[router.db_for_write(DeliveryLog)]) as cursor:
+        cursor.execute(sql, params)
+        return max(int(cursor.rowcount), 0)
+
+
+def write_log_guarded(entries: Sequence[DeliveryLog]) -> None:
+    """:func:`write_log`, and if the database refuses that, the rows one by one,
+    dropping (and reporting) the ones it refuses: one bad row neither stops a worker's
+    batch nor loses the others; a log row records what happened, it decides nothing."""
+    if not entries:
+        return
+    alias = router.db_for_write(DeliveryLog)
+    try:
+        with transaction.atomic(using=alias):
+            write_log(entries)
+        return
+    except Exception:
+        if len(entries) <= 1:
+            logger.exception("Writing %d delivery log rows failed", len(entries))
+            return
+    for entry in entries:
+        try:
+            with transaction.atomic(using=alias):
+                write_log([entry])
+        except Exception:
+            logger.exception("Writing the delivery log row of %s failed", entry.message_id)

@@ -18,7 +18,7 @@ from django.utils.module_loading import import_string
 from . import clock, compat, conf, outbox
 from .backends.smtp import EmailBackend
 from .engine import SettleEvery
-from .models import OutboxMessage
+from .models import DeliveryLog, OutboxMessage
 from .outgoing import Outgoing
 
 logger = logging.getLogger("django_multismtp.worker")
@@ -104,8 +104,8 @@ def send_batch(
         by_mailer[row.mailer].append(row)
     result = outbox.Settlement()
 
-    def settle(items: list[Outgoing]) -> None:
-        result.add(outbox.settle(items, worker=worker, now=clock.now()))
+    def settle(items: list[Outgoing], log: list[DeliveryLog]) -> None:
+        result.add(outbox.settle(items, worker=worker, now=clock.now(), log=log))
 
     for mailer, group in by_mailer.items():
         try:

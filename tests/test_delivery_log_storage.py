@@ -97,9 +97,9 @@ def test_an_account_deleted_while_its_messages_are_settled_sends_nothing_twice(
     ids = queue(settings, 5)
     write_log = state.write_log
 
-    def deleted_first(entries: list[DeliveryLog]) -> None:
+    def deleted_first(entries: list[DeliveryLog], **kwargs: Any) -> Any:
         SmtpAccount.objects.filter(pk=account.pk).delete()
-        write_log(entries)
+        return write_log(entries, **kwargs)
 
     monkeypatch.setattr(state, "write_log", deleted_first)
     result = worker.drain(every=SettleEvery(replies=None, seconds=None))
