@@ -53,7 +53,6 @@ from . import (
     selection,
     signals,
     slots,
-    stall,
     state,
 )
 from .eventloop import smtp_loop
@@ -384,7 +383,6 @@ class Engine:
         batch = _Batch(settle, every or SETTLE_EVERY, meanwhile=meanwhile)
         try:
             now = clock.now()
-            stall.worker_seen(now)  # a worker is sending: queued mail is not stranded
             accounts = load_accounts()
             shared: dict[Any, Any] = {}
             for index, row in enumerate(rows):

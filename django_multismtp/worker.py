@@ -8,6 +8,7 @@ machines, against one database (see :mod:`django_multismtp.outbox` for how they 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from typing import Any
 
 from django.utils.module_loading import import_string
 
-from . import clock, compat, conf, outbox
+from . import clock, compat, conf, outbox, stall
 from .backends.smtp import EmailBackend
 from .engine import SettleEvery
 from .models import DeliveryLog, OutboxMessage
@@ -126,6 +127,22 @@ def send_batch(
     return result
 
 
+#: How often (seconds, at most) a draining worker records that it is sending
+#: (:func:`stall.worker_seen`): once per batch was one statement in six of a batch
+#: (issue #17), and a stall is reported after minutes, not seconds.
+SEEN_EVERY = 1.0
+
+
+def _worker_seen(monotonic: Callable[[], float]) -> float:
+    """Record that this worker is sending (queued mail is not stranded); return when.
+    A failure is logged, not raised: the batch goes out all the same."""
+    try:
+        stall.worker_seen(clock.now())
+    except Exception:
+        logger.exception("Recording that a worker is sending failed")
+    return monotonic()
+
+
 class _Prefetch:
     """The next batch, claimed while the current one is on the wire, so the
     connections never wait for the claim between batches. Only after a full batch (a
@@ -184,6 +201,7 @@ def drain(
     worker = outbox.worker_id()
     total = outbox.Settlement()
     started = busy = monotonic()
+    seen = -math.inf  # when this worker last said it was sending (stall.worker_seen)
     mailers = Mailers(connections)
     prefetch = _Prefetch(size, worker)
     try:
@@ -200,6 +218,8 @@ def drain(
                     mailers.close()  # idle: do not hold the servers' connections
                 sleep(poll)
                 continue
+            if monotonic() - seen >= SEEN_EVERY:
+                seen = _worker_seen(monotonic)
             result = send_batch(
                 rows,
                 worker=worker,

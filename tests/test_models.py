@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
 from django.core import mail
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 
 from django_multismtp.models import DeliveryLog, SmtpAccount
 from tests.factories import SmtpAccountFactory, UserFactory
@@ -322,3 +324,33 @@ def test_from_name_with_line_break_is_refused():
     with pytest.raises(ValidationError) as caught:
         account.full_clean()
     assert "from_name" in caught.value.message_dict
+
+
+@pytest.mark.django_db
+def test_a_success_on_record_is_not_written_again(django_assert_num_queries):
+    """A draining worker's batches follow each other within tenths of a second: an
+    account whose row already says it succeeded less than a second ago, with no error
+    since and no throttle counted, is not written again (one statement per batch,
+    issue #17). Any of those three not so, and it is."""
+    from django_multismtp import state
+
+    now = timezone.now()
+    fresh = SmtpAccountFactory(name="fresh", last_success_at=now - dt.timedelta(seconds=0.5))
+    old = SmtpAccountFactory(name="old", last_success_at=now - dt.timedelta(seconds=2))
+    erred = SmtpAccountFactory(
+        name="erred",
+        last_success_at=now - dt.timedelta(seconds=0.5),
+        last_error_at=now - dt.timedelta(seconds=0.2),
+    )
+    throttled = SmtpAccountFactory(
+        name="throttled", last_success_at=now - dt.timedelta(seconds=0.5), consecutive_throttles=2
+    )
+    with django_assert_num_queries(0):
+        state.record_successes([fresh], now)
+    for account in (old, erred, throttled):
+        with django_assert_num_queries(1):
+            state.record_successes([account], now)
+        account.refresh_from_db()
+        assert (account.last_success_at, account.consecutive_throttles) == (now, 0)
+    fresh.refresh_from_db()
+    assert fresh.last_success_at == now - dt.timedelta(seconds=0.5)

@@ -119,3 +119,24 @@ def test_check_database_reports_the_stall(queueing, clock):
     assert "no worker has ever been seen" in warning.msg
     # Without --database the check does not touch the database.
     assert not [m for m in run_checks() if m.id.endswith("W004")]
+
+
+def test_a_draining_worker_says_it_is_sending_once_a_second_not_once_a_batch(
+    queueing, clock, monkeypatch
+):
+    """Recording that a worker is sending was one statement in six of a batch (issue
+    #17): a drain records it with its first batch, then at most once per SEEN_EVERY of
+    its own monotonic clock. A failure to record it stops nothing."""
+    queue(5)
+    ticks = iter([0.0, 0.0, 0.0, 0.4, 0.4, 0.8, 0.8, 1.2, 1.2, 1.6] + [1.6] * 50)
+    seen: list[Any] = []
+    monkeypatch.setattr(stall, "worker_seen", seen.append)
+    assert worker.drain(batch_size=1, monotonic=lambda: next(ticks)).sent == 5
+    assert len(seen) == 2  # at 0.0, and at 1.2 (a second later), not once per batch
+
+    def down(now: Any) -> None:
+        raise RuntimeError("the database went away")
+
+    queue(2)
+    monkeypatch.setattr(stall, "worker_seen", down)
+    assert worker.drain(batch_size=1).sent == 2
