@@ -128,13 +128,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     without a ``django_db`` mark or database fixture runs the same on any database:
     the protocol, parsing and network guards. The browser tests drive templates and
     scripts whose queries ``test_admin`` and ``test_self_service`` already run on
-    PostgreSQL. Both run once, in the SQLite pass."""
+    PostgreSQL. Both run once, in the SQLite pass, as do tests marked ``sqlite_only``
+    (variants whose database work a sibling repeats on PostgreSQL)."""
     from django.conf import settings
 
     if "postgresql" in settings.DATABASES["default"]["ENGINE"]:
         kept, left_out = [], []
         for item in items:
-            same_anywhere = not uses_database(item) or item.get_closest_marker("browser")
+            same_anywhere = (
+                not uses_database(item)
+                or item.get_closest_marker("browser")
+                or item.get_closest_marker("sqlite_only")
+            )
             (left_out if same_anywhere else kept).append(item)
         if left_out:
             config.hook.pytest_deselected(items=left_out)
